@@ -1,0 +1,501 @@
+"""The one normalized sample schema that every source produces.
+
+Units (converted at the source boundary, never later):
+    power            W        (NVML reports mW; dcgm-exporter already W)
+    energy           J        (NVML and DCGM report mJ since driver load)
+    temperature      degC
+    utilization      %        0..100
+    memory           MiB      (NVML reports bytes; DCGM already MiB)
+    clocks           MHz
+    coolant flow     L/min
+    fan speed        % of the board's maximum for GPU fans, RPM for chassis fans
+    counters         monotonic totals since the last driver load / GPU reset; a decrease is a reset
+
+A value the source does not report is ``None``, never 0. A source that learns that a field is unsupported on a
+device lists the field name in ``GpuSample.unsupported`` (a capability flag), so the UI can say "not supported"
+rather than "no data yet".
+
+The JSON form (``sample_to_json`` / ``sample_from_json``) is what ``probe --json``, exports and the agent speak.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+
+SCHEMA_ID = "gpu-console.sample/1"
+
+_D = TypeVar("_D", "GpuSample", "ChassisSample")
+
+
+class ThrottleReason(StrEnum):
+    """NVML clock-event ("throttle") reasons; the bit values are shared by NVML, pynvml and DCGM."""
+
+    GPU_IDLE = "gpu_idle"
+    APPLICATIONS_CLOCKS_SETTING = "applications_clocks_setting"
+    SW_POWER_CAP = "sw_power_cap"
+    HW_SLOWDOWN = "hw_slowdown"
+    SYNC_BOOST = "sync_boost"
+    SW_THERMAL_SLOWDOWN = "sw_thermal_slowdown"
+    HW_THERMAL_SLOWDOWN = "hw_thermal_slowdown"
+    HW_POWER_BRAKE_SLOWDOWN = "hw_power_brake_slowdown"
+    DISPLAY_CLOCK_SETTING = "display_clock_setting"
+
+
+THROTTLE_REASON_BITS: Mapping[ThrottleReason, int] = {
+    ThrottleReason.GPU_IDLE: 0x001,
+    ThrottleReason.APPLICATIONS_CLOCKS_SETTING: 0x002,
+    ThrottleReason.SW_POWER_CAP: 0x004,
+    ThrottleReason.HW_SLOWDOWN: 0x008,
+    ThrottleReason.SYNC_BOOST: 0x010,
+    ThrottleReason.SW_THERMAL_SLOWDOWN: 0x020,
+    ThrottleReason.HW_THERMAL_SLOWDOWN: 0x040,
+    ThrottleReason.HW_POWER_BRAKE_SLOWDOWN: 0x080,
+    ThrottleReason.DISPLAY_CLOCK_SETTING: 0x100,
+}
+
+# Reasons that mean the GPU is being slowed by something an operator must look at (shaded on charts).
+SLOWDOWN_REASONS: frozenset[ThrottleReason] = frozenset(
+    {
+        ThrottleReason.HW_SLOWDOWN,
+        ThrottleReason.HW_THERMAL_SLOWDOWN,
+        ThrottleReason.HW_POWER_BRAKE_SLOWDOWN,
+        ThrottleReason.SW_THERMAL_SLOWDOWN,
+    }
+)
+
+
+def throttle_reasons_from_mask(mask: int) -> tuple[ThrottleReason, ...]:
+    """Names of the bits set in an NVML/DCGM clock-event bitmask, in bit order."""
+    return tuple(reason for reason, bit in THROTTLE_REASON_BITS.items() if mask & bit)
+
+
+def throttle_mask(reasons: Iterable[ThrottleReason]) -> int:
+    mask = 0
+    for reason in reasons:
+        mask |= THROTTLE_REASON_BITS[reason]
+    return mask
+
+
+class RecoveryAction(StrEnum):
+    """The driver's own required recovery (NVML_GPU_RECOVERY_ACTION_*), the authoritative "what to do now"."""
+
+    NONE = "none"
+    GPU_RESET = "gpu_reset"
+    NODE_REBOOT = "node_reboot"
+    DRAIN_P2P = "drain_p2p"
+    DRAIN_AND_RESET = "drain_and_reset"
+    RECOVER_IMEX_DOMAIN = "recover_imex_domain"
+    BUS_RESET = "bus_reset"
+    SYSTEM_REBOOT = "system_reboot"
+
+
+RECOVERY_ACTION_CODES: Mapping[int, RecoveryAction] = dict(enumerate(RecoveryAction))
+
+
+class Health(StrEnum):
+    """Redfish-style health of a chassis or a cooling component."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class EventKind(StrEnum):
+    XID = "xid"
+    GPU_LOST = "gpu_lost"
+    RECOVERY_ACTION = "recovery_action"
+    ECC_DBE = "ecc_dbe"
+    ROW_REMAP_FAILURE = "row_remap_failure"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    """One GPU at one instant. Identity first; key everything by ``uuid`` (index order is not stable)."""
+
+    index: int
+    uuid: str
+    name: str | None = None
+    serial: str | None = None
+    pci_bus_id: str | None = None
+    driver_version: str | None = None
+    vbios_version: str | None = None
+    utilization_pct: float | None = None
+    memory_used_mib: float | None = None
+    memory_total_mib: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None  # enforced limit (minimum of all limiters)
+    power_default_limit_w: float | None = None
+    energy_j: float | None = None  # counter since driver load
+    temperature_c: float | None = None
+    memory_temperature_c: float | None = None  # HBM
+    thermal_margin_c: float | None = None  # distance to the nearest slowdown threshold (T.Limit)
+    slowdown_temp_c: float | None = None  # absolute thresholds where the hardware reports them
+    shutdown_temp_c: float | None = None
+    memory_max_temp_c: float | None = None
+    fan_pct: float | None = None  # None on SXM / passively cooled parts
+    sm_clock_mhz: float | None = None
+    memory_clock_mhz: float | None = None
+    pstate: int | None = None
+    throttle_reasons: tuple[ThrottleReason, ...] = ()
+    ecc_sbe_volatile: int | None = None
+    ecc_dbe_volatile: int | None = None
+    ecc_sbe_aggregate: int | None = None
+    ecc_dbe_aggregate: int | None = None
+    remapped_rows_correctable: int | None = None
+    remapped_rows_uncorrectable: int | None = None
+    remapped_rows_pending: bool | None = None
+    remapped_rows_failure: bool | None = None
+    pcie_replays: int | None = None
+    pcie_link_gen: int | None = None
+    pcie_link_gen_max: int | None = None
+    pcie_link_width: int | None = None
+    pcie_link_width_max: int | None = None
+    nvlink_crc_errors: int | None = None  # FLIT + data CRC, all links
+    nvlink_replay_errors: int | None = None
+    nvlink_recovery_errors: int | None = None
+    xid_last: int | None = None  # the most recent Xid (0 = none since driver load)
+    recovery_action: RecoveryAction | None = None
+    mig_mode: bool | None = None
+    lost: bool = False  # the GPU fell off the bus (NVML GpuIsLost, or vanished from enumeration)
+    unsupported: tuple[str, ...] = ()  # capability flags: fields the device does not report
+
+
+@dataclass(frozen=True, slots=True)
+class ChassisSample:
+    """The node's enclosure: BMC sensors, cooling loop, fans, node power."""
+
+    inlet_c: float | None = None
+    exhaust_c: float | None = None
+    coolant_supply_c: float | None = None
+    coolant_return_c: float | None = None
+    coolant_flow_lpm: float | None = None
+    coolant_flow_rated_lpm: float | None = None
+    leak_detected: bool | None = None
+    fans_rpm: tuple[float, ...] | None = None
+    fans_min_rpm: float | None = None  # the BMC's lower critical threshold where it reports one
+    power_w: float | None = None
+    health: Health | None = None
+    pump_health: Health | None = None
+    psu_health: Health | None = None
+    conditions: tuple[str, ...] = ()  # Redfish Conditions[].MessageId and similar free text
+
+
+@dataclass(frozen=True, slots=True)
+class GpuEvent:
+    """Something that happened between two polls (an NVML event, an Xid seen in a counter)."""
+
+    kind: EventKind
+    time: float
+    gpu_uuid: str | None = None
+    gpu_index: int | None = None
+    code: int | None = None  # Xid number, recovery-action code
+    message: str = ""
+
+
+EMPTY_CHASSIS = ChassisSample()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSample:
+    """One node, one poll: what every source produces and everything downstream consumes."""
+
+    node: str
+    site: str
+    source: str
+    time: float  # epoch seconds when the values were read (the exporter's own stamp where it has one)
+    gpus: tuple[GpuSample, ...] = ()
+    chassis: ChassisSample = EMPTY_CHASSIS
+    events: tuple[GpuEvent, ...] = ()
+
+    def gpu(self, uuid: str) -> GpuSample | None:
+        return next((gpu for gpu in self.gpus if gpu.uuid == uuid), None)
+
+
+class SchemaError(ValueError):
+    """A JSON document that is not a valid sample; the message names the offending key path."""
+
+
+# --- merging samples from several sources of one node -----------------------------------------------------------
+
+
+def _merge_dataclass(first: _D, second: _D) -> _D:
+    """Field-wise: keep ``first``'s value unless it is missing (None or empty)."""
+    updates = {}
+    for f in dataclasses.fields(first):  # type: ignore[arg-type]
+        mine = getattr(first, f.name)
+        if mine is None or mine == () or mine is False:
+            theirs = getattr(second, f.name)
+            if theirs is not None and theirs != ():
+                updates[f.name] = theirs
+    return dataclasses.replace(first, **updates) if updates else first  # type: ignore[type-var]
+
+
+def merge_samples(samples: Sequence[NodeSample]) -> NodeSample:
+    """Combine what several sources said about one node (e.g. dcgm-exporter for GPUs, Redfish for chassis).
+
+    GPUs are matched by UUID; the earlier source wins where both report a field.
+    """
+    if not samples:
+        raise ValueError("merge_samples needs at least one sample")
+    if len(samples) == 1:
+        return samples[0]
+    gpus: dict[str, GpuSample] = {}
+    chassis = EMPTY_CHASSIS
+    for sample in samples:
+        for gpu in sample.gpus:
+            gpus[gpu.uuid] = _merge_dataclass(gpus[gpu.uuid], gpu) if gpu.uuid in gpus else gpu
+        chassis = _merge_dataclass(chassis, sample.chassis)
+    first = samples[0]
+    return NodeSample(
+        node=first.node,
+        site=first.site,
+        source="+".join(s.source for s in samples),
+        time=max(s.time for s in samples),
+        gpus=tuple(sorted(gpus.values(), key=lambda g: g.index)),
+        chassis=chassis,
+        events=tuple(e for s in samples for e in s.events),
+    )
+
+
+# --- JSON ---------------------------------------------------------------------------------------------------------
+
+_GPU_FIELDS = tuple(f.name for f in dataclasses.fields(GpuSample))
+_CHASSIS_FIELDS = tuple(f.name for f in dataclasses.fields(ChassisSample))
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def gpu_to_json(gpu: GpuSample) -> dict[str, Any]:
+    out = {name: _finite_or_none(getattr(gpu, name)) for name in _GPU_FIELDS}
+    out["throttle_reasons"] = [str(r) for r in gpu.throttle_reasons]
+    out["recovery_action"] = str(gpu.recovery_action) if gpu.recovery_action is not None else None
+    out["unsupported"] = list(gpu.unsupported)
+    return out
+
+
+def chassis_to_json(chassis: ChassisSample) -> dict[str, Any]:
+    out = {name: _finite_or_none(getattr(chassis, name)) for name in _CHASSIS_FIELDS}
+    out["fans_rpm"] = list(chassis.fans_rpm) if chassis.fans_rpm is not None else None
+    out["conditions"] = list(chassis.conditions)
+    for name in ("health", "pump_health", "psu_health"):
+        value = getattr(chassis, name)
+        out[name] = str(value) if value is not None else None
+    return out
+
+
+def event_to_json(event: GpuEvent) -> dict[str, Any]:
+    return {
+        "kind": str(event.kind),
+        "time": event.time,
+        "gpu_uuid": event.gpu_uuid,
+        "gpu_index": event.gpu_index,
+        "code": event.code,
+        "message": event.message,
+    }
+
+
+def sample_to_json(sample: NodeSample) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_ID,
+        "node": sample.node,
+        "site": sample.site,
+        "source": sample.source,
+        "time": sample.time,
+        "gpus": [gpu_to_json(g) for g in sample.gpus],
+        "chassis": chassis_to_json(sample.chassis),
+        "events": [event_to_json(e) for e in sample.events],
+    }
+
+
+_NUMBER = (int, float)
+
+
+def _check(path: str, value: Any, kinds: tuple[type, ...], optional: bool = True) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) and bool not in kinds:
+        raise SchemaError(f"{path}: expected {'/'.join(k.__name__ for k in kinds)}, got bool")
+    if not isinstance(value, kinds):
+        raise SchemaError(f"{path}: expected {'/'.join(k.__name__ for k in kinds)}, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+_GPU_TYPES: Mapping[str, tuple[type, ...]] = {
+    "index": (int,),
+    "uuid": (str,),
+    "name": (str,),
+    "serial": (str,),
+    "pci_bus_id": (str,),
+    "driver_version": (str,),
+    "vbios_version": (str,),
+    "pstate": (int,),
+    "ecc_sbe_volatile": (int,),
+    "ecc_dbe_volatile": (int,),
+    "ecc_sbe_aggregate": (int,),
+    "ecc_dbe_aggregate": (int,),
+    "remapped_rows_correctable": (int,),
+    "remapped_rows_uncorrectable": (int,),
+    "remapped_rows_pending": (bool,),
+    "remapped_rows_failure": (bool,),
+    "pcie_replays": (int,),
+    "pcie_link_gen": (int,),
+    "pcie_link_gen_max": (int,),
+    "pcie_link_width": (int,),
+    "pcie_link_width_max": (int,),
+    "nvlink_crc_errors": (int,),
+    "nvlink_replay_errors": (int,),
+    "nvlink_recovery_errors": (int,),
+    "xid_last": (int,),
+    "mig_mode": (bool,),
+    "lost": (bool,),
+}
+
+
+def _enum(path: str, value: Any, enum: type[StrEnum]) -> Any:
+    if value is None:
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        raise SchemaError(f"{path}: unknown value {value!r}") from None
+
+
+def gpu_from_json(data: Any, path: str) -> GpuSample:
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: expected an object")
+    unknown = set(data) - set(_GPU_FIELDS)
+    if unknown:
+        raise SchemaError(f"{path}: unknown keys {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name in _GPU_FIELDS:
+        if name not in data:
+            continue
+        value = data[name]
+        key = f"{path}.{name}"
+        if name == "throttle_reasons":
+            if not isinstance(value, list):
+                raise SchemaError(f"{key}: expected a list")
+            kwargs[name] = tuple(_enum(f"{key}[{i}]", v, ThrottleReason) for i, v in enumerate(value))
+        elif name == "recovery_action":
+            kwargs[name] = _enum(key, value, RecoveryAction)
+        elif name == "unsupported":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise SchemaError(f"{key}: expected a list of field names")
+            kwargs[name] = tuple(value)
+        else:
+            kinds = _GPU_TYPES.get(name, _NUMBER)
+            kwargs[name] = _check(key, value, kinds, optional=name not in ("index", "uuid", "lost"))
+    for required in ("index", "uuid"):
+        if required not in kwargs:
+            raise SchemaError(f"{path}.{required}: missing")
+    if "lost" in kwargs and kwargs["lost"] is None:
+        kwargs["lost"] = False
+    return GpuSample(**kwargs)
+
+
+def chassis_from_json(data: Any, path: str) -> ChassisSample:
+    if data is None:
+        return EMPTY_CHASSIS
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: expected an object")
+    unknown = set(data) - set(_CHASSIS_FIELDS)
+    if unknown:
+        raise SchemaError(f"{path}: unknown keys {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{path}.{name}"
+        if name in ("health", "pump_health", "psu_health"):
+            kwargs[name] = _enum(key, value, Health)
+        elif name == "leak_detected":
+            kwargs[name] = _check(key, value, (bool,))
+        elif name == "fans_rpm":
+            if value is None:
+                kwargs[name] = None
+            elif not isinstance(value, list):
+                raise SchemaError(f"{key}: expected a list")
+            else:
+                kwargs[name] = tuple(_check(f"{key}[{i}]", v, _NUMBER, False) for i, v in enumerate(value))
+        elif name == "conditions":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise SchemaError(f"{key}: expected a list of strings")
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = _check(key, value, _NUMBER)
+    return ChassisSample(**kwargs)
+
+
+def event_from_json(data: Any, path: str) -> GpuEvent:
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: expected an object")
+    kind = _enum(f"{path}.kind", data.get("kind"), EventKind)
+    if kind is None:
+        raise SchemaError(f"{path}.kind: missing")
+    return GpuEvent(
+        kind=kind,
+        time=float(_check(f"{path}.time", data.get("time"), _NUMBER, False)),
+        gpu_uuid=_check(f"{path}.gpu_uuid", data.get("gpu_uuid"), (str,)),
+        gpu_index=_check(f"{path}.gpu_index", data.get("gpu_index"), (int,)),
+        code=_check(f"{path}.code", data.get("code"), (int,)),
+        message=_check(f"{path}.message", data.get("message", ""), (str,), False),
+    )
+
+
+def sample_from_json(data: Any) -> NodeSample:
+    """Validate and convert a JSON document; raises ``SchemaError`` naming the first bad key path."""
+    if not isinstance(data, dict):
+        raise SchemaError("sample: expected a JSON object")
+    if data.get("schema") != SCHEMA_ID:
+        raise SchemaError(f"schema: expected {SCHEMA_ID!r}, got {data.get('schema')!r}")
+    gpus = data.get("gpus", [])
+    if not isinstance(gpus, list):
+        raise SchemaError("gpus: expected a list")
+    events = data.get("events", [])
+    if not isinstance(events, list):
+        raise SchemaError("events: expected a list")
+    time_value = _check("time", data.get("time"), _NUMBER, False)
+    if time_value is None:
+        raise SchemaError("time: must be a finite number")
+    return NodeSample(
+        node=_check("node", data.get("node"), (str,), False),
+        site=_check("site", data.get("site", ""), (str,), False),
+        source=_check("source", data.get("source", ""), (str,), False),
+        time=float(time_value),
+        gpus=tuple(gpu_from_json(g, f"gpus[{i}]") for i, g in enumerate(gpus)),
+        chassis=chassis_from_json(data.get("chassis"), "chassis"),
+        events=tuple(event_from_json(e, f"events[{i}]") for i, e in enumerate(events)),
+    )
+
+
+__all__ = [
+    "EMPTY_CHASSIS",
+    "RECOVERY_ACTION_CODES",
+    "SCHEMA_ID",
+    "SLOWDOWN_REASONS",
+    "THROTTLE_REASON_BITS",
+    "ChassisSample",
+    "EventKind",
+    "GpuEvent",
+    "GpuSample",
+    "Health",
+    "NodeSample",
+    "RecoveryAction",
+    "SchemaError",
+    "ThrottleReason",
+    "merge_samples",
+    "sample_from_json",
+    "sample_to_json",
+    "throttle_mask",
+    "throttle_reasons_from_mask",
+]
+
