@@ -1,0 +1,1 @@
+"""Incident detection (rules as data), lifecycle and evidence."""
