@@ -102,7 +102,8 @@ class Fleet:
     nodes: tuple[Node, ...]
     is_demo: bool = False
     origin: str = ""  # file path, or "built-in demo fleet"
-    rule_overrides: tuple[tuple[str, str, str, float], ...] = field(default=())  # (scope, key, rule, value)
+    # (scope, rule, key, value); scope is "site:NAME" or "provider:NAME"; applied by the incident engine
+    rule_overrides: tuple[tuple[str, str, str, float], ...] = field(default=())
 
     def site(self, name: str) -> Site:
         for site in self.sites:

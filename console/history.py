@@ -134,8 +134,8 @@ class NodeHistory:
             if uuid not in seen:
                 ring.append([np.nan] * len(GPU_METRICS))
         ch = sample.chassis
-        fans = list(ch.fans_rpm or ())[:MAX_CHASSIS_FANS]
-        fans += [None] * (MAX_CHASSIS_FANS - len(fans))
+        fans = [_num(f) for f in (ch.fans_rpm or ())][:MAX_CHASSIS_FANS]
+        fans += [float("nan")] * (MAX_CHASSIS_FANS - len(fans))
         self.chassis.append(
             [
                 _num(ch.inlet_c),
@@ -144,7 +144,7 @@ class NodeHistory:
                 _num(ch.coolant_return_c),
                 _num(ch.coolant_flow_lpm),
                 _num(ch.power_w),
-                *(_num(f) for f in fans),
+                *fans,
             ]
         )
 

@@ -16,10 +16,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from console.fleet import Fleet, Node, SourceSpec
 from console.schema import NodeSample, merge_samples
 from console.sources.base import PollFailure, Source, SourceContext, SourceError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +103,7 @@ class Poller:
         self.stats = PollerStats()
         self._stats_lock = threading.Lock()
 
-    # -- lifecycle ---------------------------------------------------------------------------------------------
+    # -- lifecycle ----
 
     def start(self) -> None:
         if self._thread is not None:
@@ -125,7 +129,7 @@ class Poller:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    # -- the loop ----------------------------------------------------------------------------------------------
+    # -- the loop ----
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -143,7 +147,9 @@ class Poller:
         http = await self._open_http()
         self._ready.set()
         try:
-            tasks = [asyncio.create_task(self._poll_node(node, http), name=node.name) for node in self._fleet.nodes]
+            tasks = [
+                asyncio.create_task(self._poll_node(node, http), name=node.name) for node in self._fleet.nodes
+            ]
             await self._stopping.wait()
             for task in tasks:
                 task.cancel()
@@ -152,7 +158,7 @@ class Poller:
             if http is not None:
                 await http.close()
 
-    async def _open_http(self) -> object | None:
+    async def _open_http(self) -> aiohttp.ClientSession | None:
         """One aiohttp session for all nodes (a shared httpx client cannot keep up with hundreds of nodes)."""
         try:
             import aiohttp
@@ -161,13 +167,13 @@ class Poller:
         connector = aiohttp.TCPConnector(limit=self._http_limit, limit_per_host=0, ttl_dns_cache=300)
         return aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
-    async def _poll_node(self, node: Node, http: object | None) -> None:
+    async def _poll_node(self, node: Node, http: aiohttp.ClientSession | None) -> None:
         site = self._fleet.site(node.site)
         interval = self._fleet.interval_s(node)
         timeout = self._fleet.timeout_s(node)
         sources: list[tuple[SourceSpec, Source | None, str]] = []
         for spec in node.sources:
-            ctx = SourceContext(node=node, site=site, spec=spec, timeout_s=timeout, http=http)  # type: ignore[arg-type]
+            ctx = SourceContext(node=node, site=site, spec=spec, timeout_s=timeout, http=http)
             try:
                 sources.append((spec, self._make_source(ctx), ""))
             except Exception as exc:  # a broken spec fails that node's polls with a reason, not the poller

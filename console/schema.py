@@ -226,13 +226,13 @@ class SchemaError(ValueError):
 def _merge_dataclass(first: _D, second: _D) -> _D:
     """Field-wise: keep ``first``'s value unless it is missing (None or empty)."""
     updates = {}
-    for f in dataclasses.fields(first):  # type: ignore[arg-type]
+    for f in dataclasses.fields(first):
         mine = getattr(first, f.name)
         if mine is None or mine == () or mine is False:
             theirs = getattr(second, f.name)
             if theirs is not None and theirs != ():
                 updates[f.name] = theirs
-    return dataclasses.replace(first, **updates) if updates else first  # type: ignore[type-var]
+    return dataclasses.replace(first, **updates) if updates else first
 
 
 def merge_samples(samples: Sequence[NodeSample]) -> NodeSample:
@@ -325,7 +325,9 @@ def _check(path: str, value: Any, kinds: tuple[type, ...], optional: bool = True
     if isinstance(value, bool) and bool not in kinds:
         raise SchemaError(f"{path}: expected {'/'.join(k.__name__ for k in kinds)}, got bool")
     if not isinstance(value, kinds):
-        raise SchemaError(f"{path}: expected {'/'.join(k.__name__ for k in kinds)}, got {type(value).__name__}")
+        raise SchemaError(
+            f"{path}: expected {'/'.join(k.__name__ for k in kinds)}, got {type(value).__name__}"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -498,4 +500,3 @@ __all__ = [
     "throttle_mask",
     "throttle_reasons_from_mask",
 ]
-

@@ -46,6 +46,7 @@ class ChangeKind(StrEnum):
     UPDATED = "updated"  # count, last seen, peak or severity changed
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+    EVIDENCE = "evidence"  # more samples recorded after the incident opened
 
 
 @dataclass(frozen=True, slots=True)

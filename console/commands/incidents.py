@@ -1,0 +1,307 @@
+"""``gpu-console incidents list|show|export|stats|merge``: review the incident log without a window."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from console.store import IncidentFilter, IncidentStore
+    from console.store.export import ExportFormat
+
+HELP = "review the incident log: list, show, export, stats, merge"
+EXIT_NOT_FOUND = 1
+EXIT_STORE_ERROR = 2
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_STATS_DEFAULT_WINDOW_S = 30 * 86400
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds, an ISO 8601 time (UTC unless it says otherwise), or an age such as 30m, 6h, 7d."""
+    text = text.strip()
+    relative = _RELATIVE.match(text)
+    if relative:
+        return time.time() - float(relative.group(1)) * _UNIT_SECONDS[relative.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (use epoch seconds, ISO 8601 such as 2025-05-01T12:00, or an age like 6h)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _severity(text: str) -> Any:
+    from console.incidents.model import Severity
+
+    try:
+        return Severity.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _statuses(text: str) -> list[Any]:
+    from console.incidents.model import Status
+
+    try:
+        return [Status(part.strip().lower()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        names = ", ".join(str(status) for status in Status)
+        raise argparse.ArgumentTypeError(f"unknown status in {text!r} ({names})") from None
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS keeps a ``gpu-console --db X incidents ...`` given before the subcommand from being overwritten.
+    parser.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="incident database")
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("filters (combined with AND)")
+    group.add_argument("--site")
+    group.add_argument("--provider")
+    group.add_argument("--node")
+    group.add_argument("--gpu", help="GPU UUID or index")
+    group.add_argument("--model", help="GPU model, exactly as reported")
+    group.add_argument("--driver", help="driver version")
+    group.add_argument("--severity", type=_severity, help="minimum severity: info, warning, major, critical")
+    group.add_argument("--rule")
+    group.add_argument("--kind")
+    group.add_argument("--status", type=_statuses, help="open, acknowledged, resolved (comma-separated)")
+    group.add_argument("--since", type=parse_time, help="opened at or after (epoch, ISO 8601 or age: 6h, 7d)")
+    group.add_argument("--until", type=parse_time, help="opened before")
+    group.add_argument("--text", help="words in the title, detail or resolution note")
+
+
+def _add_format(parser: argparse.ArgumentParser, *, csv: bool) -> None:
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="print JSON")
+    if csv:
+        fmt.add_argument("--csv", dest="fmt", action="store_const", const="csv", help="print CSV")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="incidents_action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="incidents, newest first")
+    _add_db(listing)
+    _add_filters(listing)
+    _add_format(listing, csv=True)
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+
+    show = actions.add_parser("show", help="one incident with its timeline, evidence and seen-before")
+    _add_db(show)
+    show.add_argument("incident_id", metavar="ID")
+    _add_format(show, csv=False)
+
+    export = actions.add_parser("export", help="every matching incident as CSV (default) or JSON")
+    _add_db(export)
+    _add_filters(export)
+    _add_format(export, csv=True)
+    export.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
+
+    stats = actions.add_parser("stats", help="incidents per 1,000 GPU-hours by site, provider and kind")
+    _add_db(stats)
+    stats.add_argument("--since", type=parse_time, help="window start (default: 30 days ago)")
+    stats.add_argument("--until", type=parse_time, help="window end (default: now)")
+    _add_format(stats, csv=False)
+
+    merge = actions.add_parser("merge", help="import another operator's database (no duplicates)")
+    _add_db(merge)
+    merge.add_argument("other", metavar="OTHER.db")
+    _add_format(merge, csv=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from console.store import IncidentStore, StoreError, default_db_path
+
+    path = Path(args.db) if getattr(args, "db", None) else default_db_path()
+    action: str = args.incidents_action
+    if action != "merge" and not path.is_file():
+        print(f"gpu-console incidents: no incident database at {path}", file=sys.stderr)
+        return EXIT_STORE_ERROR
+    try:
+        with IncidentStore.open(path) as store:
+            if store.recovered is not None:
+                print(f"gpu-console incidents: {store.recovered.message}", file=sys.stderr)
+            handler = {"list": _list, "show": _show, "export": _export, "stats": _stats, "merge": _merge}[action]
+            return handler(store, args)
+    except StoreError as exc:
+        print(f"gpu-console incidents: {exc}", file=sys.stderr)
+        return EXIT_STORE_ERROR
+
+
+def _filter(args: argparse.Namespace) -> IncidentFilter:
+    from console.store import IncidentFilter
+
+    return IncidentFilter(
+        since=args.since,
+        until=args.until,
+        site=args.site,
+        provider=args.provider,
+        node=args.node,
+        gpu=args.gpu,
+        gpu_model=args.model,
+        driver=args.driver,
+        severity=args.severity,
+        rule=args.rule,
+        kind=args.kind,
+        status=tuple(args.status or ()),
+        text=args.text,
+    )
+
+
+def _stamp(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _list(store: IncidentStore, args: argparse.Namespace) -> int:
+    from console.store.export import write_csv, write_json
+
+    if args.limit <= 0:
+        print("gpu-console incidents: --limit must be > 0", file=sys.stderr)
+        return EXIT_STORE_ERROR
+    incidents = store.query(_filter(args), limit=args.limit).incidents
+    if args.fmt == "json":
+        write_json(incidents, sys.stdout)
+    elif args.fmt == "csv":
+        write_csv(incidents, sys.stdout)
+    else:
+        for incident in incidents:
+            ctx = incident.context
+            gpu = "-" if ctx.gpu_index is None else str(ctx.gpu_index)
+            rule = f"{incident.rule}:{incident.code}" if incident.code else incident.rule
+            print(
+                f"{_stamp(incident.opened_at)}  {incident.severity.label:8} {incident.status:12} "
+                f"{ctx.site}/{ctx.node} gpu {gpu:2}  {rule}  x{incident.count}  {incident.title}  [{incident.id}]"
+            )
+        print(f"{len(incidents)} incident(s)", file=sys.stderr)
+    return 0
+
+
+def _show(store: IncidentStore, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from console.store.export import incident_dict
+
+    incident = store.get(args.incident_id)
+    if incident is None:
+        print(f"gpu-console incidents: no incident with id {args.incident_id!r} in {store.path}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    timeline = store.timeline(incident.id)
+    evidence = store.evidence_count(incident.id)
+    seen = store.seen_before(incident)
+    if args.fmt == "json":
+        document = {
+            "incident": incident_dict(incident),
+            "timeline": [
+                {**asdict(entry), "severity": entry.severity.label, "kind": str(entry.kind)} for entry in timeline
+            ],
+            "evidence_count": evidence,
+            "seen_before": _jsonable(asdict(seen)),
+        }
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+        return 0
+    for key, value in incident_dict(incident).items():
+        shown = _stamp(value) if key.endswith("_at") and value is not None else value
+        print(f"{key:>20}: {'-' if shown in (None, '') else shown}")
+    print("\nTimeline:")
+    for entry in timeline:
+        note = f"  {entry.note}" if entry.note else ""
+        print(
+            f"  {_stamp(entry.time)}  {entry.kind:12} {entry.severity.label:8} {entry.status:12} x{entry.count}{note}"
+        )
+    print(f"\nEvidence: {evidence} sample(s)")
+    print("\nSeen before (same rule and code):")
+    for line in seen.summary_lines():
+        print(f"  {line}")
+    for group in (seen.same_context, seen.elsewhere):
+        for past in group.incidents:
+            outcome = past.outcome or past.status
+            note = f" - {past.resolution_note}" if past.resolution_note else ""
+            print(
+                f"    [{group.label.split(' (')[0]}] {_stamp(past.opened_at)} {past.provider}/{past.site} "
+                f"{past.gpu_model or '?'} driver {past.driver_version or '?'}: {outcome}{note}"
+            )
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    from enum import Enum
+
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, Enum):
+        return str(value)
+    return value
+
+
+def _export(store: IncidentStore, args: argparse.Namespace) -> int:
+    fmt: ExportFormat = "json" if args.fmt == "json" else "csv"
+    if args.output:
+        target = Path(args.output)
+        try:
+            with target.open("w", encoding="utf-8", newline="") as out:
+                written = store.export(_filter(args), fmt, out)
+        except OSError as exc:
+            print(f"gpu-console incidents: cannot write {target}: {exc.strerror}", file=sys.stderr)
+            return EXIT_STORE_ERROR
+        print(f"exported {written} incident(s) to {target}", file=sys.stderr)
+    else:
+        written = store.export(_filter(args), fmt, sys.stdout)
+    return 0
+
+
+def _stats(store: IncidentStore, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    until = args.until if args.until is not None else time.time()
+    since = args.since if args.since is not None else until - _STATS_DEFAULT_WINDOW_S
+    tables = {group: store.rates(group, since, until) for group in ("site", "provider", "kind")}
+    if args.fmt == "json":
+        document = {
+            "since": since,
+            "until": until,
+            **{f"by_{group}": [asdict(row) for row in rows] for group, rows in tables.items()},
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    print(f"Incidents per 1,000 GPU-hours, {_stamp(since)} to {_stamp(until)}")
+    for group, rows in tables.items():
+        print(f"\nby {group}:")
+        print(f"  {group:<28} {'incidents':>10} {'GPU-hours':>12} {'per 1,000 GPU-h':>16}")
+        for row in rows:
+            rate = "n/a" if row.per_1000_gpu_hours is None else f"{row.per_1000_gpu_hours:.2f}"
+            print(f"  {row.group:<28} {row.incidents:>10} {row.gpu_hours:>12.1f} {rate:>16}")
+    return 0
+
+
+def _merge(store: IncidentStore, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    result = store.merge_from(Path(args.other))
+    if args.fmt == "json":
+        print(json.dumps(asdict(result)))
+    else:
+        print(
+            f"merged {args.other} into {store.path}: {result.incidents_added} added, "
+            f"{result.incidents_updated} updated, {result.incidents_unchanged} unchanged, "
+            f"{result.timeline_added} timeline entries, {result.evidence_added} evidence samples, "
+            f"{result.exposure_rows} exposure rows"
+        )
+    return 0

@@ -1,0 +1,86 @@
+"""`gpu-console poll`: polling and incident rules without a window, for a server or cron."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+
+HELP = "poll a fleet and record incidents without a window (ends on SIGINT/SIGTERM or after --duration)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", dest="poll_config", metavar="FILE", help="fleet inventory (TOML); default: demo"
+    )
+    parser.add_argument(
+        "--db", dest="poll_db", metavar="PATH", help="incident database (default: user data dir)"
+    )
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--demo", dest="poll_demo", action="store_true", help="poll the built-in demo fleet")
+    parser.add_argument("--seed", dest="poll_seed", type=int, default=None, help="demo fleet seed")
+
+
+def run(args: argparse.Namespace) -> int:
+    from console.incidents.engine import IncidentEngine
+    from console.incidents.rules import load_rules
+    from console.inventory import InventoryError
+    from console.monitor import FleetMonitor, MonitorUpdate
+    from console.startup import resolve_db_path, resolve_fleet
+    from console.store import IncidentStore, StoreError
+
+    seed = args.poll_seed if args.poll_seed is not None else args.seed
+    try:
+        fleet = resolve_fleet(args.poll_config or args.config, args.poll_demo or args.demo, seed)
+    except InventoryError as exc:
+        print(f"gpu-console poll: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"gpu-console poll: cannot read the inventory: {exc}", file=sys.stderr)
+        return 2
+    try:
+        store = IncidentStore.open(resolve_db_path(args.poll_db or args.db))
+    except StoreError as exc:
+        print(f"gpu-console poll: {exc}", file=sys.stderr)
+        return 2
+    engine = IncidentEngine(load_rules(overrides=fleet.rule_overrides), fleet)
+    done = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        done.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_update(_update: MonitorUpdate) -> None:
+        return None
+
+    monitor = FleetMonitor(fleet, engine=engine, store=store, on_update=on_update, seed=seed)
+    monitor.start()
+    deadline = time.monotonic() + args.duration if args.duration else None
+    try:
+        while not done.is_set():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            done.wait(0.5 if remaining is None else min(0.5, remaining))
+    finally:
+        monitor.stop()
+        store.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    counters = monitor.counters
+    print(
+        json.dumps(
+            {
+                "nodes": len(fleet.nodes),
+                "polls": counters.polls,
+                "ok_polls": counters.ok_polls,
+                "failed_polls": counters.failed_polls,
+                "incidents_opened": counters.incidents_opened,
+            }
+        )
+    )
+    return 0

@@ -1,0 +1,91 @@
+"""Evidence: the samples around an incident, bounded in memory and in points per incident.
+
+Per node the engine keeps references to recent samples (no copies: the poller's samples are immutable), at full
+rate (at most one per ``min_spacing_s``) for the newest ``full_rate_s`` and one per ``older_every_s`` back to
+``before_s``. When an incident opens, those samples become its "before" evidence, filtered to the affected GPU plus
+the chassis; the engine then keeps recording with the same thinning for ``after_s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import deque
+from dataclasses import dataclass, field
+
+from console.incidents.model import EvidencePoint, Incident
+from console.incidents.rules import EvidenceSettings
+from console.schema import NodeSample, sample_to_json
+
+
+def evidence_json(sample: NodeSample, gpu_uuid: str | None) -> str:
+    """The sample as schema JSON, reduced to one GPU (and its events) plus the chassis for GPU incidents."""
+    if gpu_uuid is not None:
+        sample = dataclasses.replace(
+            sample,
+            gpus=tuple(g for g in sample.gpus if g.uuid == gpu_uuid),
+            events=tuple(e for e in sample.events if e.gpu_uuid in (gpu_uuid, None)),
+        )
+    return json.dumps(sample_to_json(sample), separators=(",", ":"))
+
+
+class SampleBuffer:
+    """One node's recent samples, thinned with age so memory per node stays bounded."""
+
+    __slots__ = ("_older", "_recent", "settings")
+
+    def __init__(self, settings: EvidenceSettings) -> None:
+        self.settings = settings
+        self._recent: deque[tuple[float, NodeSample]] = deque()
+        self._older: deque[tuple[float, NodeSample]] = deque()
+
+    def add(self, t: float, sample: NodeSample) -> None:
+        s = self.settings
+        recent = self._recent
+        if recent and t - recent[-1][0] < s.min_spacing_s:
+            return
+        recent.append((t, sample))
+        cutoff = t - s.full_rate_s
+        older = self._older
+        while recent and recent[0][0] < cutoff:
+            moved = recent.popleft()
+            if not older or moved[0] - older[-1][0] >= s.older_every_s:
+                older.append(moved)
+        oldest = t - s.before_s
+        while older and older[0][0] < oldest:
+            older.popleft()
+
+    def samples(self) -> list[tuple[float, NodeSample]]:
+        return [*self._older, *self._recent]
+
+    def __len__(self) -> int:
+        return len(self._older) + len(self._recent)
+
+
+@dataclass(slots=True)
+class Recording:
+    """Evidence still being recorded after an incident opened; points leave in batches (EVIDENCE changes)."""
+
+    incident: Incident
+    gpu_uuid: str | None
+    started: float
+    until: float
+    last_point_t: float
+    batch: list[EvidencePoint] = field(default_factory=list)
+    batch_started: float = 0.0
+
+    def offer(self, t: float, sample: NodeSample, settings: EvidenceSettings) -> None:
+        spacing = settings.min_spacing_s if t - self.started <= settings.full_rate_s else settings.older_every_s
+        if t - self.last_point_t < spacing or t > self.until:
+            return
+        if not self.batch:
+            self.batch_started = t
+        self.batch.append(EvidencePoint(self.incident.id, t, evidence_json(sample, self.gpu_uuid)))
+        self.last_point_t = t
+
+    def due(self, now: float, settings: EvidenceSettings) -> bool:
+        return bool(self.batch) and (now - self.batch_started >= settings.batch_s or now >= self.until)
+
+    def take(self) -> tuple[EvidencePoint, ...]:
+        points, self.batch = tuple(self.batch), []
+        return points

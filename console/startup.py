@@ -1,0 +1,30 @@
+"""Choosing what to watch and where to write, shared by the GUI and the headless ``poll``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from console.fleet import Fleet
+
+log = logging.getLogger(__name__)
+
+
+def resolve_fleet(config: str | None, demo: bool, seed: int | None) -> Fleet:
+    """``--demo`` or no inventory at all -> the built-in demo fleet; otherwise the inventory (errors propagate)."""
+    from console.demo_fleet import build_demo_fleet
+    from console.inventory import default_inventory_path, load_inventory
+
+    if demo:
+        return build_demo_fleet(seed=seed or 0)
+    path = Path(config) if config else default_inventory_path()
+    if config is None and not path.exists():
+        log.info("no fleet inventory at %s: starting the built-in demo fleet", path)
+        return build_demo_fleet(seed=seed or 0)
+    return load_inventory(path)
+
+
+def resolve_db_path(db: str | None) -> Path:
+    from console.store import default_db_path
+
+    return Path(db).expanduser() if db else default_db_path()

@@ -1,0 +1,32 @@
+"""The incident store: SQLite (WAL) with one writer thread, review queries, export, merge and rates."""
+
+from console.store.store import IncidentStore, default_db_path
+from console.store.types import (
+    IncidentFilter,
+    IncidentPage,
+    MergeResult,
+    PageCursor,
+    PastIncident,
+    RateRow,
+    SeenBefore,
+    SeenGroup,
+    StoreError,
+    StoreRecovered,
+    TimelineEntry,
+)
+
+__all__ = [
+    "IncidentFilter",
+    "IncidentPage",
+    "IncidentStore",
+    "MergeResult",
+    "PageCursor",
+    "PastIncident",
+    "RateRow",
+    "SeenBefore",
+    "SeenGroup",
+    "StoreError",
+    "StoreRecovered",
+    "TimelineEntry",
+    "default_db_path",
+]

@@ -1,0 +1,142 @@
+"""Opening the database file: pragmas, damage detection and recovery, version checks, migrations."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from console.store.schema import SCHEMA_VERSION, migrate, schema_version
+from console.store.types import StoreError, StoreRecovered
+
+log = logging.getLogger(__name__)
+
+# Error codes that mean "this file is damaged", as opposed to "this file cannot be reached or written".
+_DAMAGE_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def file_uri(path: Path, *, readonly: bool = False) -> str:
+    # A URI so the same form works for ATTACH; quote() keeps '?' and '#' in a path from reading as URI syntax.
+    return f"file:{quote(str(path))}" + ("?mode=ro" if readonly else "")
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), usable by the thread it is handed to."""
+    conn = sqlite3.connect(
+        file_uri(path, readonly=readonly), uri=True, isolation_level=None, check_same_thread=False, timeout=30
+    )
+    try:
+        if not readonly:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if readonly:
+            conn.execute("PRAGMA query_only=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+_HINTS = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_READONLY": "the file or its folder is read-only",
+    "SQLITE_CANTOPEN": "the file cannot be opened (missing folder or permission?)",
+    "SQLITE_PERM": "permission denied",
+}
+
+
+def explain(exc: sqlite3.Error) -> str:
+    """SQLite's message plus what it usually means for an operator."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith("SQLITE_IOERR"):
+        return f"{exc} (is the disk full or failing?)"
+    for prefix, hint in _HINTS.items():
+        if name.startswith(prefix):
+            return f"{exc}: {hint}"
+    return str(exc)
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "") in _DAMAGE_CODES
+
+
+def _damage_reason(path: Path) -> str | None:
+    """None when the file is a healthy database (or absent/empty); otherwise what is wrong with it."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    try:
+        conn = sqlite3.connect(file_uri(path, readonly=True), uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        return str(exc) if _is_damage(exc) else None
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if _is_damage(exc):
+            return str(exc)
+        raise StoreError(f"cannot read the incident database {path}: {explain(exc)}") from exc
+    finally:
+        conn.close()
+    problems = [str(row[0]) for row in rows if row[0] != "ok"]
+    if problems:
+        return "quick_check: " + "; ".join(problems[:3])
+    return None
+
+
+def _move_aside(path: Path, reason: str) -> StoreRecovered:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved_to = path.with_name(f"{path.name}.corrupt-{stamp}")
+    suffix = 1
+    while moved_to.exists():
+        suffix += 1
+        moved_to = path.with_name(f"{path.name}.corrupt-{stamp}-{suffix}")
+    try:
+        path.rename(moved_to)
+        # The old WAL belongs to the damaged file: keep it beside it, never replay it into the new one.
+        for extra in ("-wal", "-shm"):
+            side = path.with_name(path.name + extra)
+            if side.exists():
+                side.rename(moved_to.with_name(moved_to.name + extra))
+    except OSError as exc:
+        raise StoreError(
+            f"the incident database {path} is damaged ({reason}) and could not be moved aside: {exc}"
+        ) from exc
+    recovered = StoreRecovered(path=path, moved_to=moved_to, reason=reason)
+    log.warning("%s", recovered.message)
+    return recovered
+
+
+def prepare(path: Path) -> tuple[sqlite3.Connection, StoreRecovered | None]:
+    """Check, recover and migrate the file; return the write connection. Raises StoreError with the cause."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder for the incident database {path}: {exc.strerror}") from exc
+    if path.exists() and not path.is_file():
+        raise StoreError(f"the incident database path {path} is not a file")
+    reason = _damage_reason(path)
+    recovered = _move_aside(path, reason) if reason is not None else None
+    try:
+        conn = connect(path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the incident database {path} for writing: {explain(exc)}") from exc
+    try:
+        version = schema_version(conn)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the incident database {path} has schema version {version}, newer than this console "
+                f"supports (version {SCHEMA_VERSION}); upgrade gpu-console or choose another file with --db"
+            )
+        migrate(conn)
+        # A write probe, so that a read-only file or a full disk is reported now, not at the first incident.
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except StoreError:
+        conn.close()
+        raise
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot write the incident database {path}: {explain(exc)}") from exc
+    return conn, recovered

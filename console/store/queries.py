@@ -1,0 +1,227 @@
+"""Read queries for the review: filters to SQL, keyset pages, detail, seen-before and rates.
+
+Every function takes a connection, so any thread can run them on its own read connection.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from typing import Any
+
+from console.incidents.model import ChangeKind, Incident, Outcome, Severity, Status
+from console.store.schema import SELECT_INCIDENT, incident_from_row
+from console.store.types import (
+    IncidentFilter,
+    IncidentPage,
+    PageCursor,
+    PastIncident,
+    RateRow,
+    SeenBefore,
+    SeenGroup,
+    TimelineEntry,
+)
+
+RATE_GROUPS = ("site", "provider", "kind")
+SEEN_BEFORE_LISTED = 20  # incidents listed per group; the counts cover all of them
+_EQUALITY_FILTERS = (
+    ("site", "site"),
+    ("provider", "provider"),
+    ("node", "node"),
+    ("gpu_model", "gpu_model"),
+    ("driver", "driver_version"),
+    ("rule", "rule"),
+    ("kind", "kind"),
+)
+
+
+def fts_query(text: str) -> str | None:
+    """Free text as an FTS5 query: every word must occur. Words are quoted, so FTS syntax in them is inert."""
+    words = re.findall(r"\w+", text)
+    if not words:
+        return None
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+def where(flt: IncidentFilter) -> tuple[list[str], list[Any]]:
+    terms: list[str] = []
+    params: list[Any] = []
+    if flt.since is not None:
+        terms.append("i.opened_at >= ?")
+        params.append(flt.since)
+    if flt.until is not None:
+        terms.append("i.opened_at < ?")
+        params.append(flt.until)
+    for attribute, column in _EQUALITY_FILTERS:
+        value = getattr(flt, attribute)
+        if value is not None:
+            terms.append(f"i.{column} = ?")
+            params.append(value)
+    if flt.gpu is not None:
+        if flt.gpu.strip().isdigit():
+            terms.append("i.gpu_index = ?")
+            params.append(int(flt.gpu))
+        else:
+            terms.append("i.gpu_uuid = ?")
+            params.append(flt.gpu)
+    if flt.severity is not None:
+        terms.append("i.severity >= ?")
+        params.append(int(flt.severity))
+    if flt.status:
+        terms.append(f"i.status IN ({', '.join('?' for _ in flt.status)})")
+        params.extend(str(status) for status in flt.status)
+        if Status.RESOLVED not in flt.status:
+            # Spelled exactly as the partial index's WHERE, so the planner may use the small unresolved index.
+            terms.append("i.status <> 'resolved'")
+    if flt.text is not None:
+        match = fts_query(flt.text)
+        if match is not None:
+            terms.append("i.seq IN (SELECT rowid FROM incidents_fts WHERE incidents_fts MATCH ?)")
+            params.append(match)
+    return terms, params
+
+
+def page(conn: sqlite3.Connection, flt: IncidentFilter, after: PageCursor | None, limit: int) -> IncidentPage:
+    if limit <= 0:
+        raise ValueError(f"limit must be > 0, got {limit}")
+    terms, params = where(flt)
+    if after is not None:
+        # The plain range term lets the index seek to the cursor; the OR breaks ties on the same opening time.
+        terms.append("i.opened_at <= ? AND (i.opened_at < ? OR i.seq < ?)")
+        params.extend((after.opened_at, after.opened_at, after.seq))
+    sql = f"SELECT i.seq, {SELECT_INCIDENT} FROM incidents i"
+    if terms:
+        sql += " WHERE " + " AND ".join(terms)
+    sql += " ORDER BY i.opened_at DESC, i.seq DESC LIMIT ?"
+    rows = conn.execute(sql, [*params, limit + 1]).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    incidents = tuple(incident_from_row(row[1:]) for row in rows)
+    cursor = PageCursor(opened_at=incidents[-1].opened_at, seq=rows[-1][0]) if more and rows else None
+    return IncidentPage(incidents=incidents, next=cursor)
+
+
+def count(conn: sqlite3.Connection, flt: IncidentFilter) -> int:
+    terms, params = where(flt)
+    sql = "SELECT count(*) FROM incidents i" + (" WHERE " + " AND ".join(terms) if terms else "")
+    total: int = conn.execute(sql, params).fetchone()[0]
+    return total
+
+
+def get(conn: sqlite3.Connection, incident_id: str) -> Incident | None:
+    row = conn.execute(f"SELECT {SELECT_INCIDENT} FROM incidents i WHERE i.id = ?", (incident_id,)).fetchone()
+    return None if row is None else incident_from_row(row)
+
+
+def timeline(conn: sqlite3.Connection, incident_id: str) -> list[TimelineEntry]:
+    rows = conn.execute(
+        "SELECT time, kind, note, severity, status, count FROM timeline WHERE incident_id = ? ORDER BY time, rowid",
+        (incident_id,),
+    ).fetchall()
+    return [
+        TimelineEntry(
+            incident_id=incident_id,
+            time=time,
+            kind=ChangeKind(kind),
+            note=note,
+            severity=Severity(severity),
+            status=Status(status),
+            count=n,
+        )
+        for time, kind, note, severity, status, n in rows
+    ]
+
+
+def evidence_count(conn: sqlite3.Connection, incident_id: str) -> int:
+    total: int = conn.execute("SELECT count(*) FROM evidence WHERE incident_id = ?", (incident_id,)).fetchone()[0]
+    return total
+
+
+def seen_before(conn: sqlite3.Connection, incident: Incident) -> SeenBefore:
+    ctx = incident.context
+    known_context = None not in (ctx.gpu_model, ctx.driver_version)
+    # Same context needs all three known and equal: an unknown model or driver proves nothing.
+    same_sql = "(i.provider = ? AND i.gpu_model = ? AND i.driver_version = ?)" if known_context else "0"
+    same_params: list[Any] = [ctx.provider, ctx.gpu_model, ctx.driver_version] if known_context else []
+    base = "FROM incidents i WHERE i.rule = ? AND i.code = ? AND i.id <> ?"
+    base_params = [incident.rule, incident.code, incident.id]
+    counts = conn.execute(
+        f"SELECT {same_sql} AS same, i.status, i.outcome, count(*) {base} GROUP BY same, i.status, i.outcome",
+        [*same_params, *base_params],
+    ).fetchall()
+    groups: dict[bool, list[PastIncident]] = {}
+    for same in (True, False):
+        condition = same_sql if same else f"NOT {same_sql}"
+        rows = conn.execute(
+            f"SELECT i.id, i.site, i.provider, i.node, i.gpu_model, i.driver_version, i.opened_at, i.status, "
+            f"i.outcome, i.resolution_note {base} AND {condition} ORDER BY i.opened_at DESC LIMIT ?",
+            [*base_params, *same_params, SEEN_BEFORE_LISTED],
+        ).fetchall()
+        groups[same] = [
+            PastIncident(
+                id=row[0],
+                site=row[1],
+                provider=row[2],
+                node=row[3],
+                gpu_model=row[4],
+                driver_version=row[5],
+                opened_at=row[6],
+                status=Status(row[7]),
+                outcome=None if row[8] is None else Outcome(row[8]),
+                resolution_note=row[9],
+            )
+            for row in rows
+        ]
+
+    def group(same: bool, label: str) -> SeenGroup:
+        tallies = {"total": 0, "fixed": 0, "not_fixed": 0, "workaround": 0, "unresolved": 0}
+        for row_same, status, outcome, n in counts:
+            if bool(row_same) != same:
+                continue
+            tallies["total"] += n
+            if status != Status.RESOLVED:
+                tallies["unresolved"] += n
+            elif outcome in tallies:
+                tallies[outcome] += n
+        return SeenGroup(label=label, incidents=tuple(groups[same]), **tallies)
+
+    same_label = f"same provider, GPU model and driver ({ctx.provider}, {ctx.gpu_model}, {ctx.driver_version})"
+    same_group = group(True, same_label)
+    return SeenBefore(
+        rule=incident.rule,
+        code=incident.code,
+        same_context=same_group,
+        elsewhere=group(False, "elsewhere"),
+        proven_fixes=tuple(p for p in same_group.incidents if p.outcome is Outcome.FIXED),
+    )
+
+
+def rates(conn: sqlite3.Connection, group_by: str, since: float, until: float) -> list[RateRow]:
+    if group_by not in RATE_GROUPS:
+        raise ValueError(f"rates can be grouped by {', '.join(RATE_GROUPS)}, not {group_by!r}")
+    incidents = dict(
+        conn.execute(
+            f"SELECT {group_by}, count(*) FROM incidents WHERE opened_at >= ? AND opened_at < ? GROUP BY {group_by}",
+            (since, until),
+        ).fetchall()
+    )
+    # Hour buckets that start inside the window (an hour is counted whole: exposure is kept per hour).
+    hour_window = "hour >= CAST(? / 3600 AS INTEGER) AND hour * 3600 < ?"
+    if group_by == "kind":
+        total = conn.execute(f"SELECT sum(gpu_seconds) FROM exposure WHERE {hour_window}", (since, until)).fetchone()
+        seconds = dict.fromkeys(incidents, total[0] or 0.0)
+    else:
+        seconds = dict(
+            conn.execute(
+                f"SELECT {group_by}, sum(gpu_seconds) FROM exposure WHERE {hour_window} GROUP BY {group_by}",
+                (since, until),
+            ).fetchall()
+        )
+    rows = []
+    for name in sorted(set(incidents) | set(seconds)):
+        gpu_hours = float(seconds.get(name) or 0.0) / 3600
+        n = int(incidents.get(name, 0))
+        rate = n / gpu_hours * 1000 if gpu_hours > 0 else None
+        rows.append(RateRow(group=name, incidents=n, gpu_hours=gpu_hours, per_1000_gpu_hours=rate))
+    rows.sort(key=lambda row: (row.per_1000_gpu_hours is None, -(row.per_1000_gpu_hours or 0.0), row.group))
+    return rows

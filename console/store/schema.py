@@ -1,0 +1,303 @@
+"""Tables, indexes and migrations of the incident database, and the Incident <-> row mapping.
+
+Migrations are a list of steps; step N brings ``PRAGMA user_version`` from N-1 to N inside one transaction, so
+a crash mid-migration leaves the previous version intact. Append steps, never edit a released one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlite_utils
+
+from console.incidents.model import Incident, IncidentContext, Outcome, Severity, Status
+
+# Columns in the order the writer binds them; ``seq`` (the rowid, also the FTS rowid) is assigned by SQLite.
+INCIDENT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "rule",
+    "code",
+    "kind",
+    "severity",
+    "status",
+    "title",
+    "detail",
+    "site",
+    "provider",
+    "node",
+    "gpu_uuid",
+    "gpu_index",
+    "gpu_model",
+    "serial",
+    "driver_version",
+    "vbios_version",
+    "pci_bus_id",
+    "opened_at",
+    "last_seen_at",
+    "resolved_at",
+    "count",
+    "peak",
+    "recommended_action",
+    "acknowledged_at",
+    "resolution_note",
+    "outcome",
+)
+SELECT_INCIDENT = ", ".join(f"i.{name}" for name in INCIDENT_COLUMNS)
+STATUS_RANK_SQL = "CASE {col} WHEN 'resolved' THEN 3 WHEN 'acknowledged' THEN 2 ELSE 1 END"
+
+
+def _create_table(db: sqlite_utils.Database, name: str, columns: dict[str, Any], **options: Any) -> None:
+    # sqlite-utils writes the DDL; executing it ourselves keeps it inside the migration's transaction
+    # (Table.create and create_index commit on their own).
+    db.execute(db.create_table_sql(name, columns, **options))
+
+
+def _create_index(
+    db: sqlite_utils.Database, table: str, columns: list[str], name: str, *, unique: bool = False
+) -> None:
+    quoted = ", ".join(f"[{column}]" for column in columns)
+    db.execute(f"CREATE {'UNIQUE ' if unique else ''}INDEX [{name}] ON [{table}] ({quoted})")
+
+
+_FTS_STATEMENTS = (
+    """CREATE VIRTUAL TABLE incidents_fts USING fts5(
+        title, detail, resolution_note, content='incidents', content_rowid='seq')""",
+    """CREATE TRIGGER incidents_fts_insert AFTER INSERT ON incidents BEGIN
+        INSERT INTO incidents_fts(rowid, title, detail, resolution_note)
+        VALUES (new.seq, new.title, new.detail, new.resolution_note);
+    END""",
+    """CREATE TRIGGER incidents_fts_delete AFTER DELETE ON incidents BEGIN
+        INSERT INTO incidents_fts(incidents_fts, rowid, title, detail, resolution_note)
+        VALUES ('delete', old.seq, old.title, old.detail, old.resolution_note);
+    END""",
+    # Updates bump count/last_seen every few seconds; re-index the text only when the text changed.
+    """CREATE TRIGGER incidents_fts_update AFTER UPDATE ON incidents
+    WHEN old.title IS NOT new.title OR old.detail IS NOT new.detail
+         OR old.resolution_note IS NOT new.resolution_note
+    BEGIN
+        INSERT INTO incidents_fts(incidents_fts, rowid, title, detail, resolution_note)
+        VALUES ('delete', old.seq, old.title, old.detail, old.resolution_note);
+        INSERT INTO incidents_fts(rowid, title, detail, resolution_note)
+        VALUES (new.seq, new.title, new.detail, new.resolution_note);
+    END""",
+)
+
+
+def _v1_initial(db: sqlite_utils.Database) -> None:
+    _create_table(
+        db,
+        "incidents",
+        {
+            "seq": int,
+            "id": str,
+            "rule": str,
+            "code": str,
+            "kind": str,
+            "severity": int,
+            "status": str,
+            "title": str,
+            "detail": str,
+            "site": str,
+            "provider": str,
+            "node": str,
+            "gpu_uuid": str,
+            "gpu_index": int,
+            "gpu_model": str,
+            "serial": str,
+            "driver_version": str,
+            "vbios_version": str,
+            "pci_bus_id": str,
+            "opened_at": float,
+            "last_seen_at": float,
+            "resolved_at": float,
+            "count": int,
+            "peak": float,
+            "recommended_action": str,
+            "acknowledged_at": float,
+            "resolution_note": str,
+            "outcome": str,
+        },
+        pk="seq",
+        not_null={
+            "id",
+            "rule",
+            "code",
+            "kind",
+            "severity",
+            "status",
+            "title",
+            "detail",
+            "site",
+            "provider",
+            "node",
+        }
+        | {"opened_at", "last_seen_at", "count", "recommended_action", "resolution_note"},
+        defaults={"count": 1, "recommended_action": "", "resolution_note": "", "detail": "", "code": ""},
+    )
+    _create_index(db, "incidents", ["id"], "incidents_id", unique=True)
+    # Every review query is "newest first" on opened_at, optionally narrowed by one selective column. Each
+    # index ends in opened_at (and, implicitly, seq) so keyset paging walks it without a sort.
+    _create_index(db, "incidents", ["opened_at"], "incidents_opened")
+    for column in ("site", "provider", "node", "gpu_uuid", "kind"):
+        _create_index(db, "incidents", [column, "opened_at"], f"incidents_{column}_opened")
+    _create_index(db, "incidents", ["rule", "code", "opened_at"], "incidents_rule_code_opened")
+    # The open-incidents panel: a small index over unresolved rows only (performance-notes: 12 ms -> 0.08 ms).
+    db.execute("CREATE INDEX incidents_unresolved_opened ON incidents(opened_at) WHERE status <> 'resolved'")
+    # One statement per execute: executescript would COMMIT the migration's transaction half-way.
+    for statement in _FTS_STATEMENTS:
+        db.execute(statement)
+    _create_table(
+        db,
+        "timeline",
+        {
+            "incident_id": str,
+            "time": float,
+            "kind": str,
+            "note": str,
+            "severity": int,
+            "status": str,
+            "count": int,
+        },
+        not_null={"incident_id", "time", "kind", "note", "severity", "status", "count"},
+    )
+    # Unique so that a merge (INSERT OR IGNORE) never duplicates a step.
+    _create_index(db, "timeline", ["incident_id", "time", "kind"], "timeline_key", unique=True)
+    _create_table(
+        db,
+        "evidence",
+        {"incident_id": str, "time": float, "sample_json": str},
+        not_null={"incident_id", "time", "sample_json"},
+    )
+    _create_index(db, "evidence", ["incident_id", "time"], "evidence_key", unique=True)
+    _create_table(
+        db,
+        "exposure",
+        {"site": str, "provider": str, "gpu_model": str, "hour": int, "gpu_seconds": float},
+        pk=("site", "provider", "gpu_model", "hour"),
+        not_null={"site", "provider", "gpu_model", "hour", "gpu_seconds"},
+    )
+    _create_index(db, "exposure", ["hour"], "exposure_hour")
+
+
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_v1_initial,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply missing steps, each in its own transaction; return the version found (caller refuses newer)."""
+    before = schema_version(conn)
+    db = sqlite_utils.Database(conn, recursive_triggers=False)
+    for version in range(before + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version - 1](db)
+            conn.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return before
+
+
+def incident_row(incident: Incident) -> tuple[Any, ...]:
+    ctx = incident.context
+    return (
+        incident.id,
+        incident.rule,
+        incident.code,
+        incident.kind,
+        int(incident.severity),
+        str(incident.status),
+        incident.title,
+        incident.detail,
+        ctx.site,
+        ctx.provider,
+        ctx.node,
+        ctx.gpu_uuid,
+        ctx.gpu_index,
+        ctx.gpu_model,
+        ctx.serial,
+        ctx.driver_version,
+        ctx.vbios_version,
+        ctx.pci_bus_id,
+        incident.opened_at,
+        incident.last_seen_at,
+        incident.resolved_at,
+        incident.count,
+        incident.peak,
+        incident.recommended_action,
+        incident.acknowledged_at,
+        incident.resolution_note,
+        None if incident.outcome is None else str(incident.outcome),
+    )
+
+
+def incident_from_row(row: Sequence[Any]) -> Incident:
+    """``row`` holds INCIDENT_COLUMNS in order (SELECT_INCIDENT)."""
+    (
+        incident_id,
+        rule,
+        code,
+        kind,
+        severity,
+        status,
+        title,
+        detail,
+        site,
+        provider,
+        node,
+        gpu_uuid,
+        gpu_index,
+        gpu_model,
+        serial,
+        driver_version,
+        vbios_version,
+        pci_bus_id,
+        opened_at,
+        last_seen_at,
+        resolved_at,
+        count,
+        peak,
+        recommended_action,
+        acknowledged_at,
+        resolution_note,
+        outcome,
+    ) = row
+    return Incident(
+        id=incident_id,
+        rule=rule,
+        code=code,
+        kind=kind,
+        severity=Severity(severity),
+        status=Status(status),
+        title=title,
+        detail=detail,
+        context=IncidentContext(
+            site=site,
+            provider=provider,
+            node=node,
+            gpu_uuid=gpu_uuid,
+            gpu_index=gpu_index,
+            gpu_model=gpu_model,
+            serial=serial,
+            driver_version=driver_version,
+            vbios_version=vbios_version,
+            pci_bus_id=pci_bus_id,
+        ),
+        opened_at=opened_at,
+        last_seen_at=last_seen_at,
+        resolved_at=resolved_at,
+        count=count,
+        peak=peak,
+        recommended_action=recommended_action,
+        acknowledged_at=acknowledged_at,
+        resolution_note=resolution_note,
+        outcome=None if outcome is None else Outcome(outcome),
+    )

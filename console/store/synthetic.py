@@ -1,0 +1,150 @@
+"""A synthetic incident log of any size, written straight into the schema (benchmarks and paging tests).
+
+Rows go in with raw ``executemany`` in large batches through the real schema (every index and the FTS trigger
+included), so the figures measure the database the console really uses.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from console.incidents.model import Outcome, Severity, Status
+from console.store.opening import prepare
+from console.store.schema import INCIDENT_COLUMNS
+
+SITES: tuple[tuple[str, str], ...] = (
+    ("us-east-hyperscaler", "hyperscaler"),
+    ("eu-gpu-cloud", "gpucloud"),
+    ("onprem-dgx-pod", "onprem"),
+)
+RULES: tuple[tuple[str, str, str, Severity, str], ...] = (
+    ("xid", "79", "xid", Severity.CRITICAL, "GPU has fallen off the bus"),
+    ("xid", "48", "xid", Severity.MAJOR, "double bit ECC error"),
+    ("xid", "63", "remap", Severity.WARNING, "row remapping pending"),
+    ("thermal_margin", "", "thermal", Severity.WARNING, "thermal margin below threshold"),
+    ("hw_slowdown", "hw_thermal_slowdown", "thermal", Severity.MAJOR, "sustained HW thermal slowdown"),
+    ("power_brake", "hw_power_brake_slowdown", "power", Severity.MAJOR, "power brake slowdown"),
+    ("nvlink_crc", "", "nvlink", Severity.WARNING, "NVLink CRC error burst"),
+    ("node_unreachable", "", "node", Severity.MAJOR, "node stopped answering"),
+    ("coolant_flow", "", "cooling", Severity.CRITICAL, "coolant flow below rated"),
+    ("pcie_replay", "", "pcie", Severity.INFO, "PCIe replay rate high"),
+)
+MODELS = ("NVIDIA H100 80GB HBM3", "NVIDIA H200")
+DRIVERS = ("550.127.05", "570.86.15", "590.48.01")
+NODES_PER_SITE = 32
+GPUS_PER_NODE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class BuildFigures:
+    rows: int
+    seconds: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+def synthetic_rows(count: int, *, seed: int = 1, start: float = 1.7e9) -> Iterator[tuple[Any, ...]]:
+    """Rows in INCIDENT_COLUMNS order, opened in time order (some share a timestamp, to test tie-breaks)."""
+    rng = random.Random(seed)
+    random_float = rng.random
+    outcomes = [str(outcome) for outcome in Outcome]
+    notes = ("reseated and reset", "drained and replaced", "reset, no change")
+    places: dict[tuple[int, int, int], tuple[Any, ...]] = {}
+    opened = start
+    for n in range(count):
+        if random_float() > 0.05:  # 5% share the previous timestamp
+            opened += 0.5 + 59.5 * random_float()
+        key = (int(random_float() * len(SITES)), int(random_float() * NODES_PER_SITE), int(random_float() * 8))
+        place = places.get(key)
+        if place is None:
+            place = places[key] = _place(*key, seed=seed)
+        site, provider, node, gpu_uuid, gpu_index, model, serial, pci = place
+        rule, code, kind, severity, words = RULES[int(random_float() * len(RULES))]
+        draw = random_float()
+        status = "open" if draw < 0.02 else "acknowledged" if draw < 0.03 else "resolved"
+        resolved = status == "resolved"
+        yield (
+            f"inc-{seed}-{n:08d}",
+            rule,
+            code,
+            kind,
+            int(severity),
+            status,
+            f"{words} on {node} GPU {gpu_index}",
+            f"{rule} {code} detected by the {kind} rule; see evidence",
+            site,
+            provider,
+            node,
+            gpu_uuid,
+            gpu_index,
+            model,
+            serial,
+            DRIVERS[int(draw * 1000) % len(DRIVERS)],
+            "96.00.99.00.01",
+            pci,
+            opened,
+            opened + 600 * random_float(),
+            opened + 900 if resolved else None,
+            1 + int(50 * random_float()),
+            None,
+            "check cooling" if kind == "cooling" else "drain node and reset GPU",
+            None,
+            notes[n % len(notes)] if resolved else "",
+            outcomes[n % len(outcomes)] if resolved else None,
+        )
+
+
+def _place(site_number: int, node_number: int, gpu_index: int, *, seed: int) -> tuple[Any, ...]:
+    site, provider = SITES[site_number]
+    node = f"{site}-node{node_number:02d}"
+    return (
+        site,
+        provider,
+        node,
+        f"GPU-{seed:04d}{site_number:02d}{node_number:02d}-{gpu_index:04d}-0000-000000000000",
+        gpu_index,
+        MODELS[node_number % len(MODELS)],
+        f"SN{site_number}{node_number:05d}{gpu_index}",
+        f"0000:{gpu_index * 16 + 0x18:02x}:00.0",
+    )
+
+
+def build(path: Path, count: int, *, seed: int = 1, batch: int = 10_000) -> BuildFigures:
+    """Create (or extend) the database at ``path`` with ``count`` synthetic incidents."""
+    conn, _ = prepare(path)
+    conn.execute("PRAGMA cache_size = -262144")  # 256 MiB while bulk loading: nine indexes stay in memory
+    columns = ", ".join(INCIDENT_COLUMNS)
+    # Rows land in a trigger-free temp table first and move over in one INSERT ... SELECT per batch: FTS5
+    # flushes its pending terms at every statement savepoint, so a trigger fired by executemany (one statement
+    # per row) writes one tiny FTS segment per row and is about 8x slower.
+    conn.execute(f"CREATE TEMP TABLE staged AS SELECT {columns} FROM incidents WHERE 0")
+    stage = f"INSERT INTO temp.staged ({columns}) VALUES ({', '.join('?' * len(INCIDENT_COLUMNS))})"
+    rows = synthetic_rows(count, seed=seed)
+    began = time.perf_counter()
+    try:
+        while True:
+            chunk = [row for _, row in zip(range(batch), rows, strict=False)]
+            if not chunk:
+                break
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(stage, chunk)
+            conn.execute(f"INSERT INTO incidents ({columns}) SELECT {columns} FROM temp.staged ORDER BY rowid")
+            conn.execute("DELETE FROM temp.staged")
+            conn.execute("COMMIT")
+        elapsed = time.perf_counter() - began
+        conn.execute("PRAGMA optimize")
+    except sqlite3.Error:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
+    return BuildFigures(rows=count, seconds=elapsed)

@@ -1,0 +1,153 @@
+"""The poller: schedule, hard timeouts, never two polls of one node in flight, backoff, merged sources."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+
+from console.fleet import Fleet, Node, Site, SourceKind, SourceSpec
+from console.polling import Poller, PollResult, backoff_delay
+from console.schema import ChassisSample, GpuSample, NodeSample
+from console.sources.base import PollFailure, SourceContext, SourceError
+
+
+class ScriptedSource:
+    """A Source whose behaviour per node is chosen by the test: answer, hang, fail."""
+
+    in_flight: dict[str, int] = defaultdict(int)
+    max_in_flight: dict[str, int] = defaultdict(int)
+
+    def __init__(self, ctx: SourceContext) -> None:
+        self.ctx = ctx
+        self.mode = ctx.spec.option("mode", "ok")
+
+    async def poll(self) -> NodeSample:
+        name = self.ctx.node.name
+        self.in_flight[name] += 1
+        self.max_in_flight[name] = max(self.max_in_flight[name], self.in_flight[name])
+        try:
+            if self.mode == "hang":
+                await asyncio.sleep(60)
+            if self.mode == "refuse":
+                raise SourceError(PollFailure.UNREACHABLE, "connection refused")
+            if self.mode == "chassis":
+                return NodeSample(
+                    name, self.ctx.site.name, "scripted", time.time(), (), ChassisSample(inlet_c=24.0)
+                )
+            return NodeSample(
+                name,
+                self.ctx.site.name,
+                "scripted",
+                time.time(),
+                (GpuSample(0, f"GPU-{name}", power_w=100.0),),
+            )
+        finally:
+            self.in_flight[name] -= 1
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _fleet(modes: dict[str, tuple[str, ...]], interval: float = 0.1, timeout: float = 0.3) -> Fleet:
+    site = Site("lab", "onprem", interval_s=interval, timeout_s=timeout)
+    nodes = tuple(
+        Node(name, "lab", tuple(SourceSpec(SourceKind.DEMO, options=(("mode", m),)) for m in node_modes))
+        for name, node_modes in modes.items()
+    )
+    return Fleet((site,), nodes)
+
+
+def _run(fleet: Fleet, seconds: float) -> list[PollResult]:
+    results: list[PollResult] = []
+    lock = threading.Lock()
+
+    def sink(result: PollResult) -> None:
+        with lock:
+            results.append(result)
+
+    ScriptedSource.in_flight.clear()
+    ScriptedSource.max_in_flight.clear()
+    poller = Poller(fleet, ScriptedSource, sink, seed=1)
+    poller.start()
+    time.sleep(seconds)
+    poller.stop()
+    assert not poller.running
+    return results
+
+
+def test_healthy_nodes_keep_their_rate_while_a_hung_node_times_out() -> None:
+    fleet = _fleet({"a": ("ok",), "b": ("ok",), "hung": ("hang",)}, interval=0.1, timeout=0.3)
+    results = _run(fleet, 2.0)
+    by_node: dict[str, list[PollResult]] = defaultdict(list)
+    for r in results:
+        by_node[r.node].append(r)
+    # ~20 polls at 10 Hz in 2 s; allow start-up spread and a loaded 2-core machine
+    assert len(by_node["a"]) >= 14
+    assert len(by_node["b"]) >= 14
+    hung = by_node["hung"]
+    assert hung, "the hung node must report its timeouts"
+    assert all(r.sample is None and r.failures[0].failure == PollFailure.TIMEOUT for r in hung)
+    assert "no answer within 0.3 s" in hung[0].reason
+    # backoff: a failing node is polled far less often than a healthy one
+    assert len(hung) <= 5
+    assert all(ScriptedSource.max_in_flight[n] == 1 for n in ("a", "b", "hung"))
+
+
+def test_refused_node_reports_reason_and_backs_off() -> None:
+    results = _run(_fleet({"dead": ("refuse",)}, interval=0.05, timeout=0.2), 1.5)
+    assert results
+    assert all(not r.ok for r in results)
+    assert results[0].failures[0].failure == PollFailure.UNREACHABLE
+    assert "connection refused" in results[0].reason
+    # without backoff 1.5 s at 20 Hz would be ~30 polls
+    assert len(results) <= 8
+
+
+def test_sources_of_one_node_are_merged_into_one_sample() -> None:
+    results = _run(_fleet({"n": ("ok", "chassis")}, interval=0.1), 0.6)
+    merged = [r for r in results if r.ok]
+    assert merged
+    sample = merged[-1].sample
+    assert sample is not None
+    assert sample.gpus[0].power_w == 100.0
+    assert sample.chassis.inlet_c == 24.0
+    assert sample.source == "scripted+scripted"
+
+
+def test_partial_failure_keeps_the_sample_and_the_reason() -> None:
+    results = _run(_fleet({"n": ("ok", "refuse")}, interval=0.1), 0.6)
+    assert results
+    last = results[-1]
+    assert last.sample is not None and not last.ok
+    assert "connection refused" in last.reason
+
+
+def test_a_broken_source_spec_fails_that_node_only() -> None:
+    def maker(ctx: SourceContext) -> ScriptedSource:
+        if ctx.node.name == "broken":
+            raise ValueError("url missing")
+        return ScriptedSource(ctx)
+
+    results: list[PollResult] = []
+    poller = Poller(_fleet({"ok": ("ok",), "broken": ("ok",)}), maker, results.append, seed=2)
+    poller.start()
+    time.sleep(0.6)
+    poller.stop()
+    assert any(r.node == "ok" and r.ok for r in results)
+    broken = [r for r in results if r.node == "broken"]
+    assert broken and "cannot create source: url missing" in broken[0].reason
+
+
+@pytest.mark.parametrize("failures", [0, 1, 3, 20])
+def test_backoff_grows_and_is_capped(failures: int) -> None:
+    rng = random.Random(0)
+    delay = backoff_delay(1.0, failures, rng)
+    if failures == 0:
+        assert delay == 1.0
+    else:
+        assert 0.8 * min(2**failures, 60) <= delay <= 1.2 * min(2**failures, 60)

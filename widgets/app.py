@@ -1,0 +1,148 @@
+"""The composition root of the GUI: builds the fleet, store, engine, monitor, bridge and window, and tears them
+down in order on quit. Nothing else creates long-lived objects; there are no global registries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from PySide6.QtCore import QTimer, QtMsgType, qInstallMessageHandler
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from console.fleet import Fleet
+from console.monitor import FleetMonitor
+from widgets.bridge import MonitorBridge
+from widgets.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+qt_log = logging.getLogger("qt")
+
+
+def _qt_message_handler(mode: QtMsgType, _context: object, message: str) -> None:
+    level = {
+        QtMsgType.QtDebugMsg: logging.DEBUG,
+        QtMsgType.QtInfoMsg: logging.INFO,
+        QtMsgType.QtWarningMsg: logging.WARNING,
+        QtMsgType.QtCriticalMsg: logging.ERROR,
+        QtMsgType.QtFatalMsg: logging.CRITICAL,
+    }.get(mode, logging.WARNING)
+    qt_log.log(level, "%s", message)
+
+
+@dataclass
+class ConsoleApp:
+    """Everything the running GUI owns, so tests can build it, drive it and shut it down."""
+
+    fleet: Fleet
+    db_path: Path
+    window: MainWindow
+    monitor: FleetMonitor
+    bridge: MonitorBridge
+    store: object
+    engine: object
+    extra_windows: list[object] = field(default_factory=list)
+    _stopped: bool = False
+
+    def start(self) -> None:
+        self.monitor.start()
+
+    def shutdown(self) -> None:
+        """Stop polling, then the store's writer, then timers. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.monitor.stop()
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+        self.window.shutdown()
+
+    def summary(self) -> dict[str, object]:
+        counters = self.monitor.counters
+        return {
+            "nodes": len(self.fleet.nodes),
+            "gpus": self.window.state.gpu_count,
+            "samples": counters.samples,
+            "incidents": counters.incidents_opened,
+            "db": str(self.db_path),
+        }
+
+
+def build_app(fleet: Fleet, db_path: Path, *, seed: int | None = None) -> ConsoleApp:
+    from console.incidents.engine import IncidentEngine
+    from console.incidents.rules import load_rules
+    from console.store import IncidentStore
+
+    store = IncidentStore.open(db_path)
+    engine = IncidentEngine(load_rules(overrides=fleet.rule_overrides), fleet)
+    window = MainWindow(fleet, db_path)
+    bridge = MonitorBridge(window)
+    bridge.update_received.connect(window.on_monitor_update)
+    monitor = FleetMonitor(fleet, engine=engine, store=store, on_update=bridge.post, seed=seed)
+    app = ConsoleApp(
+        fleet=fleet,
+        db_path=db_path,
+        window=window,
+        monitor=monitor,
+        bridge=bridge,
+        store=store,
+        engine=engine,
+    )
+    _attach_extra_windows(app)
+    return app
+
+
+def _attach_extra_windows(app: ConsoleApp) -> None:
+    """Incident log, fleet map and inventory editor hang off toolbar actions (imported lazily)."""
+    from widgets import extras
+
+    extras.attach(app)
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    from console.startup import resolve_db_path, resolve_fleet
+
+    smoke = args.smoke_test is not None
+    qt_app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(qt_app, QApplication)
+    qt_app.setApplicationName("GPU Ops Console")
+    qInstallMessageHandler(_qt_message_handler)
+    failures: list[str] = []
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        text = "".join(traceback.format_exception(kind, value, tb))
+        log.error("unhandled error:\n%s", text)
+        failures.append(text)
+        if smoke:
+            qt_app.exit(1)
+        else:
+            box = QMessageBox(QMessageBox.Icon.Critical, "GPU Ops Console: unexpected error", str(value))
+            box.setDetailedText(text)
+            box.exec()
+
+    sys.excepthook = excepthook
+    try:
+        fleet = resolve_fleet(args.config, args.demo or smoke, args.seed)
+        db_path = resolve_db_path(args.db)
+        app = build_app(fleet, db_path, seed=args.seed)
+    except Exception as exc:  # config, inventory or database problem: say which, and exit
+        message = f"gpu-console: cannot start: {exc}"
+        print(message, file=sys.stderr)
+        log.debug("start-up failure", exc_info=True)
+        return 2
+    qt_app.aboutToQuit.connect(app.shutdown)
+    app.start()
+    app.window.show()
+    if smoke:
+        QTimer.singleShot(int(args.smoke_test * 1000), qt_app.quit)
+    code = qt_app.exec()
+    app.shutdown()
+    if smoke:
+        print(json.dumps(app.summary()))
+    return 1 if failures else code

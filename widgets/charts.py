@@ -1,0 +1,275 @@
+"""Live charts for the selection: one GPU, or every GPU of a node overlaid.
+
+Plot items and curves are created once and updated with ``setData`` on a redraw timer (4 Hz, only while visible),
+independent of data arrival. Fixed y ranges and width-1 pens without antialiasing keep a frame cheap
+(performance-notes.md). Missing data is NaN so lines break instead of lying; slowdown periods are shaded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from console.history import CHASSIS_METRICS, FleetHistory, NodeHistory
+from console.schema import SLOWDOWN_REASONS, throttle_mask
+from widgets.style import gpu_color
+
+MAX_GPU_CURVES = 8
+MAX_SHADED_REGIONS = 24
+SLOWDOWN_MASK = throttle_mask(SLOWDOWN_REASONS)
+REDRAW_HZ = 4
+FAN_SLOTS = sum(1 for m in CHASSIS_METRICS if m.startswith("fan"))
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    node: str
+    gpu_uuid: str | None = None  # None: all GPUs of the node
+
+
+def _pen(color: str, style: Qt.PenStyle = Qt.PenStyle.SolidLine) -> pg.QtGui.QPen:
+    pen = pg.mkPen(color=color, width=1)
+    pen.setStyle(style)
+    return pen
+
+
+def slowdown_regions(t: np.ndarray, masks: np.ndarray) -> list[tuple[float, float]]:
+    """Contiguous time spans where any slowdown bit is set (masks: float bitmask per time, NaN allowed)."""
+    if len(t) == 0:
+        return []
+    finite = np.nan_to_num(masks, nan=0.0).astype(np.int64)
+    active = (finite & SLOWDOWN_MASK) != 0
+    if not active.any():
+        return []
+    edges = np.diff(active.astype(np.int8))
+    starts = list(np.flatnonzero(edges == 1) + 1)
+    ends = list(np.flatnonzero(edges == -1) + 1)
+    if active[0]:
+        starts.insert(0, 0)
+    if active[-1]:
+        ends.append(len(active) - 1)
+    return [(float(t[s]), float(t[min(e, len(t) - 1)])) for s, e in zip(starts, ends, strict=False)]
+
+
+class _Plot:
+    """One PlotItem with a fixed y range, a time axis, pooled curves and pooled shaded regions."""
+
+    def __init__(
+        self, layout: pg.GraphicsLayout, title: str, unit_label: str, y_range: tuple[float, float]
+    ) -> None:
+        axis = pg.DateAxisItem(orientation="bottom")
+        self.item: pg.PlotItem = layout.addPlot(title=title, axisItems={"bottom": axis})
+        self.item.setLabel("left", unit_label)
+        self.item.setLabel("bottom", "time (UTC)")
+        self.item.showGrid(x=True, y=True, alpha=0.15)
+        self.item.setMenuEnabled(False)
+        self.item.setMouseEnabled(x=False, y=False)
+        self.item.hideButtons()
+        self.item.setYRange(*y_range, padding=0)
+        self.item.enableAutoRange(x=False, y=False)
+        self.curves: list[pg.PlotCurveItem] = []
+        self.regions: list[pg.LinearRegionItem] = []
+        self.empty_note = pg.TextItem("", color="#777", anchor=(0.5, 0.5))
+        self.item.addItem(self.empty_note, ignoreBounds=True)
+        self._y_mid = sum(y_range) / 2
+
+    def note_if_empty(self, has_data: bool, message: str, x_mid: float) -> None:
+        """Say why a plot is empty (e.g. an air-cooled node has no coolant loop) instead of an empty frame."""
+        self.empty_note.setText("" if has_data else message)
+        self.empty_note.setPos(x_mid, self._y_mid)
+
+    def curve(self, color: str, style: Qt.PenStyle = Qt.PenStyle.SolidLine) -> pg.PlotCurveItem:
+        curve = pg.PlotCurveItem(pen=_pen(color, style), antialias=False, connect="finite")
+        self.item.addItem(curve)
+        self.curves.append(curve)
+        return curve
+
+    def shade(self, spans: list[tuple[float, float]]) -> None:
+        while len(self.regions) < min(len(spans), MAX_SHADED_REGIONS):
+            region = pg.LinearRegionItem(
+                movable=False, brush=pg.mkBrush(QColor(198, 40, 40, 45)), pen=pg.mkPen(None)
+            )
+            region.setZValue(-10)
+            self.item.addItem(region)
+            self.regions.append(region)
+        for i, region in enumerate(self.regions):
+            if i < len(spans):
+                region.setRegion(spans[-(i + 1)])
+                region.show()
+            else:
+                region.hide()
+
+
+class ChartPanel(QWidget):
+    """Six plots: utilization, power vs limit, GPU/HBM temperature vs slowdown threshold, cooling temperatures,
+    chassis fans and coolant flow."""
+
+    def __init__(self, history: FleetHistory, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=False, background="w", foreground="#222")
+        self._history = history
+        self._selection: Selection | None = None
+        self.window_s = 300.0
+        self.rated_flow_lpm = float("nan")  # set by the window from the node's latest chassis sample
+        self.title = QLabel("Select a GPU or a node in the fleet panel")
+        self.title.setTextFormat(Qt.TextFormat.PlainText)  # node names come from the network
+        self.title.setStyleSheet("font-size: 13pt; font-weight: 600; padding: 2px 4px;")
+        self.legend = QLabel("")
+        self.legend.setTextFormat(Qt.TextFormat.RichText)  # built only from our own GPU indices and colours
+        self.graphics = pg.GraphicsLayoutWidget()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.title)
+        layout.addWidget(self.legend)
+        layout.addWidget(self.graphics, 1)
+
+        grid = self.graphics.ci
+        self.util = _Plot(grid, "GPU utilization", "util (%)", (0, 105))
+        self.power = _Plot(grid, "Power vs enforced limit (dashed)", "power (W)", (0, 780))
+        grid.nextRow()
+        self.temp = _Plot(
+            grid,
+            "GPU (solid) and HBM (dotted) temperature; slowdown threshold dashed",
+            "temp (°C)",
+            (20, 100),
+        )
+        self.cooling = _Plot(grid, "Chassis: inlet, exhaust, coolant supply / return", "temp (°C)", (10, 65))
+        grid.nextRow()
+        self.fans = _Plot(grid, "Chassis fans", "fan speed (RPM)", (0, 20000))
+        self.flow = _Plot(grid, "Coolant flow (rated dashed)", "flow (L/min)", (0, 45))
+
+        self.util_curves = [self.util.curve(gpu_color(i)) for i in range(MAX_GPU_CURVES)]
+        self.power_curves = [self.power.curve(gpu_color(i)) for i in range(MAX_GPU_CURVES)]
+        self.limit_curve = self.power.curve("#444", Qt.PenStyle.DashLine)
+        self.temp_curves = [self.temp.curve(gpu_color(i)) for i in range(MAX_GPU_CURVES)]
+        self.hbm_curves = [self.temp.curve(gpu_color(i), Qt.PenStyle.DotLine) for i in range(MAX_GPU_CURVES)]
+        self.threshold_curve = self.temp.curve("#c62828", Qt.PenStyle.DashLine)
+        self.cooling_curves = {
+            "inlet_c": self.cooling.curve("#1565c0"),
+            "exhaust_c": self.cooling.curve("#ef6c00"),
+            "coolant_supply_c": self.cooling.curve("#00897b"),
+            "coolant_return_c": self.cooling.curve("#6d4c41"),
+        }
+        self.fan_curves = [self.fans.curve(gpu_color(i)) for i in range(FAN_SLOTS)]
+        self.flow_curve = self.flow.curve("#00897b")
+        self.rated_flow_curve = self.flow.curve("#444", Qt.PenStyle.DashLine)
+        self.cooling.item.addLegend(offset=(5, 5), labelTextSize="8pt")
+        for name, curve in self.cooling_curves.items():
+            self.cooling.item.legend.addItem(curve, name.removesuffix("_c").replace("_", " "))
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(1000 // REDRAW_HZ)
+        self._timer.timeout.connect(self._on_timer_timeout)
+        self._timer.start()
+
+    # -- selection ----
+
+    @property
+    def selection(self) -> Selection | None:
+        return self._selection
+
+    def select(self, selection: Selection | None, description: str = "") -> None:
+        self._selection = selection
+        self.title.setText(
+            description
+            or ("Select a GPU or a node in the fleet panel" if selection is None else selection.node)
+        )
+        self.redraw()
+
+    def set_window(self, seconds: float) -> None:
+        self.window_s = seconds
+        self.redraw()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    # -- drawing ----
+
+    def _on_timer_timeout(self) -> None:
+        if self.isVisible():
+            self.redraw()
+
+    def _selected_gpus(self, node: NodeHistory) -> list[tuple[int, str]]:
+        sel = self._selection
+        assert sel is not None
+        pairs = sorted((node.gpu_index.get(uuid, 0), uuid) for uuid in node.gpus)
+        if sel.gpu_uuid is not None:
+            pairs = [p for p in pairs if p[1] == sel.gpu_uuid]
+        return pairs[:MAX_GPU_CURVES]
+
+    def redraw(self) -> None:
+        sel = self._selection
+        node = self._history.nodes.get(sel.node) if sel is not None else None
+        if sel is None or node is None:
+            for plot in (self.util, self.power, self.temp, self.cooling, self.fans, self.flow):
+                for curve in plot.curves:
+                    curve.setData([], [])
+                plot.shade([])
+            return
+        now = time.time()
+        since = now - self.window_s
+        gpus = self._selected_gpus(node)
+        masks: list[np.ndarray] = []
+        t_axis: np.ndarray | None = None
+        legend = []
+        for slot in range(MAX_GPU_CURVES):
+            if slot < len(gpus):
+                index, uuid = gpus[slot]
+                for curve, metric in (
+                    (self.util_curves[slot], "utilization_pct"),
+                    (self.power_curves[slot], "power_w"),
+                    (self.temp_curves[slot], "temperature_c"),
+                    (self.hbm_curves[slot], "memory_temperature_c"),
+                ):
+                    series = node.gpu_series(uuid, metric, since)
+                    curve.setPen(_pen(gpu_color(index), curve.opts["pen"].style()))
+                    curve.setData(series.t, series.y)
+                    t_axis = series.t
+                masks.append(node.gpu_series(uuid, "throttle_mask", since).y)
+                legend.append(f'<span style="color:{gpu_color(index)}">■ GPU {index}</span>')
+            else:
+                for curves in (self.util_curves, self.power_curves, self.temp_curves, self.hbm_curves):
+                    curves[slot].setData([], [])
+        self.legend.setText(
+            "&nbsp;&nbsp;".join(legend) + "&nbsp;&nbsp;<span style='color:#c62828'>▒ slowdown</span>"
+        )
+        if gpus:
+            first = gpus[0][1]
+            limit = node.gpu_series(first, "power_limit_w", since)
+            self.limit_curve.setData(limit.t, limit.y)
+            temp = node.gpu_series(first, "temperature_c", since)
+            margin = node.gpu_series(first, "thermal_margin_c", since)
+            self.threshold_curve.setData(temp.t, temp.y + margin.y)
+        else:
+            self.limit_curve.setData([], [])
+            self.threshold_curve.setData([], [])
+        if t_axis is not None and masks:
+            combined = np.zeros(len(t_axis), dtype=np.int64)
+            for m in masks:
+                combined |= np.nan_to_num(m, nan=0.0).astype(np.int64)
+            spans = slowdown_regions(t_axis, combined.astype(np.float64))
+        else:
+            spans = []
+        for plot in (self.util, self.power, self.temp):
+            plot.shade(spans)
+        for metric, curve in self.cooling_curves.items():
+            series = node.chassis_series(metric, since)
+            curve.setData(series.t, series.y)
+        for i, curve in enumerate(self.fan_curves):
+            series = node.chassis_series(f"fan{i}_rpm", since)
+            curve.setData(series.t, series.y)
+        flow = node.chassis_series("coolant_flow_lpm", since)
+        self.flow_curve.setData(flow.t, flow.y)
+        self.rated_flow_curve.setData(flow.t, np.full(len(flow.t), self.rated_flow_lpm, dtype=np.float32))
+        mid = now - self.window_s / 2
+        self.flow.note_if_empty(bool(np.isfinite(flow.y).any()), "no coolant loop reported by this node", mid)
+        any_fan = any(np.isfinite(c.getData()[1]).any() for c in self.fan_curves if c.getData()[1] is not None)
+        self.fans.note_if_empty(any_fan, "no chassis fans reported by this node", mid)
+        for plot in (self.util, self.power, self.temp, self.cooling, self.fans, self.flow):
+            plot.item.setXRange(since, now, padding=0)

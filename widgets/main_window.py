@@ -1,0 +1,216 @@
+"""The main window: fleet panel, live charts, open incidents and a status bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QLabel,
+    QMainWindow,
+    QSplitter,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from console.fleet import Fleet
+from console.fleet_state import FleetState, NodeStatus
+from console.history import FleetHistory
+from console.monitor import MonitorUpdate
+from widgets.charts import ChartPanel, Selection
+from widgets.fleet_panel import FleetPanel
+from widgets.incidents_panel import IncidentsPanel
+from widgets.style import STATUS_COLORS
+
+WINDOWS = (("5 min", 300.0), ("15 min", 900.0), ("1 h", 3600.0))
+
+
+class MainWindow(QMainWindow):
+    closed = Signal()
+
+    def __init__(self, fleet: Fleet, db_path: Path, history: FleetHistory | None = None) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.db_path = db_path
+        self.state = FleetState(fleet)
+        self.history = history or FleetHistory()
+        title = "GPU Ops Console"
+        self.setWindowTitle(
+            f"{title} — DEMO FLEET (simulated data)" if fleet.is_demo else f"{title} — {fleet.origin}"
+        )
+        self.resize(1600, 1000)
+
+        self.fleet_panel = FleetPanel(self.state)
+        self.charts = ChartPanel(self.history)
+        self.incidents = IncidentsPanel()
+
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(4, 4, 4, 4)
+        self.banner = QLabel(
+            "DEMO FLEET — simulated GPUs and scripted faults, not a real cluster. "
+            "Start with --config FILE to watch your fleet."
+        )
+        self.banner.setTextFormat(Qt.TextFormat.PlainText)
+        self.banner.setStyleSheet(
+            "background: #fff3cd; color: #664d03; border: 1px solid #e0a100; padding: 4px; font-weight: 600;"
+        )
+        self.banner.setVisible(fleet.is_demo)
+        layout.addWidget(self.banner)
+
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(self.fleet_panel)
+        top.addWidget(self.charts)
+        top.setStretchFactor(0, 0)
+        top.setStretchFactor(1, 1)
+        top.setSizes([640, 960])
+        self.charts.setMinimumWidth(500)
+        vertical = QSplitter(Qt.Orientation.Vertical)
+        vertical.addWidget(top)
+        vertical.addWidget(self.incidents)
+        vertical.setSizes([700, 230])
+        layout.addWidget(vertical, 1)
+        self.setCentralWidget(central)
+
+        toolbar = QToolBar("View")
+        toolbar.setMovable(False)
+        self.addToolBar(toolbar)
+        toolbar.addWidget(QLabel(" Time window: "))
+        self.window_combo = QComboBox()
+        for label, _seconds in WINDOWS:
+            self.window_combo.addItem(label)
+        self.window_combo.currentIndexChanged.connect(self._on_window_combo_changed)
+        toolbar.addWidget(self.window_combo)
+        self.actions_by_name: dict[str, QAction] = {}
+
+        self.status_nodes = QLabel()
+        self.status_latency = QLabel()
+        self.status_db = QLabel(f"DB: {db_path}")
+        for label in (self.status_nodes, self.status_latency, self.status_db):
+            label.setTextFormat(Qt.TextFormat.PlainText)
+        self.status_nodes.setTextFormat(Qt.TextFormat.RichText)  # our own counts and colours only
+        bar = self.statusBar()
+        bar.addWidget(self.status_nodes)
+        bar.addWidget(self.status_latency)
+        bar.addPermanentWidget(self.status_db)
+
+        self.fleet_panel.node_selected.connect(self._on_fleet_panel_node_selected)
+        self.fleet_panel.gpu_selected.connect(self._on_fleet_panel_gpu_selected)
+        self.incidents.gpu_requested.connect(self._on_incidents_gpu_requested)
+
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setInterval(1000)
+        self._refresh_timer.timeout.connect(self._on_refresh_timer_timeout)
+        self._refresh_timer.start()
+        self._refresh_status()
+
+    # -- data arrival (GUI thread, via the bridge) ----
+
+    def on_monitor_update(self, update: MonitorUpdate) -> None:
+        result = update.result
+        if result is not None:
+            if result.sample is not None:
+                self.history.record(result.sample)
+            else:
+                self.history.record_gap(result.node, result.started)
+            first_data = result.sample is not None and not self.state.nodes[result.node].gpus
+            self.state.apply_result(result)
+            if first_data and self.charts.selection is None:
+                self._select_first_node()
+        if update.changes:
+            self.state.apply_changes(update.changes)
+            self.incidents.apply(update.changes)
+
+    def add_action(self, name: str, text: str) -> QAction:
+        """A toolbar action other windows (incident log, fleet map, inventory) hang off."""
+        action = QAction(text, self)
+        toolbar = self.findChild(QToolBar)
+        assert toolbar is not None
+        toolbar.addAction(action)
+        self.actions_by_name[name] = action
+        return action
+
+    # -- selection ----
+
+    def _update_rated_flow(self, node: str) -> None:
+        sample = self.state.nodes[node].sample
+        rated = sample.chassis.coolant_flow_rated_lpm if sample is not None else None
+        self.charts.rated_flow_lpm = float("nan") if rated is None else rated
+
+    def select_node(self, node: str) -> None:
+        self._update_rated_flow(node)
+        site = self.state.nodes[node].site
+        count = len(self.state.nodes[node].gpus)
+        self.charts.select(Selection(node), f"{node} · all {count} GPUs overlaid · {site}")
+
+    def select_gpu(self, node: str, uuid: str) -> None:
+        self._update_rated_flow(node)
+        state = self.state.nodes[node]
+        gpu = state.gpus.get(uuid)
+        desc = f"{node} · GPU {gpu.index} {gpu.sample.name or ''} · {uuid} · {state.site}" if gpu else node
+        self.charts.select(Selection(node, uuid), desc)
+
+    def _select_first_node(self) -> None:
+        for node in self.state.nodes_worst_first():
+            if node.gpus:
+                self.select_node(node.name)
+                return
+
+    def _on_fleet_panel_node_selected(self, node: str) -> None:
+        self.select_node(node)
+
+    def _on_fleet_panel_gpu_selected(self, node: str, uuid: str) -> None:
+        self.select_gpu(node, uuid)
+
+    def _on_incidents_gpu_requested(self, node: str, uuid: str) -> None:
+        if node not in self.state.nodes:
+            return
+        self.fleet_panel.reveal(node, uuid or None)
+        if uuid:
+            self.select_gpu(node, uuid)
+        else:
+            self.select_node(node)
+
+    def _on_window_combo_changed(self, index: int) -> None:
+        self.charts.set_window(WINDOWS[index][1])
+
+    # -- periodic ----
+
+    def _on_refresh_timer_timeout(self) -> None:
+        self.fleet_panel.refresh()
+        self._refresh_status()
+
+    def _refresh_status(self) -> None:
+        counts = self.state.fleet_counts()
+        parts = [
+            f'<span style="color:{STATUS_COLORS[status]}">{counts[status]} {status}</span>'
+            for status in (
+                NodeStatus.OK,
+                NodeStatus.WARNING,
+                NodeStatus.CRITICAL,
+                NodeStatus.STALE,
+                NodeStatus.UNREACHABLE,
+            )
+        ]
+        self.status_nodes.setText(
+            f"Nodes: {' · '.join(parts)} &nbsp;|&nbsp; {self.state.gpu_count} GPUs &nbsp;|&nbsp; "
+            f"{len(self.state.open_incidents)} open incidents"
+        )
+        latency = self.state.latency_summary()
+        self.status_latency.setText(
+            f"Poll latency p50 {latency[0] * 1000:.0f} ms, p95 {latency[1] * 1000:.0f} ms"
+            if latency
+            else "Poll latency: n/a"
+        )
+
+    def shutdown(self) -> None:
+        self._refresh_timer.stop()
+        self.charts.stop()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shutdown()
+        self.closed.emit()
+        super().closeEvent(event)
