@@ -18,6 +18,9 @@ from console.polling import PollResult
 from console.schema import GpuSample, NodeSample
 
 STALE_AFTER_INTERVALS = 3.0
+# GPUs that left a node's enumeration are kept (an operator wants to see what vanished), up to this many per node,
+# so a node reporting a new UUID on every poll cannot grow the state and the fleet panel without bound.
+MAX_GPUS_PER_NODE = 64
 
 
 class NodeStatus(StrEnum):
@@ -50,6 +53,7 @@ class GpuState:
     index: int
     sample: GpuSample
     worst_severity: Severity | None = None
+    last_seen: float = 0.0  # monotonic time of the last sample that included this GPU
 
     @property
     def status(self) -> NodeStatus:
@@ -140,13 +144,19 @@ class FleetState:
         node.last_error = result.reason  # a partial failure (one of several sources) stays visible
         node.last_success = result.started
         node.sample = result.sample
+        now = node.last_result_mono
         for gpu in result.sample.gpus:
             state = node.gpus.get(gpu.uuid)
             if state is None:
-                node.gpus[gpu.uuid] = GpuState(uuid=gpu.uuid, index=gpu.index, sample=gpu)
+                node.gpus[gpu.uuid] = GpuState(uuid=gpu.uuid, index=gpu.index, sample=gpu, last_seen=now)
             else:
                 state.sample = gpu
                 state.index = gpu.index
+                state.last_seen = now
+        if len(node.gpus) > MAX_GPUS_PER_NODE:
+            by_age = sorted(node.gpus.values(), key=lambda g: g.last_seen)
+            for gone in by_age[: len(node.gpus) - MAX_GPUS_PER_NODE]:
+                del node.gpus[gone.uuid]
 
     def apply_changes(self, changes: Iterable[IncidentChange]) -> set[str]:
         """Track open incidents; returns the names of nodes whose status may have changed."""

@@ -36,6 +36,8 @@ CHASSIS_METRICS: tuple[str, ...] = (
     *(f"fan{i}_rpm" for i in range(MAX_CHASSIS_FANS)),
 )
 _GPU_INDEX = {name: i for i, name in enumerate(GPU_METRICS)}
+# A node that reports a new UUID on every poll (a broken exporter) must not add a ring per poll forever.
+MAX_GPUS_PER_NODE = 64
 _CHASSIS_INDEX = {name: i for i, name in enumerate(CHASSIS_METRICS)}
 
 
@@ -115,19 +117,29 @@ class NodeHistory:
         self.chassis = Ring(capacity, len(CHASSIS_METRICS))
         self.gpus: dict[str, Ring] = {}
         self.gpu_index: dict[str, int] = {}
+        self._last_seen: dict[str, int] = {}  # UUID -> number of the record that last included it
+        self._records = 0
+
+    def _evict_longest_unseen(self) -> None:
+        uuid = min(self._last_seen, key=self._last_seen.__getitem__)
+        del self.gpus[uuid], self.gpu_index[uuid], self._last_seen[uuid]
 
     def record(self, sample: NodeSample) -> None:
         self.times.append((sample.time,))
+        self._records += 1
         seen = set()
         for gpu in sample.gpus:
             ring = self.gpus.get(gpu.uuid)
             if ring is None:
+                if len(self.gpus) >= MAX_GPUS_PER_NODE:
+                    self._evict_longest_unseen()
                 ring = Ring(self.capacity, len(GPU_METRICS))
                 # pad so the new GPU's rows line up with the node's time ring
                 for _ in range(len(self.times) - 1):
                     ring.append([np.nan] * len(GPU_METRICS))
                 self.gpus[gpu.uuid] = ring
             self.gpu_index[gpu.uuid] = gpu.index
+            self._last_seen[gpu.uuid] = self._records
             ring.append(gpu_row(gpu))
             seen.add(gpu.uuid)
         for uuid, ring in self.gpus.items():  # a GPU missing from this poll gets a gap, not a stale value

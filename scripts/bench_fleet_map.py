@@ -4,8 +4,9 @@ Usage: QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/bench_fleet_map.py [--
 
 Builds a FleetState from a synthetic Fleet (the FleetState is fed PollResults with NodeSamples, as the poller
 would), shows the map at 1600x1000 offscreen and prints the median and p95 of:
+  - render: ``widget.render()`` of the whole map (combo box, legend and tiles) into a 1600x1000 QImage;
   - repaint: ``canvas.repaint()`` (a synchronous paintEvent into the offscreen backing store), the cost of every
-    expose/hover/scroll repaint;
+    expose/hover/click repaint;
   - grab: ``widget.grab()`` of the whole map (canvas, combo box and legend) into a pixmap;
   - refresh: ``widget.refresh()``, the 1 Hz work (read the FleetState, colour 16,000 tiles, compose the image);
   - metric change: recolouring from the arrays already read.
@@ -21,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,6 +31,9 @@ from console.fleet import Fleet, Node, Site, SourceKind, SourceSpec
 from console.fleet_state import FleetState
 from console.polling import PollResult
 from console.schema import GpuSample, NodeSample
+
+if TYPE_CHECKING:
+    from widgets.fleet_map import FleetMapWidget
 
 SITES = (("aws-use1", "aws"), ("gcp-usc1", "gcp"), ("coreweave-las1", "coreweave"), ("onprem-fra", "onprem"))
 
@@ -44,9 +49,6 @@ def synthetic_state(nodes: int, gpus_per_node: int, seed: int = 7) -> FleetState
     state = FleetState(Fleet(sites, fleet_nodes))
     now = time.time()
     for number, node in enumerate(fleet_nodes):
-        if number % 97 == 5:
-            state.apply_result(PollResult(node.name, node.site, now, 3.0, None))  # unreachable
-            continue
         load = rng.random()
         gpus = tuple(
             GpuSample(
@@ -71,6 +73,10 @@ def synthetic_state(nodes: int, gpus_per_node: int, seed: int = 7) -> FleetState
         )
         sample = NodeSample(node=node.name, site=node.site, source="dcgm", time=now, gpus=gpus)
         state.apply_result(PollResult(node.name, node.site, now, 0.01, sample))
+        if number % 157 == 5:  # answered once, then stopped answering: its last values stay, hatched
+            state.apply_result(PollResult(node.name, node.site, now, 3.0, None))
+        elif number % 211 == 9:  # no result for a while: stale
+            state.nodes[node.name].last_result_mono = time.monotonic() - 60.0
     return state
 
 
@@ -89,6 +95,35 @@ def summary(label: str, samples: list[float]) -> str:
     return f"{label:<34} median {statistics.median(ordered):7.2f} ms   p95 {p95:7.2f} ms   (n={len(ordered)})"
 
 
+def fill_rect_per_tile(widget: FleetMapWidget) -> Callable[[], None]:
+    """The other way to paint: one QPainter.fillRect per tile with a cached QColor per colour (for comparison).
+
+    Rectangles and colours are prepared outside the timed call, so only the painting is measured."""
+    from PySide6.QtGui import QColor, QImage, QPainter
+
+    from widgets.fleet_map import slot_colours
+
+    canvas = widget.canvas
+    arrays, layout = canvas.arrays, canvas.layout_
+    assert arrays is not None
+    assert layout is not None
+    cache: dict[int, QColor] = {}
+    tiles = []
+    for slot, argb in enumerate(slot_colours(arrays, canvas.colour_metric).tolist()):
+        colour = cache.get(argb) or cache.setdefault(argb, QColor.fromRgb(argb))
+        tiles.append((layout.slot_rect(*divmod(slot, arrays.slots_per_node)), colour))
+    target = QImage(canvas.size(), QImage.Format.Format_RGB32)
+
+    def paint() -> None:
+        painter = QPainter(target)
+        fill = painter.fillRect
+        for rect, colour in tiles:
+            fill(rect, colour)
+        painter.end()
+
+    return paint
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=2000)
@@ -97,9 +132,10 @@ def main() -> int:
     parser.add_argument("--png", type=Path, default=None, help="save a screenshot of the map")
     args = parser.parse_args()
 
+    from PySide6.QtGui import QImage
     from PySide6.QtWidgets import QApplication
 
-    from widgets.fleet_map import FleetMapWidget, MapMetric
+    from widgets.fleet_map import BACKGROUND, FleetMapWidget, MapMetric
 
     app = QApplication.instance() or QApplication([])
     build_start = time.perf_counter()
@@ -120,7 +156,22 @@ def main() -> int:
     )
     for _ in range(5):
         widget.canvas.repaint()
-    print(summary("repaint (canvas paintEvent)", timed(widget.canvas.repaint, args.repeats)))
+    target = QImage(widget.size(), QImage.Format.Format_RGB32)
+
+    def render_whole() -> None:
+        widget.render(target)
+
+    print(summary("render() whole map into a QImage", timed(render_whole, args.repeats)))
+    # the figure is only honest if render() really painted the tiles: check the last GPU's tile
+    last_node = list(state.nodes.values())[-1]
+    last_uuid = next(iter(last_node.gpus))
+    tile = widget.canvas.tile_rect(last_node.name, last_uuid)
+    assert tile is not None
+    painted = target.pixelColor(widget.canvas.mapTo(widget, tile.center()))
+    expected = widget.canvas.grab().toImage().pixelColor(tile.center())
+    assert painted == expected, (painted.name(), expected.name())
+    assert painted.name() != BACKGROUND
+    print(summary("repaint() of the tile canvas", timed(widget.canvas.repaint, args.repeats)))
     print(summary("grab() whole map widget", timed(widget.grab, args.repeats)))
     print(summary("refresh() (read + colour + compose)", timed(widget.refresh, max(10, args.repeats // 2))))
 
@@ -133,6 +184,7 @@ def main() -> int:
         )
     )
     widget.set_metric(MapMetric.TEMPERATURE)
+    print(summary("alternative: fillRect per tile", timed(fill_rect_per_tile(widget), 20)))
     start = time.perf_counter()
     widget.canvas._relayout()
     print(f"{'relayout (on resize/shape change)':<34} {(time.perf_counter() - start) * 1000:7.2f} ms")

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from console.fleet import Fleet, Node, Site, SourceKind, SourceSpec
 from console.incidents.engine import IncidentEngine
+from console.incidents.evidence import SampleBuffer
 from console.incidents.model import ChangeKind
 from console.incidents.rules import load_rules
 from console.polling import PollResult
@@ -139,15 +140,16 @@ def main() -> int:
     print(f"one second of the fleet: {sum(observe_us) / args.seconds / 1e3:.0f} ms of observe")
     print(f"tick over the fleet: median {statistics.median(tick_ms):.2f} ms, max {max(tick_ms):.2f} ms")
     print(f"incidents opened: {opened}, evidence points emitted: {evidence_points}")
+    buffer = SampleBuffer(load_rules().evidence)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    kept = [sample(0, i, rng, None) for i in range(100)]
-    one_sample = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    for i in range(400):  # more than five minutes: the buffer reaches its bound
+        buffer.add(T0 + i, sample(0, i, rng, None))
+    held_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    held = engine.buffered_samples("node-0000")
     print(
-        f"evidence buffer: {held} samples per node after {args.seconds} s (bounded: 76 at 1 Hz), "
-        f"~{one_sample / 1024:.1f} KiB per 8-GPU sample -> ~{held * one_sample / 2**20:.2f} MiB per node"
+        f"evidence buffer at steady state: {len(buffer)} samples per node, ~{held_bytes / 2**20:.2f} MiB per node "
+        f"(~{held_bytes * args.nodes / 2**20:.0f} MiB for {args.nodes} nodes)"
     )
     return 0
 

@@ -23,6 +23,7 @@ from traces import (
 )
 
 from console.incidents.engine import IncidentEngine, incident_id
+from console.incidents.evidence import evidence_json
 from console.incidents.model import ChangeKind, IncidentChange, Outcome, Severity, Status
 from console.incidents.rules import load_rules
 from console.incidents.xid import load_xid_catalog
@@ -233,6 +234,9 @@ def test_evidence_before_and_after_is_bounded_and_filtered() -> None:
     assert doc["schema"] == "gpu-console.sample/1"
     assert [g["uuid"] for g in doc["gpus"]] == [uuid_of(VICTIM)] and doc["chassis"]["coolant_flow_lpm"] > 0
     assert all(p.incident_id == opening.incident.id for p in before)
+    original = trace[400]
+    assert isinstance(original, PollResult) and original.sample is not None
+    assert before[-1].sample_json == evidence_json(original.sample, uuid_of(VICTIM))  # kept samples lose nothing
     after = [c for c in changes if c.kind is ChangeKind.EVIDENCE and c.incident.id == opening.incident.id]
     after_times = [p.time - T0 for c in after for p in c.evidence]
     assert after_times[0] == 401.0 and after_times[-1] <= 700.0 and max(after_times) <= 400.0 + 300.0

@@ -203,6 +203,32 @@ def test_filters_select_the_right_incidents_newest_first(
     assert store.count(flt) == len(expected)
 
 
+def test_common_and_rare_words_page_the_same_way(store: IncidentStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from console.store import queries
+
+    rows = [
+        incident(f"c{n:02d}", opened_at=T0 + (n * 7) % 40, title=f"power brake {'rare' if n % 9 == 0 else ''}")
+        for n in range(40)
+    ]
+    store.submit([opened(row) for row in rows])
+    store.flush()
+
+    def walk(flt: IncidentFilter) -> list[str]:
+        ids: list[str] = []
+        result = store.query(flt, limit=6)
+        while True:
+            ids.extend(inc.id for inc in result.incidents)
+            if result.next is None:
+                return ids
+            result = store.query(flt, after=result.next, limit=6)
+
+    expected = {word: walk(IncidentFilter(text=word)) for word in ("brake", "rare")}
+    assert len(expected["brake"]) == 40
+    assert len(expected["rare"]) == 5
+    monkeypatch.setattr(queries, "COMMON_TEXT_MATCHES", 3)  # now both words take the "common" plan
+    assert {word: walk(IncidentFilter(text=word)) for word in expected} == expected
+
+
 def test_free_text_follows_resolution_notes_as_they_change(store: IncidentStore) -> None:
     first = incident("a")
     store.submit([opened(first)])

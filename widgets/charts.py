@@ -8,6 +8,7 @@ independent of data arrival. Fixed y ranges and width-1 pens without antialiasin
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,34 @@ def slowdown_regions(t: np.ndarray, masks: np.ndarray) -> list[tuple[float, floa
     if active[-1]:
         ends.append(len(active) - 1)
     return [(float(t[s]), float(t[min(e, len(t) - 1)])) for s, e in zip(starts, ends, strict=False)]
+
+
+def peak_decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep each bin's minimum and maximum so spikes survive, at about ``max_points`` points.
+
+    A one-hour window holds 3,600 points per curve on a plot a few hundred pixels wide; drawing them all costs
+    frame time and shows nothing more. NaN gaps survive: a bin that is all NaN stays NaN.
+    """
+    n = len(y)
+    if n <= max_points or max_points < 4:
+        return t, y
+    bins = max_points // 2
+    per_bin = n // bins
+    usable = bins * per_bin
+    tail_t, tail_y = t[usable:], y[usable:]
+    yb = y[:usable].reshape(bins, per_bin)
+    tb = t[:usable].reshape(bins, per_bin)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins are gaps, on purpose
+        lo = np.nanmin(yb, axis=1)
+        hi = np.nanmax(yb, axis=1)
+    out_y = np.empty(bins * 2, dtype=y.dtype)
+    out_y[0::2] = lo
+    out_y[1::2] = hi
+    out_t = np.empty(bins * 2, dtype=t.dtype)
+    out_t[0::2] = tb[:, 0]
+    out_t[1::2] = tb[:, -1]
+    return np.concatenate([out_t, tail_t]), np.concatenate([out_y, tail_y])
 
 
 class _Plot:
@@ -117,6 +146,7 @@ class ChartPanel(QWidget):
         self._selection: Selection | None = None
         self.window_s = 300.0
         self.rated_flow_lpm = float("nan")  # set by the window from the node's latest chassis sample
+        self.max_points = 1200  # per curve; about two points per horizontal pixel of a plot
         self.title = QLabel("Select a GPU or a node in the fleet panel")
         self.title.setTextFormat(Qt.TextFormat.PlainText)  # node names come from the network
         self.title.setStyleSheet("font-size: 13pt; font-weight: 600; padding: 2px 4px;")
@@ -229,7 +259,7 @@ class ChartPanel(QWidget):
                 ):
                     series = node.gpu_series(uuid, metric, since)
                     curve.setPen(_pen(gpu_color(index), curve.opts["pen"].style()))
-                    curve.setData(series.t, series.y)
+                    curve.setData(*peak_decimate(series.t, series.y, self.max_points))
                     t_axis = series.t
                 masks.append(node.gpu_series(uuid, "throttle_mask", since).y)
                 legend.append(f'<span style="color:{gpu_color(index)}">■ GPU {index}</span>')
@@ -260,10 +290,10 @@ class ChartPanel(QWidget):
             plot.shade(spans)
         for metric, curve in self.cooling_curves.items():
             series = node.chassis_series(metric, since)
-            curve.setData(series.t, series.y)
+            curve.setData(*peak_decimate(series.t, series.y, self.max_points))
         for i, curve in enumerate(self.fan_curves):
             series = node.chassis_series(f"fan{i}_rpm", since)
-            curve.setData(series.t, series.y)
+            curve.setData(*peak_decimate(series.t, series.y, self.max_points))
         flow = node.chassis_series("coolant_flow_lpm", since)
         self.flow_curve.setData(flow.t, flow.y)
         self.rated_flow_curve.setData(flow.t, np.full(len(flow.t), self.rated_flow_lpm, dtype=np.float32))

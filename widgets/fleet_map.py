@@ -10,6 +10,7 @@ shape (nodes per site, GPU slots per node) or the widget size changes.
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import time
@@ -23,7 +24,6 @@ from PySide6.QtCore import QEvent, QPoint, QRect, QSize, Qt, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
-    QFont,
     QFontMetrics,
     QHelpEvent,
     QImage,
@@ -101,6 +101,7 @@ def _argb(color: str) -> int:
     return QColor(color).rgb() & 0xFFFFFFFF  # 0xAARRGGBB, the layout of Format_RGB32 pixels
 
 
+@functools.cache
 def gradient_lut(stops: tuple[str, ...], buckets: int = BUCKETS) -> U32:
     """``buckets`` colours evenly interpolated through ``stops`` (RGB, linear)."""
     rgb = np.array([[QColor(c).red(), QColor(c).green(), QColor(c).blue()] for c in stops], dtype=float)
@@ -109,6 +110,7 @@ def gradient_lut(stops: tuple[str, ...], buckets: int = BUCKETS) -> U32:
     return np.uint32(0xFF000000) | (channels[0] << 16) | (channels[1] << 8) | channels[2]
 
 
+_STATUS_ARGB = np.array([_argb(STATUS_COLORS[status]) for status in STATUS_ORDER], dtype=np.uint32)
 _SEVERITY_LUT = np.array(
     [_argb(NO_INCIDENT)] + [_argb(SEVERITY_COLORS[s]) for s in Severity],
     dtype=np.uint32,
@@ -126,6 +128,7 @@ class FleetArrays:
     sites: tuple[tuple[str, str, int], ...]  # (name, provider, node count) in fleet order
     slots_per_node: int
     uuids: tuple[str | None, ...]  # per slot; None = an empty slot
+    has_gpu: npt.NDArray[np.bool_]  # per slot
     values: dict[MapMetric, npt.NDArray[np.float64]]  # per slot; NaN = no data
     severity: npt.NDArray[np.int8]  # per slot: 0 none, else Severity value (a lost GPU counts as critical)
     node_status: npt.NDArray[np.int8]  # per node: index into STATUS_ORDER
@@ -133,17 +136,14 @@ class FleetArrays:
 
     @property
     def gpu_count(self) -> int:
-        return sum(uuid is not None for uuid in self.uuids)
+        return int(self.has_gpu.sum())
 
 
-_BY_INDEX = attrgetter("index", "uuid")
-_VALUE_FIELDS = attrgetter("temperature_c", "thermal_margin_c", "power_w", "utilization_pct", "power_limit_w")
-_GPU_FIELDS = attrgetter("uuid", "worst_severity")
-_METRIC_COLUMNS = (MapMetric.TEMPERATURE, MapMetric.THERMAL_MARGIN, MapMetric.POWER, MapMetric.UTILIZATION)
+_BY_INDEX = attrgetter("index")
 
 
 def read_fleet(state: FleetState) -> FleetArrays:
-    """Everything the map draws, read in one pass (this runs every second: attrgetter + numpy, no per-GPU code)."""
+    """Everything the map draws, read in one pass; this runs every second, so one comprehension per field."""
     ordered: list[NodeState] = []
     sites = []
     for site in state.fleet.sites:
@@ -161,28 +161,36 @@ def read_fleet(state: FleetState) -> FleetArrays:
             gpus.extend(listed)
     total = len(ordered) * per_node
     samples = [g.sample for g in gpus]
-    # None becomes NaN in a float array: "no data", never 0
-    table = np.array(list(map(_VALUE_FIELDS, samples)), dtype=float).reshape(len(samples), 5)
-    values = {}
-    for column, metric in enumerate(_METRIC_COLUMNS):
-        spread = np.full(total, np.nan)
-        spread[slots] = table[:, column]
-        values[metric] = spread
-    identity = list(map(_GPU_FIELDS, gpus))
-    worst = np.array([w for _, w in identity], dtype=float)
-    worst[[s.lost for s in samples]] = Severity.CRITICAL
+    where = np.array(slots, dtype=np.intp)  # converted once, used by every field
+
+    def spread(column: list[float | None]) -> npt.NDArray[np.float64]:
+        out = np.full(total, np.nan)
+        out[where] = np.array(column, dtype=float)  # None becomes NaN: "no data", never 0
+        return out
+
+    values = {
+        MapMetric.TEMPERATURE: spread([s.temperature_c for s in samples]),
+        MapMetric.THERMAL_MARGIN: spread([s.thermal_margin_c for s in samples]),
+        MapMetric.POWER: spread([s.power_w for s in samples]),
+        MapMetric.UTILIZATION: spread([s.utilization_pct for s in samples]),
+    }
+    worst = np.array([g.worst_severity for g in gpus], dtype=float)
+    worst[np.array([s.lost for s in samples], dtype=bool)] = Severity.CRITICAL
     severity = np.zeros(total, dtype=np.int8)
-    severity[slots] = np.nan_to_num(worst)
+    severity[where] = np.nan_to_num(worst)
     uuids: list[str | None] = [None] * total
-    for slot, (uuid, _) in zip(slots, identity, strict=True):
-        uuids[slot] = uuid
-    limits = table[:, 4]
-    top = float(np.nanmax(limits)) if not np.isnan(limits).all() else DEFAULT_POWER_TOP_W
+    for slot, gpu in zip(slots, gpus, strict=True):
+        uuids[slot] = gpu.uuid
+    has_gpu = np.zeros(total, dtype=bool)
+    has_gpu[where] = True
+    limits = np.array([s.power_limit_w for s in samples], dtype=float)
+    top = float(np.nanmax(limits)) if limits.size and not np.isnan(limits).all() else DEFAULT_POWER_TOP_W
     return FleetArrays(
         nodes=tuple(n.name for n in ordered),
         sites=tuple(sites),
         slots_per_node=per_node,
         uuids=tuple(uuids),
+        has_gpu=has_gpu,
         values=values,
         severity=severity,
         node_status=np.array([_STATUS_CODE[state.node_status(n.name)] for n in ordered], dtype=np.int8),
@@ -211,7 +219,7 @@ def slot_colours(arrays: FleetArrays, metric: MapMetric) -> U32:
         colours[missing] = _argb(NO_DATA)
     offline = np.isin(arrays.node_status, _OFFLINE_CODES)
     colours[np.repeat(offline, arrays.slots_per_node)] = _argb(OFFLINE_FILL)
-    colours[np.array([u is None for u in arrays.uuids], dtype=bool)] = _argb(EMPTY_SLOT)
+    colours[~arrays.has_gpu] = _argb(EMPTY_SLOT)
     return colours
 
 
@@ -222,6 +230,7 @@ HEADER_H = 20  # a site's label band
 TILE_GAP = 1
 NODE_GAP = 3  # room for a 1 px status outline around a node block and space between blocks
 MAX_TILE = 16
+HATCH_PERIOD = 4  # px between the diagonal lines over an offline node
 MIN_TILE = 2
 
 
@@ -296,6 +305,34 @@ class MapLayout:
             return band.first_node + node, (in_y // self.pitch) * self.block_cols + in_x // self.pitch
         return None
 
+    def node_origins(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Top-left corner of every node block, in node order."""
+        xs, ys = [], []
+        for band in self.bands:
+            nodes = np.arange(band.node_count)
+            xs.append(MARGIN + (nodes % self.columns) * (self.block_w + NODE_GAP))
+            ys.append(band.grid_top + (nodes // self.columns) * (self.block_h + NODE_GAP))
+        if not xs:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(xs).astype(np.int64), np.concatenate(ys).astype(np.int64)
+
+    def offline_marks(self) -> npt.NDArray[np.int64]:
+        """Per node, the flat pixel offsets of its outline ring and diagonal hatch (-1 where cut off).
+
+        Drawn by numpy for the nodes that are offline: QPainter hatching 2,000 blocks one by one took 170 ms."""
+        local_x, local_y = [], []
+        for dy in range(-1, self.block_h + 1):
+            for dx in range(-1, self.block_w + 1):
+                ring = dx in (-1, self.block_w) or dy in (-1, self.block_h)
+                if ring or (dx + self.block_h - dy) % HATCH_PERIOD == 0:
+                    local_x.append(dx)
+                    local_y.append(dy)
+        origin_x, origin_y = self.node_origins()
+        xs = origin_x[:, None] + np.array(local_x)[None, :]
+        ys = origin_y[:, None] + np.array(local_y)[None, :]
+        visible = np.minimum(self.content_height, self.height)
+        return np.where((ys >= 0) & (ys < visible) & (xs >= 0) & (xs < self.width), ys * self.width + xs, -1)
+
     def pixel_slots(self, total_slots: int) -> npt.NDArray[np.int32]:
         """Index of the slot that owns each pixel (``total_slots`` for background), for the visible height."""
         height = min(self.content_height, self.height)
@@ -303,19 +340,10 @@ class MapLayout:
         if height <= 0 or total_slots == 0:
             return index
         slots_per_node = self.block_cols * self.block_rows
-        xs = np.empty(total_slots, dtype=np.int64)
-        ys = np.empty(total_slots, dtype=np.int64)
         local = np.arange(slots_per_node)
-        local_x = (local % self.block_cols) * self.pitch
-        local_y = (local // self.block_cols) * self.pitch
-        for band in self.bands:
-            nodes = np.arange(band.node_count)
-            origin_x = MARGIN + (nodes % self.columns) * (self.block_w + NODE_GAP)
-            origin_y = band.grid_top + (nodes // self.columns) * (self.block_h + NODE_GAP)
-            first = band.first_node * slots_per_node
-            last = first + band.node_count * slots_per_node
-            xs[first:last] = (origin_x[:, None] + local_x[None, :]).ravel()
-            ys[first:last] = (origin_y[:, None] + local_y[None, :]).ravel()
+        origin_x, origin_y = self.node_origins()
+        xs = (origin_x[:, None] + ((local % self.block_cols) * self.pitch)[None, :]).ravel()
+        ys = (origin_y[:, None] + ((local // self.block_cols) * self.pitch)[None, :]).ravel()
         ids = np.arange(total_slots, dtype=np.int32)
         shown = ys + self.tile <= height
         xs, ys, ids = xs[shown], ys[shown], ids[shown]
@@ -376,12 +404,11 @@ class FleetMapCanvas(QWidget):
         self.arrays: FleetArrays | None = None
         self.layout_: MapLayout | None = None
         self._pixel_slots: npt.NDArray[np.int32] | None = None
-        self._pixels: U32 | None = None  # keeps the image's memory alive
+        self._offline_marks: npt.NDArray[np.int64] | None = None
+        self._pixels: U32 | None = None  # the image's memory, reused while the layout stays
         self._image: QImage | None = None
         self._headers: list[tuple[QPoint, QStaticText]] = []
         self._selected: tuple[str, str] | None = None
-        self._header_font = QFont(self.font())
-        self._header_font.setBold(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(320, 200)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
@@ -412,6 +439,7 @@ class FleetMapCanvas(QWidget):
             return
         self.layout_ = compute_layout(self.arrays, self.width(), self.height())
         self._pixel_slots = self.layout_.pixel_slots(len(self.arrays.uuids))
+        self._offline_marks = self.layout_.offline_marks()
 
     def _compose(self) -> None:
         """Colour every pixel of the tile image from the slot colours; draw offline nodes' hatch and outline."""
@@ -419,20 +447,19 @@ class FleetMapCanvas(QWidget):
         if arrays is None or layout is None or pixel_slots is None:
             return
         lut = np.append(slot_colours(arrays, self.colour_metric), np.uint32(_argb(BACKGROUND)))
-        pixels = np.ascontiguousarray(lut[pixel_slots])
+        if self._pixels is None or self._pixels.shape != pixel_slots.shape:
+            self._pixels = np.empty(pixel_slots.shape, dtype=np.uint32)
+        pixels = self._pixels
+        np.take(lut, pixel_slots, out=pixels)  # 2-3x faster than lut[pixel_slots]
+        offline = np.flatnonzero(np.isin(arrays.node_status, _OFFLINE_CODES))
+        if offline.size and self._offline_marks is not None:
+            marks = self._offline_marks[offline]
+            colours = _STATUS_ARGB[arrays.node_status[offline]]
+            drawn = marks >= 0
+            pixels.reshape(-1)[marks[drawn]] = np.broadcast_to(colours[:, None], marks.shape)[drawn]
         height, width = pixels.shape
         image = QImage(pixels.data, width, height, width * 4, QImage.Format.Format_RGB32)
-        offline = np.flatnonzero(np.isin(arrays.node_status, _OFFLINE_CODES))
-        if offline.size:
-            painter = QPainter(image)
-            for node in offline.tolist():
-                colour = QColor(STATUS_COLORS[STATUS_ORDER[arrays.node_status[node]]])
-                rect = layout.node_rect(node)
-                painter.fillRect(rect, QBrush(colour, Qt.BrushStyle.BDiagPattern))
-                painter.setPen(QPen(colour, 1))
-                painter.drawRect(rect.adjusted(-1, -1, 0, 0))
-            painter.end()
-        self._pixels, self._image = pixels, image
+        self._image = image
         self._headers = [(QPoint(MARGIN, band.header_top + 2), self._header_text(band)) for band in layout.bands]
         self.update()
 
@@ -440,11 +467,10 @@ class FleetMapCanvas(QWidget):
         assert self.arrays is not None
         statuses = self.arrays.node_status[band.first_node : band.first_node + band.node_count]
         counts = np.bincount(statuses, minlength=len(STATUS_ORDER))
-        slots = self.arrays.uuids[
-            band.first_node * self.arrays.slots_per_node : (band.first_node + band.node_count)
-            * self.arrays.slots_per_node
-        ]
-        gpus = sum(u is not None for u in slots)
+        per_node = self.arrays.slots_per_node
+        gpus = int(
+            self.arrays.has_gpu[band.first_node * per_node : (band.first_node + band.node_count) * per_node].sum()
+        )
         parts = [
             f"<span style='color:{STATUS_COLORS[status]}'>{int(counts[code]):,} {status}</span>"
             for code, status in enumerate(STATUS_ORDER)
@@ -646,7 +672,8 @@ class ColourLegend(QWidget):
         else:
             scale = self.scale
             low, high = scale.low, scale.high
-            label_low = f"{'≤' if not scale.low_is_bad else ''}{low:g} {scale.unit}".replace("≤0 %", "0 %")
+            # values beyond either end take the end colour; say so where they can occur
+            label_low = f"{'≤' if low > 0 or scale.low_is_bad else ''}{low:g} {scale.unit}"
             painter.setPen(self.palette().windowText().color())
             painter.drawText(x, mid + metrics.ascent() // 2 - 1, label_low)
             x += metrics.horizontalAdvance(label_low) + 6
@@ -675,6 +702,7 @@ class FleetMapWidget(QWidget):
 
     def __init__(self, state: FleetState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setWindowTitle("Fleet map")
         self.state = state
         self.canvas = FleetMapCanvas(state)
         self.legend = ColourLegend()

@@ -7,12 +7,14 @@ from a worker.
 
 from __future__ import annotations
 
+import html
 import time
 
 from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QBrush, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTreeView, QVBoxLayout, QWidget
 
+from console.fleet import SourceKind
 from console.fleet_state import STATUS_RANK, FleetState, GpuState, NodeState, NodeStatus
 from widgets.style import fmt, status_color
 
@@ -30,6 +32,17 @@ _STATUS_ORDER = (
 )
 
 
+# Kinds that talk HTTP(S) and so have a ``verify_tls`` that an inventory may turn off.
+_TLS_KINDS = frozenset({SourceKind.DCGM, SourceKind.AGENT, SourceKind.REDFISH, SourceKind.PROMETHEUS})
+TLS_OFF = "TLS verification off"
+
+
+def plain_tooltip(text: str) -> str:
+    """A tooltip that shows ``text`` literally: Qt renders a tooltip that merely looks like HTML as rich text,
+    and node text (model names, errors, serials) is not ours to trust."""
+    return "<p style='white-space:pre'>" + html.escape(text).replace("\n", "<br>") + "</p>"
+
+
 def _plain(text: str) -> QStandardItem:
     item = QStandardItem(text)
     item.setEditable(False)
@@ -44,6 +57,11 @@ class FleetModel(QStandardItemModel):
         self._site_rows: dict[str, list[QStandardItem]] = {}
         self._node_rows: dict[str, list[QStandardItem]] = {}
         self._gpu_rows: dict[tuple[str, str], list[QStandardItem]] = {}
+        self._tls_off: dict[str, str] = {
+            node.name: ", ".join(spec.target() for spec in insecure)
+            for node in state.fleet.nodes
+            if (insecure := [s for s in node.sources if s.kind in _TLS_KINDS and not s.verify_tls])
+        }
         for site in state.fleet.sites:
             row = [_plain(f"{site.name}  ({site.provider}{', ' + site.region if site.region else ''})")]
             row += [_plain("") for _ in COLUMNS[1:]]
@@ -85,10 +103,25 @@ class FleetModel(QStandardItemModel):
             detail = f"{len(node.gpus)} GPUs, polled in {node.last_latency_s * 1000:.0f} ms"
         else:
             detail = "waiting for first poll"
+        tip = f"sources: {node.sources}\nlast error: {node.last_error or 'none'}"
+        insecure = self._tls_off.get(node.name)
+        if insecure:
+            detail += f" · {TLS_OFF}"
+            tip += f"\n{TLS_OFF} for {insecure}"
         self._set(row[5], detail)
-        row[5].setToolTip(f"sources: {node.sources}\nlast error: {node.last_error or 'none'}")
+        self._set_tooltip(row[5], tip)
+        self._drop_vanished_gpus(node)
         for gpu in sorted(node.gpus.values(), key=lambda g: g.index):
             self._refresh_gpu(node, gpu)
+
+    def _drop_vanished_gpus(self, node: NodeState) -> None:
+        """Rows of GPUs the state no longer keeps (it caps GPUs per node) go too."""
+        node_item = self._node_rows[node.name][0]
+        if node_item.rowCount() <= len(node.gpus):
+            return
+        for key in [k for k in self._gpu_rows if k[0] == node.name and k[1] not in node.gpus]:
+            row = self._gpu_rows.pop(key)
+            node_item.removeRow(row[0].row())
 
     def _refresh_gpu(self, node: NodeState, gpu: GpuState) -> None:
         key = (node.name, gpu.uuid)
@@ -109,7 +142,16 @@ class FleetModel(QStandardItemModel):
         self._set(row[4], fmt(sample.utilization_pct))
         throttles = ", ".join(str(r) for r in sample.throttle_reasons) or "no throttle"
         self._set(row[5], f"margin {fmt(sample.thermal_margin_c, 0, '°C')}, {throttles}")
-        row[0].setToolTip(f"{sample.uuid}\nserial {sample.serial or 'n/a'}\nPCI {sample.pci_bus_id or 'n/a'}")
+        self._set_tooltip(
+            row[0],
+            f"{sample.uuid}\n{sample.name or ''}\nserial {sample.serial or 'n/a'}\nPCI {sample.pci_bus_id or 'n/a'}",
+        )
+
+    @staticmethod
+    def _set_tooltip(item: QStandardItem, text: str) -> None:
+        tip = plain_tooltip(text)
+        if item.toolTip() != tip:
+            item.setToolTip(tip)
 
     @staticmethod
     def _set(item: QStandardItem, text: str, status: NodeStatus | None = None) -> None:

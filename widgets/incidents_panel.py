@@ -11,6 +11,7 @@ from PySide6.QtGui import QBrush
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QVBoxLayout, QWidget
 
 from console.incidents.model import ChangeKind, Incident, IncidentChange, Status
+from widgets.fleet_panel import plain_tooltip
 from widgets.style import severity_color
 
 COLUMNS = ("Severity", "Site", "Node", "GPU", "Kind", "Title", "Started (UTC)", "Count", "Status")
@@ -67,7 +68,7 @@ class OpenIncidentsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and column == 0:
             return QBrush(severity_color(incident.severity))
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{incident.title}\n{incident.detail}\nAction: {incident.recommended_action}"
+            return plain_tooltip(f"{incident.title}\n{incident.detail}\nAction: {incident.recommended_action}")
         return None
 
     def apply(self, changes: Iterable[IncidentChange]) -> None:

@@ -522,7 +522,9 @@ class IncidentEngine:
         track.incident = incident
         track.last_emit = t
         self._by_id[new_id] = ns
-        evidence = tuple(EvidencePoint(new_id, when, evidence_json(s, uuid)) for when, s in ns.buffer.samples())
+        evidence = tuple(
+            EvidencePoint(new_id, when, evidence_json(s, uuid)) for when, s in ns.buffer.samples(ns.name, ns.site)
+        )
         settings = self._rules.evidence
         ns.recordings.append(Recording(incident, uuid, started=t, until=t + settings.after_s, last_point_t=t))
         log.info("incident opened: %s %s %s", ns.name, rule.id, incident.title)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from collections import deque
 from dataclasses import dataclass, field
 
 from console.incidents.model import EvidencePoint, Incident
 from console.incidents.rules import EvidenceSettings
-from console.schema import NodeSample, sample_to_json
+from console.schema import ChassisSample, GpuEvent, GpuSample, NodeSample, ThrottleReason, sample_to_json
 
 
 def evidence_json(sample: NodeSample, gpu_uuid: str | None) -> str:
@@ -29,6 +30,53 @@ def evidence_json(sample: NodeSample, gpu_uuid: str | None) -> str:
     return json.dumps(sample_to_json(sample), separators=(",", ":"))
 
 
+_GPU_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(GpuSample))
+_CHASSIS_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ChassisSample))
+_gpu_values = operator.attrgetter(*_GPU_FIELD_NAMES)
+_chassis_values = operator.attrgetter(*_CHASSIS_FIELD_NAMES)
+_GPU_ENUMS = tuple(_GPU_FIELD_NAMES.index(name) for name in ("throttle_reasons", "recovery_action"))
+_CHASSIS_ENUMS = tuple(_CHASSIS_FIELD_NAMES.index(name) for name in ("health", "pump_health", "psu_health"))
+_REASON_TEXT: dict[tuple[ThrottleReason, ...], tuple[str, ...]] = {}
+
+# A kept sample is a tuple of plain values (str, float, int, None, tuples of those): CPython's collector stops
+# tracking such tuples, so five minutes of samples for 1,000 nodes add nothing to garbage-collection pauses,
+# which they did (0.8 s full collections) when the buffer held the samples' dataclass objects.
+_Kept = tuple[float, str, float, tuple[object, ...], tuple[tuple[object, ...], ...], tuple[GpuEvent, ...]]
+
+
+def _plain_gpu(gpu: GpuSample) -> tuple[object, ...]:
+    values = list(_gpu_values(gpu))
+    reasons = gpu.throttle_reasons
+    text = _REASON_TEXT.get(reasons)
+    if text is None:
+        text = _REASON_TEXT[reasons] = tuple(str(r) for r in reasons)
+    values[_GPU_ENUMS[0]] = text
+    action = gpu.recovery_action
+    values[_GPU_ENUMS[1]] = None if action is None else action.value
+    return tuple(values)
+
+
+def _plain_chassis(chassis: ChassisSample) -> tuple[object, ...]:
+    values = list(_chassis_values(chassis))
+    for i in _CHASSIS_ENUMS:
+        health = values[i]
+        values[i] = None if health is None else str(health)
+    return tuple(values)
+
+
+def _restore(node: str, site: str, kept: _Kept) -> NodeSample:
+    _, source, time, chassis, gpus, events = kept
+    return NodeSample(
+        node=node,
+        site=site,
+        source=source,
+        time=time,
+        gpus=tuple(GpuSample(*values) for values in gpus),  # type: ignore[arg-type]
+        chassis=ChassisSample(*chassis),  # type: ignore[arg-type]
+        events=events,
+    )
+
+
 class SampleBuffer:
     """One node's recent samples, thinned with age so memory per node stays bounded."""
 
@@ -36,15 +84,16 @@ class SampleBuffer:
 
     def __init__(self, settings: EvidenceSettings) -> None:
         self.settings = settings
-        self._recent: deque[tuple[float, NodeSample]] = deque()
-        self._older: deque[tuple[float, NodeSample]] = deque()
+        self._recent: deque[_Kept] = deque()
+        self._older: deque[_Kept] = deque()
 
     def add(self, t: float, sample: NodeSample) -> None:
         s = self.settings
         recent = self._recent
         if recent and t - recent[-1][0] < s.min_spacing_s:
             return
-        recent.append((t, sample))
+        gpus = tuple(_plain_gpu(gpu) for gpu in sample.gpus)
+        recent.append((t, sample.source, sample.time, _plain_chassis(sample.chassis), gpus, sample.events))
         cutoff = t - s.full_rate_s
         older = self._older
         while recent and recent[0][0] < cutoff:
@@ -55,8 +104,8 @@ class SampleBuffer:
         while older and older[0][0] < oldest:
             older.popleft()
 
-    def samples(self) -> list[tuple[float, NodeSample]]:
-        return [*self._older, *self._recent]
+    def samples(self, node: str, site: str) -> list[tuple[float, NodeSample]]:
+        return [(kept[0], _restore(node, site, kept)) for kept in (*self._older, *self._recent)]
 
     def __len__(self) -> int:
         return len(self._older) + len(self._recent)

@@ -39,6 +39,9 @@ DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
 _PLAIN_LIMIT = names.SMALLEST_BLANK  # values below this (and finite) skip the sentinel checks
 _GPU_FIELDS = frozenset(GpuSample.__dataclass_fields__)
+# Series timestamps further from the console's clock than this are a wrong clock, not data to chart.
+MAX_FUTURE_SKEW_S = 300.0
+MAX_SAMPLE_AGE_S = 3600.0
 
 
 @dataclass(slots=True)
@@ -80,6 +83,9 @@ class _PayloadMapper:
 
     def __init__(self) -> None:
         self.gpus: dict[str, _Gpu] = {}
+        # The same UUID under a second ``gpu`` index (an exporter or firmware bug): kept apart, never mixed in.
+        self.duplicates: list[_Gpu] = []
+        self._duplicate_keys: dict[tuple[str, int], _Gpu] = {}
         self.latest_ms: int | None = None
         # Labels dicts are shared between samples with the same label text: resolve each one once per payload.
         self._targets: dict[int, tuple[_Gpu, dict[str, Any], bool] | None] = {}
@@ -90,9 +96,16 @@ class _PayloadMapper:
         if not uuid:
             return None  # not a GPU series (NVSwitch, CPU, exporter internals)
         gpu = self.gpus.get(uuid)
+        index = _parse_index(lower.get("gpu"))
         if gpu is None:
-            gpu = _Gpu(uuid=uuid, index=_parse_index(lower.get("gpu")), identity={})
+            gpu = _Gpu(uuid=uuid, index=index, identity={})
             self.gpus[uuid] = gpu
+        elif index is not None and gpu.index is not None and index != gpu.index:
+            duplicate = self._duplicate_keys.get((uuid, index))
+            if duplicate is None:
+                duplicate = self._duplicate_keys[(uuid, index)] = _Gpu(uuid=uuid, index=index, identity={})
+                self.duplicates.append(duplicate)
+            gpu = duplicate
         identity = gpu.identity
         for key, label in (
             ("name", "modelname"),
@@ -108,7 +121,7 @@ class _PayloadMapper:
                     identity["serial"] = lower[label.lower()]
                     break
         if gpu.index is None:
-            gpu.index = _parse_index(lower.get("gpu"))
+            gpu.index = index
         instance = lower.get("gpu_i_id")
         if instance:
             gpu.mig_profiles.setdefault(instance, lower.get("gpu_i_profile", ""))
@@ -220,6 +233,39 @@ def _xid_events(gpu: _Gpu, index: int, when: float, memory: XidMemory) -> list[G
     return events
 
 
+def _keep_lowest_index(mapper: _PayloadMapper) -> None:
+    """One UUID reported under two GPU indexes: the lowest index's series win, whatever the payload's order."""
+    for duplicate in mapper.duplicates:
+        current = mapper.gpus[duplicate.uuid]
+        # both carry an index: a duplicate is only ever made from a series with a "gpu" label
+        if (duplicate.index or 0) < (current.index or 0):
+            mapper.gpus[duplicate.uuid] = duplicate
+        log.debug("GPU UUID %s reported under GPU indexes %s and %s", duplicate.uuid, current.index, duplicate.index)
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 2 * 86400 * 365:
+        return f"{seconds / (86400 * 365.25):.1f} years"
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    return f"{seconds:.0f} s"
+
+
+def check_clock(sample_time: float, now: float) -> None:
+    """Series stamped far from our clock cannot be charted or aged honestly: refuse them with the skew."""
+    ahead = sample_time - now
+    if ahead > MAX_FUTURE_SKEW_S:
+        raise SourceError(
+            PollFailure.BAD_PAYLOAD,
+            f"series timestamps are {_span(ahead)} ahead of this console's clock (is the node's clock wrong?)",
+        )
+    if -ahead > MAX_SAMPLE_AGE_S:
+        raise SourceError(
+            PollFailure.BAD_PAYLOAD,
+            f"series timestamps are {_span(-ahead)} old (stale exporter, or the node's clock is wrong)",
+        )
+
+
 def parse_dcgm_payload(
     text: str,
     node: str,
@@ -244,6 +290,7 @@ def parse_dcgm_payload(
     if not mapper.gpus:
         what = f"{len(exposition.samples)} series" if exposition.samples else "no series at all"
         raise SourceError(PollFailure.BAD_PAYLOAD, f"no GPU series (no series with a UUID label; {what})")
+    _keep_lowest_index(mapper)
     sample_time = mapper.latest_ms / 1000.0 if mapper.latest_ms is not None else now
     memory = previous if previous is not None else XidMemory()
     taken = {gpu.index for gpu in mapper.gpus.values() if gpu.index is not None}
@@ -375,14 +422,17 @@ class DcgmSource:
 
     async def poll(self) -> NodeSample:
         text = await self.fetch()
-        return parse_dcgm_payload(
+        now = time.time()
+        sample = parse_dcgm_payload(
             text,
             self._ctx.node.name,
             self._ctx.site.name,
-            time.time(),
+            now,
             self._memory,
             parser=self._parser,
         )
+        check_clock(sample.time, now)  # live scrapes only: parse_dcgm_payload also reads old captures
+        return sample
 
     async def aclose(self) -> None:
         if self._own_session is not None:

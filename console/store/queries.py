@@ -23,7 +23,8 @@ from console.store.types import (
 )
 
 RATE_GROUPS = ("site", "provider", "kind")
-SEEN_BEFORE_LISTED = 20  # incidents listed per group; the counts cover all of them
+SEEN_BEFORE_LISTED = 20
+COMMON_TEXT_MATCHES = 2000  # incidents listed per group; the counts cover all of them
 _EQUALITY_FILTERS = (
     ("site", "site"),
     ("provider", "provider"),
@@ -43,7 +44,8 @@ def fts_query(text: str) -> str | None:
     return " ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
-def where(flt: IncidentFilter) -> tuple[list[str], list[Any]]:
+def where(flt: IncidentFilter, *, text_is_common: bool = False) -> tuple[list[str], list[Any]]:
+    """SQL terms and parameters for ``flt``. ``text_is_common``: see ``_text_is_common``."""
     terms: list[str] = []
     params: list[Any] = []
     if flt.since is not None:
@@ -76,7 +78,9 @@ def where(flt: IncidentFilter) -> tuple[list[str], list[Any]]:
     if flt.text is not None:
         match = fts_query(flt.text)
         if match is not None:
-            terms.append("i.seq IN (SELECT rowid FROM incidents_fts WHERE incidents_fts MATCH ?)")
+            # "+" keeps the planner from driving the query by the match list when it is long (see page()).
+            plus = "+" if text_is_common else ""
+            terms.append(f"{plus}i.seq IN (SELECT rowid FROM incidents_fts WHERE incidents_fts MATCH ?)")
             params.append(match)
     return terms, params
 
@@ -84,7 +88,7 @@ def where(flt: IncidentFilter) -> tuple[list[str], list[Any]]:
 def page(conn: sqlite3.Connection, flt: IncidentFilter, after: PageCursor | None, limit: int) -> IncidentPage:
     if limit <= 0:
         raise ValueError(f"limit must be > 0, got {limit}")
-    terms, params = where(flt)
+    terms, params = where(flt, text_is_common=_text_is_common(conn, flt))
     if after is not None:
         # The plain range term lets the index seek to the cursor; the OR breaks ties on the same opening time.
         terms.append("i.opened_at <= ? AND (i.opened_at < ? OR i.seq < ?)")
@@ -99,6 +103,20 @@ def page(conn: sqlite3.Connection, flt: IncidentFilter, after: PageCursor | None
     incidents = tuple(incident_from_row(row[1:]) for row in rows)
     cursor = PageCursor(opened_at=incidents[-1].opened_at, seq=rows[-1][0]) if more and rows else None
     return IncidentPage(incidents=incidents, next=cursor)
+
+
+def _text_is_common(conn: sqlite3.Connection, flt: IncidentFilter) -> bool:
+    """Whether the free text matches so many rows that walking the time index beats sorting the matches.
+
+    A rare word: fetch its few matches and sort them. A common one (100k matches in a 1M log took 355 ms that
+    way): walk opened_at newest first and keep matching rows until the page is full (about 20 ms).
+    """
+    match = None if flt.text is None else fts_query(flt.text)
+    if match is None:
+        return False
+    probe = "SELECT count(*) FROM (SELECT rowid FROM incidents_fts WHERE incidents_fts MATCH ? LIMIT ?)"
+    found: int = conn.execute(probe, (match, COMMON_TEXT_MATCHES)).fetchone()[0]
+    return found >= COMMON_TEXT_MATCHES
 
 
 def count(conn: sqlite3.Connection, flt: IncidentFilter) -> int:

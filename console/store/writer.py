@@ -25,14 +25,26 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 500  # queued items per commit: big enough to amortise the commit, small enough to bound a retry
 
+_COLUMNS = ", ".join(INCIDENT_COLUMNS)
 _PLACEHOLDERS = ", ".join("?" for _ in INCIDENT_COLUMNS)
-_UPSERT_INCIDENT = (
-    f"INSERT INTO incidents ({', '.join(INCIDENT_COLUMNS)}) VALUES ({_PLACEHOLDERS}) "
+# Incident rows are staged in a trigger-free temp table and moved in one INSERT ... SELECT per batch. FTS5
+# flushes its pending terms at every statement savepoint, so firing the FTS trigger from executemany (one
+# statement per row) writes one tiny FTS segment per row: about 8x slower on a big log.
+_CREATE_STAGE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS staged_incidents AS "
+    f"SELECT {_COLUMNS}, 0 AS only_if_absent FROM main.incidents WHERE 0"
+)
+_STAGE = f"INSERT INTO temp.staged_incidents ({_COLUMNS}, only_if_absent) VALUES ({_PLACEHOLDERS}, ?)"
+_UPSERT_STAGED = (
+    f"INSERT INTO main.incidents ({_COLUMNS}) "
+    f"SELECT {_COLUMNS} FROM temp.staged_incidents WHERE NOT only_if_absent ORDER BY rowid "
     "ON CONFLICT(id) DO UPDATE SET "
     + ", ".join(f"{name} = excluded.{name}" for name in INCIDENT_COLUMNS if name != "id")
 )
-_INSERT_INCIDENT_IF_ABSENT = (
-    f"INSERT INTO incidents ({', '.join(INCIDENT_COLUMNS)}) VALUES ({_PLACEHOLDERS}) ON CONFLICT(id) DO NOTHING"
+_INSERT_STAGED_IF_ABSENT = (
+    f"INSERT INTO main.incidents ({_COLUMNS}) "
+    f"SELECT {_COLUMNS} FROM temp.staged_incidents WHERE only_if_absent ORDER BY rowid "
+    "ON CONFLICT(id) DO NOTHING"
 )
 _INSERT_TIMELINE = (
     "INSERT OR IGNORE INTO timeline (incident_id, time, kind, note, severity, status, count) "
@@ -51,17 +63,16 @@ class ChangesWrite:
     changes: tuple[IncidentChange, ...]
 
     def apply(self, conn: sqlite3.Connection) -> None:
-        upserts: list[tuple[Any, ...]] = []
-        absent_only: list[tuple[Any, ...]] = []
+        staged: list[tuple[Any, ...]] = []
         timeline: list[tuple[Any, ...]] = []
         evidence: list[tuple[Any, ...]] = []
         for change in self.changes:
             incident = change.incident
             if change.kind is ChangeKind.EVIDENCE:
                 # Evidence alone must not roll the incident back to an older snapshot; it only needs the row.
-                absent_only.append(incident_row(incident))
+                staged.append((*incident_row(incident), 1))
             else:
-                upserts.append(incident_row(incident))
+                staged.append((*incident_row(incident), 0))
                 timeline.append(
                     (
                         incident.id,
@@ -74,10 +85,8 @@ class ChangesWrite:
                     )
                 )
             evidence.extend((point.incident_id, point.time, point.sample_json) for point in change.evidence)
-        if upserts:
-            conn.executemany(_UPSERT_INCIDENT, upserts)
-        if absent_only:
-            conn.executemany(_INSERT_INCIDENT_IF_ABSENT, absent_only)
+        if staged:
+            conn.executemany(_STAGE, staged)
         if timeline:
             conn.executemany(_INSERT_TIMELINE, timeline)
         if evidence:
@@ -117,6 +126,8 @@ class StoreWriter:
     def __init__(self, conn: sqlite3.Connection, where: str, on_error: Callable[[str], None] | None = None) -> None:
         self._conn = conn
         self._where = where
+        conn.execute(_CREATE_STAGE)
+        conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: the index pages a busy log touches stay cached
         self._on_error = on_error
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -202,6 +213,9 @@ class StoreWriter:
         try:
             for write in writes:
                 write.apply(conn)
+            conn.execute(_UPSERT_STAGED)
+            conn.execute(_INSERT_STAGED_IF_ABSENT)
+            conn.execute("DELETE FROM temp.staged_incidents")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

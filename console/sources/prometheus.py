@@ -1,0 +1,502 @@
+"""Prometheus source (kind ``prometheus``): a whole site read through a Prometheus-compatible HTTP API.
+
+GPU clouds already scrape dcgm-exporter into Prometheus (or Thanos, VictoriaMetrics, Mimir). Instead of polling
+every node again, the console asks that server: one instant query (``/api/v1/query``) per DCGM metric for the
+whole site, grouped by the ``Hostname``/``hostname`` label (``instance`` when neither exists) into one
+``NodeSample`` per node, and range queries (``/api/v1/query_range``) to backfill charts after a start and to fill
+incident evidence.
+
+Each query aggregates with ``max by (__name__, <identity labels>)``: duplicate scrapes (two jobs, HA pairs)
+collapse into one series, and ``job``/``pod``/``container`` labels never reach the wire. The grouped series are
+written back as exposition text and mapped by ``parse_dcgm_payload``, so a node read through Prometheus means
+exactly what the same node scraped directly means (units, MIG, blanks, Xid events). A node whose target is down
+has no live series (Prometheus marks them stale within a scrape) and its poll fails with the reason.
+
+Sharing: ``make_source`` is called once per node, but one ``PrometheusSiteReader`` per URL serves them all, and
+its result lives for one interval: a site of 1,000 nodes costs one query per metric per interval, not one per
+node. The readers are kept per poller HTTP session (the only object the poller shares between sources), in a
+weak mapping, so they end with the poller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import numpy as np
+
+from console.exposition import ExpositionParser
+from console.history import Series
+from console.schema import NodeSample
+from console.sources import dcgm_names as names
+from console.sources.base import PollFailure, SourceContext, SourceError
+from console.sources.dcgm import XidMemory, parse_dcgm_payload
+from console.sources.dcgm_render import escape_label_value
+
+SOURCE_NAME = "prometheus"
+HOST_LABELS = ("Hostname", "hostname", "instance")
+# Labels a GPU's identity and mapping need (the parser lowercases names, so both spellings are kept).
+KEEP_LABELS = (
+    "__name__",
+    *HOST_LABELS,
+    "UUID",
+    "uuid",
+    "gpu",
+    "pci_bus_id",
+    "modelName",
+    "modelname",
+    names.DRIVER_VERSION_LABEL,
+    *names.SERIAL_LABELS,
+    names.VBIOS_LABEL,
+    "GPU_I_ID",
+    "GPU_I_PROFILE",
+    "err_code",
+    "err_msg",
+    "xid",
+)
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_CONCURRENCY = 8
+MAX_POINTS_PER_SERIES = 11_000  # Prometheus refuses range queries of more points per series than this
+
+
+def check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"prometheus url must be http(s)://host[:port][/prefix], got {url!r}")
+
+
+def _metric_groups() -> dict[str, tuple[str, ...]]:
+    """Schema (or intermediate) field -> every exporter name that feeds it, plus the Xid gauge and counter."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name, (field_name, _convert) in names.FIELD_BY_NAME.items():
+        groups[field_name].append(name)
+    groups["xid_last"] = sorted(names.XID_GAUGE_NAMES)
+    groups["xid_count"] = [names.XID_COUNT_NAME]
+    return {key: tuple(sorted(value)) for key, value in groups.items()}
+
+
+METRIC_GROUPS: Mapping[str, tuple[str, ...]] = _metric_groups()
+
+
+def _selector(metric_names: Iterable[str], matchers: str = "") -> str:
+    regex = "|".join(metric_names)  # metric names never contain regex metacharacters
+    return f'{{__name__=~"{regex}"{matchers}}}'
+
+
+def instant_query(metric_names: Iterable[str]) -> str:
+    return f"max by ({', '.join(KEEP_LABELS)}) ({_selector(metric_names)})"
+
+
+def node_query(metric_names: Sequence[str], node: str) -> str:
+    """The metrics of one node, whichever host label carries its name."""
+    value = escape_label_value(node)
+    either = " or ".join(_selector(metric_names, f', {label}="{value}"') for label in HOST_LABELS)
+    return f"max by ({', '.join(KEEP_LABELS)}) ({either})"
+
+
+def host_of(labels: Mapping[str, str]) -> str | None:
+    for label in HOST_LABELS:
+        value = labels.get(label)
+        if value:
+            return value
+    return None
+
+
+def _line(labels: Mapping[str, str], value: str) -> str:
+    body = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items() if k != "__name__")
+    return f"{labels['__name__']}{{{body}}} {value}"
+
+
+@dataclass(slots=True)
+class SiteRead:
+    """One read of the whole site: the time it was taken and a sample per node."""
+
+    at: float  # time.monotonic() when the read finished
+    samples: dict[str, NodeSample]
+    serial: int  # grows with each read: lets a source tell a new read from one it already returned
+
+
+@dataclass(slots=True)
+class _NodeState:
+    memory: XidMemory = field(default_factory=XidMemory)
+    parser: ExpositionParser = field(default_factory=ExpositionParser)
+
+
+class PrometheusSiteReader:
+    """Reads all nodes of one Prometheus-compatible server. Safe to share between the nodes of a site."""
+
+    def __init__(
+        self,
+        url: str,
+        http: aiohttp.ClientSession,
+        *,
+        site: str = "",
+        timeout_s: float = 10.0,
+        ttl_s: float = 0.0,
+        ssl: bool | Any = True,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        check_url(url)
+        self.url = url.rstrip("/")
+        self.site = site
+        self._http = http
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.ttl_s = ttl_s
+        self._ssl = ssl
+        self._limit = asyncio.Semaphore(concurrency)
+        self._max_bytes = max_bytes
+        self._nodes: dict[str, _NodeState] = {}
+        self._last: SiteRead | None = None
+        self._reading: asyncio.Task[SiteRead] | None = None
+        self._serial = 0
+        self.queries = 0  # HTTP requests made (tests and benchmarks check the sharing)
+
+    # -- HTTP ----
+
+    async def _api(self, path: str, params: Mapping[str, str]) -> Any:
+        """GET an API endpoint and return ``data``; every failure is a ``SourceError`` with a reason."""
+        url = f"{self.url}{path}"
+        self.queries += 1
+        async with self._limit:
+            try:
+                async with self._http.get(url, params=params, timeout=self._timeout, ssl=self._ssl) as response:
+                    declared = response.content_length
+                    if declared is not None and declared > self._max_bytes:
+                        raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: answer larger than {self._max_bytes} B")
+                    body = await response.content.read(self._max_bytes + 1)
+                    status, reason = response.status, response.reason or ""
+            except SourceError:
+                raise
+            except TimeoutError:
+                raise SourceError(PollFailure.TIMEOUT, f"{url}: no answer within {self._timeout.total:g} s") from None
+            except aiohttp.ClientConnectorError as exc:
+                raise SourceError(PollFailure.UNREACHABLE, f"{url}: cannot connect: {exc.os_error}") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise SourceError(PollFailure.UNREACHABLE, f"{url}: {type(exc).__name__}: {exc}") from None
+        if len(body) > self._max_bytes:
+            raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: answer larger than {self._max_bytes} B")
+        return self._data(url, status, reason, body)
+
+    @staticmethod
+    def _data(url: str, status: int, reason: str, body: bytes) -> Any:
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            document = None
+        error = ""
+        if isinstance(document, dict) and document.get("status") == "error":
+            error = f"{document.get('errorType', 'error')}: {document.get('error', '')}"
+        if status in (401, 403):
+            raise SourceError(PollFailure.AUTH_REFUSED, f"{url}: HTTP {status} {reason}".rstrip())
+        if status != 200:
+            failure = PollFailure.UNREACHABLE if status >= 500 or status == 404 else PollFailure.BAD_PAYLOAD
+            detail = error or body[:200].decode("utf-8", "replace").strip()
+            raise SourceError(failure, f"{url}: HTTP {status} {reason}: {detail}".rstrip(": "))
+        if document is None:
+            raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: the answer is not JSON (is this a Prometheus API?)")
+        if error:
+            raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: Prometheus said {error}")
+        if not isinstance(document, dict) or document.get("status") != "success" or "data" not in document:
+            raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: no 'status: success' with 'data' in the answer")
+        return document["data"]
+
+    async def _query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = await self._api("/api/v1/query", params)
+        return _result(data, "vector", f"{self.url}/api/v1/query")
+
+    async def _query_range(self, promql: str, since: float, until: float, step: float) -> list[dict[str, Any]]:
+        params = {"query": promql, "start": f"{since:.3f}", "end": f"{until:.3f}", "step": f"{step:g}"}
+        data = await self._api("/api/v1/query_range", params)
+        return _result(data, "matrix", f"{self.url}/api/v1/query_range")
+
+    # -- live values ----
+
+    async def read_site(self) -> dict[str, NodeSample]:
+        """A sample per node from the newest values (one query per metric); at most one read in flight."""
+        return (await self.site_read()).samples
+
+    async def site_read(self, max_age_s: float | None = None) -> SiteRead:
+        """The last read while younger than ``max_age_s`` (default: the reader's TTL), else a new one.
+
+        Callers that time out stop waiting; the read itself carries on (shielded) for the others.
+        """
+        max_age = self.ttl_s if max_age_s is None else max_age_s
+        last = self._last
+        if last is not None and time.monotonic() - last.at < max_age:
+            return last
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.create_task(self._read())
+        return await asyncio.shield(self._reading)
+
+    async def _read(self) -> SiteRead:
+        started = time.time()
+        results = await asyncio.gather(*(self._query(instant_query(group)) for group in METRIC_GROUPS.values()))
+        lines: dict[str, list[str]] = defaultdict(list)
+        where = f"{self.url}/api/v1/query"
+        for result in results:
+            for labels, value in _vector_rows(result, where):
+                host = host_of(labels)
+                if host is not None:
+                    lines[host].append(_line(labels, value))
+        samples: dict[str, NodeSample] = {}
+        for host, node_lines in lines.items():
+            state = self._nodes.setdefault(host, _NodeState())
+            try:
+                samples[host] = parse_dcgm_payload(
+                    "\n".join(node_lines) + "\n",
+                    host,
+                    self.site,
+                    started,
+                    state.memory,
+                    parser=state.parser,
+                    source=SOURCE_NAME,
+                )
+            except SourceError:
+                continue  # series without a GPU UUID (e.g. NVSwitch) for this host: not a GPU node
+        for gone in set(self._nodes) - set(lines):
+            del self._nodes[gone]  # bounded: hosts that left the site release their state
+        self._serial += 1
+        read = SiteRead(at=time.monotonic(), samples=samples, serial=self._serial)
+        self._last = read
+        return read
+
+    # -- history ----
+
+    async def backfill(self, node: str, metric: str, since: float, until: float, step: float) -> dict[str, Series]:
+        """One GPU metric of one node over ``[since, until]``: a ``Series(t, y)`` per GPU UUID.
+
+        ``metric`` is a ``GpuSample`` field with a DCGM counterpart (``temperature_c``, ``power_w``, ...) or
+        ``throttle_mask``; values are in the schema's units, NaN where Prometheus has no point.
+        """
+        field_name = "throttle_reasons" if metric == "throttle_mask" else metric
+        group = METRIC_GROUPS.get(field_name)
+        if group is None or field_name.startswith("_") or field_name in ("xid_count",):
+            raise ValueError(f"no DCGM metric feeds {metric!r}")
+        step = _fit_step(since, until, step)
+        result = await self._query_range(node_query(group, node), since, until, step)
+        where = f"{self.url}/api/v1/query_range"
+        grid = np.arange(since, until + step / 2, step)
+        out: dict[str, dict[float, float]] = defaultdict(dict)
+        for labels, points in _matrix_rows(result, where):
+            uuid = labels.get("UUID") or labels.get("uuid")
+            if not uuid or labels.get("GPU_I_ID"):
+                continue
+            convert = _numeric_converter(labels["__name__"], metric)
+            column = out[uuid]
+            for when, value in points:
+                column[when] = convert(value)
+        series: dict[str, Series] = {}
+        for uuid, column in out.items():
+            times = np.array(sorted(set(column) | set(grid.round(3).tolist())), dtype=np.float64)
+            values = np.array([column.get(x, math.nan) for x in times.tolist()], dtype=np.float32)
+            series[uuid] = Series(times, values)
+        return series
+
+    async def node_history(self, node: str, since: float, until: float, step: float) -> list[NodeSample]:
+        """Every DCGM metric of one node at each step in ``[since, until]``: incident evidence after the fact."""
+        step = _fit_step(since, until, step)
+        results = await asyncio.gather(
+            *(self._query_range(node_query(group, node), since, until, step) for group in METRIC_GROUPS.values())
+        )
+        where = f"{self.url}/api/v1/query_range"
+        by_time: dict[float, list[str]] = defaultdict(list)
+        for result in results:
+            for labels, points in _matrix_rows(result, where):
+                for t, value in points:
+                    by_time[t].append(_line(labels, _format(value)))
+        memory, parser = XidMemory(), ExpositionParser()
+        samples = []
+        for t in sorted(by_time):
+            try:
+                text = "\n".join(by_time[t]) + "\n"
+                samples.append(parse_dcgm_payload(text, node, self.site, t, memory, parser=parser, source=SOURCE_NAME))
+            except SourceError:
+                continue
+        return samples
+
+
+def _fit_step(since: float, until: float, step: float) -> float:
+    if not (math.isfinite(since) and math.isfinite(until) and until > since):
+        raise ValueError(f"need since < until, got {since} .. {until}")
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"step must be > 0, got {step}")
+    return max(step, (until - since) / (MAX_POINTS_PER_SERIES - 1))
+
+
+def _format(value: float) -> str:
+    return repr(value) if math.isfinite(value) else ("NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf"))
+
+
+def _numeric_converter(name: str, metric: str) -> Any:
+    if metric == "throttle_mask":
+        return float
+    entry = names.FIELD_BY_NAME.get(name)
+    if entry is None:
+        return float
+    convert = entry[1]
+    return lambda value: float(convert(value)) if math.isfinite(value) else math.nan
+
+
+def _result(data: Any, kind: str, where: str) -> list[dict[str, Any]]:
+    if not isinstance(data, dict) or data.get("resultType") != kind or not isinstance(data.get("result"), list):
+        got = data.get("resultType") if isinstance(data, dict) else type(data).__name__
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: expected a {kind} result, got {got!r}")
+    result: list[dict[str, Any]] = data["result"]
+    return result
+
+
+def _labels(item: Any, where: str, index: int) -> dict[str, str]:
+    if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] has no 'metric' object")
+    labels: dict[str, str] = item["metric"]
+    if not isinstance(labels.get("__name__"), str):
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] has no metric name")
+    return labels
+
+
+def _vector_rows(result: list[dict[str, Any]], where: str) -> Iterable[tuple[dict[str, str], str]]:
+    for i, item in enumerate(result):
+        labels = _labels(item, where, i)
+        value = item.get("value")
+        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)):
+            raise SourceError(PollFailure.BAD_PAYLOAD, f'{where}: result[{i}].value is not [time, "number"]')
+        _check_number(value[1], where, i)
+        yield labels, value[1]
+
+
+def _matrix_rows(
+    result: list[dict[str, Any]], where: str
+) -> Iterable[tuple[dict[str, str], list[tuple[float, float]]]]:
+    for i, item in enumerate(result):
+        labels = _labels(item, where, i)
+        values = item.get("values")
+        if not isinstance(values, list):
+            raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{i}].values is not a list")
+        points = []
+        for pair in values:
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int | float)):
+                raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{i}].values has a bad point {pair!r}")
+            points.append((round(float(pair[0]), 3), _check_number(pair[1], where, i)))
+        yield labels, points
+
+
+def _check_number(text: Any, where: str, index: int) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] value {text!r} is not a number") from None
+
+
+# --- the per-node source ------------------------------------------------------------------------------------
+
+_READERS: weakref.WeakKeyDictionary[aiohttp.ClientSession, dict[tuple[str, bool, str | None], PrometheusSiteReader]]
+_READERS = weakref.WeakKeyDictionary()
+
+
+def shared_reader(ctx: SourceContext, http: aiohttp.ClientSession) -> PrometheusSiteReader:
+    """The site reader of ``ctx.spec.url`` for this HTTP session, created on first use."""
+    spec = ctx.spec
+    key = (spec.url or "", spec.verify_tls, spec.ca_file)
+    readers = _READERS.setdefault(http, {})
+    reader = readers.get(key)
+    if reader is None:
+        interval = ctx.node.interval_s if ctx.node.interval_s is not None else ctx.site.interval_s
+        reader = readers[key] = PrometheusSiteReader(
+            spec.url or "",
+            http,
+            site=ctx.site.name,
+            timeout_s=ctx.timeout_s,
+            # a little under one interval: every node's poll within an interval shares one read
+            ttl_s=interval * 0.9,
+            ssl=_ssl(spec.verify_tls, spec.ca_file),
+        )
+    return reader
+
+
+def _ssl(verify_tls: bool, ca_file: str | None) -> Any:
+    if not verify_tls:
+        return False
+    if ca_file:
+        import ssl
+
+        return ssl.create_default_context(cafile=ca_file)
+    return True
+
+
+class PrometheusSource:
+    """One node of a site read through Prometheus; its series carry ``options.host`` (default: the node name)."""
+
+    def __init__(self, ctx: SourceContext) -> None:
+        if not ctx.spec.url:
+            raise ValueError("a prometheus source needs url (the server's base URL, e.g. http://prometheus:9090)")
+        check_url(ctx.spec.url)  # a malformed URL fails when the inventory is loaded, not at every poll
+        self._ctx = ctx
+        self.host = ctx.spec.option("host", ctx.node.name) or ctx.node.name
+        self._own_http: aiohttp.ClientSession | None = None
+        self._reader: PrometheusSiteReader | None = None
+        self._last_serial = 0
+
+    @property
+    def reader(self) -> PrometheusSiteReader:
+        if self._reader is None:
+            http = self._ctx.http
+            if http is None:  # a probe outside the poller: its own session and reader, closed in aclose()
+                http = self._own_http = aiohttp.ClientSession()
+            self._reader = shared_reader(self._ctx, http)
+        return self._reader
+
+    async def poll(self) -> NodeSample:
+        read = await self.reader.site_read()
+        sample = read.samples.get(self.host)
+        if sample is None:
+            raise SourceError(
+                PollFailure.UNREACHABLE,
+                f"{self.reader.url} has no live DCGM series for {self.host!r} "
+                f"(target down or stale, or its Hostname label differs: set options.host)",
+            )
+        if sample.node != self._ctx.node.name or sample.site != self._ctx.site.name:
+            sample = dataclasses.replace(sample, node=self._ctx.node.name, site=self._ctx.site.name)
+        if read.serial == self._last_serial:
+            sample = _without_events(sample)  # the same read again: its events were already reported
+        self._last_serial = read.serial
+        return sample
+
+    async def aclose(self) -> None:
+        if self._own_http is not None:
+            await self._own_http.close()
+            self._own_http = None
+
+
+def _without_events(sample: NodeSample) -> NodeSample:
+    return dataclasses.replace(sample, events=()) if sample.events else sample
+
+
+def make_source(ctx: SourceContext) -> PrometheusSource:
+    return PrometheusSource(ctx)
+
+
+__all__ = [
+    "METRIC_GROUPS",
+    "PrometheusSiteReader",
+    "PrometheusSource",
+    "SiteRead",
+    "check_url",
+    "instant_query",
+    "make_source",
+    "node_query",
+    "shared_reader",
+]
