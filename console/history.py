@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from console.schema import GpuSample, NodeSample, throttle_mask
+from console.schema import ChassisSample, GpuSample, NodeSample, throttle_mask
 
 GPU_METRICS: tuple[str, ...] = (
     "utilization_pct",
@@ -49,6 +49,20 @@ def gpu_row(gpu: GpuSample) -> list[float]:
     row = [_num(getattr(gpu, name)) for name in GPU_METRICS[:-1]]
     row.append(float(throttle_mask(gpu.throttle_reasons)))
     return row
+
+
+def chassis_row(chassis: ChassisSample) -> list[float]:
+    fans = [_num(f) for f in (chassis.fans_rpm or ())][:MAX_CHASSIS_FANS]
+    fans += [float("nan")] * (MAX_CHASSIS_FANS - len(fans))
+    return [
+        _num(chassis.inlet_c),
+        _num(chassis.exhaust_c),
+        _num(chassis.coolant_supply_c),
+        _num(chassis.coolant_return_c),
+        _num(chassis.coolant_flow_lpm),
+        _num(chassis.power_w),
+        *fans,
+    ]
 
 
 class Ring:
@@ -88,6 +102,16 @@ class Ring:
     @property
     def nbytes(self) -> int:
         return int(self._values.nbytes)
+
+    def resize(self, capacity: int) -> None:
+        """Keep the newest ``capacity`` rows (a fleet that grew past the memory budget gets shorter rings)."""
+        kept = self._values[self._order()][-capacity:] if capacity else self._values[:0]
+        values = np.full((capacity, self._values.shape[1]), np.nan, dtype=self._values.dtype)
+        values[: len(kept)] = kept
+        self._values = values
+        self.capacity = capacity
+        self._count = len(kept)
+        self._head = self._count % capacity
 
 
 class TimeRing(Ring):
@@ -145,20 +169,7 @@ class NodeHistory:
         for uuid, ring in self.gpus.items():  # a GPU missing from this poll gets a gap, not a stale value
             if uuid not in seen:
                 ring.append([np.nan] * len(GPU_METRICS))
-        ch = sample.chassis
-        fans = [_num(f) for f in (ch.fans_rpm or ())][:MAX_CHASSIS_FANS]
-        fans += [float("nan")] * (MAX_CHASSIS_FANS - len(fans))
-        self.chassis.append(
-            [
-                _num(ch.inlet_c),
-                _num(ch.exhaust_c),
-                _num(ch.coolant_supply_c),
-                _num(ch.coolant_return_c),
-                _num(ch.coolant_flow_lpm),
-                _num(ch.power_w),
-                *fans,
-            ]
-        )
+        self.chassis.append(chassis_row(sample.chassis))
 
     def record_gap(self, when: float) -> None:
         """A failed poll: a row of NaN so charts show the outage as a gap."""
@@ -189,22 +200,83 @@ class NodeHistory:
     def nbytes(self) -> int:
         return self.times.nbytes + self.chassis.nbytes + sum(r.nbytes for r in self.gpus.values())
 
+    @property
+    def oldest_time(self) -> float | None:
+        """The stamp of the oldest row still held (charts fill what lies before it from the rollup)."""
+        if not len(self.times):
+            return None
+        return float(self.times.column(0, len(self.times))[0])
+
+    def resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        for ring in (self.times, self.chassis, *self.gpus.values()):
+            ring.resize(capacity)
+
+
+GPU_ROW_BYTES = 4 * len(GPU_METRICS)
+NODE_ROW_BYTES = 8 + 4 * len(CHASSIS_METRICS)  # the time stamp and the chassis row
+# With a budget, rings are sized for this many GPUs per node until the fleet shows its real size.
+ASSUMED_GPUS_PER_NODE = 8
+# A fleet that outgrows its estimate is re-budgeted for this much more, so shrinking the rings stays rare.
+REGROW_HEADROOM = 1.25
+
+
+def ring_bytes(capacity: int, gpus: int, nodes: int) -> int:
+    """Bytes the rings of ``gpus`` GPUs on ``nodes`` nodes take at ``capacity`` rows."""
+    return capacity * (GPU_ROW_BYTES * gpus + NODE_ROW_BYTES * nodes)
+
+
+def capacity_for_budget(budget_bytes: int, gpus: int, nodes: int, ceiling: int = 3600) -> int:
+    """The most rows per ring (at most ``ceiling``, at least 2) that keep every ring within the budget."""
+    per_row = ring_bytes(1, gpus, nodes)
+    if per_row <= 0:
+        return ceiling
+    return max(2, min(ceiling, budget_bytes // per_row))
+
 
 class FleetHistory:
-    """All nodes' rings. Owned and written by one thread (the GUI thread in the app)."""
+    """All nodes' rings. Owned and written by one thread (the GUI thread in the app).
 
-    def __init__(self, capacity: int = 3600) -> None:
-        self.capacity = capacity
+    With ``budget_bytes``, ring capacity is ``capacity`` rows at most, fewer when the fleet is large enough that
+    the rings would exceed the budget (the charts take the rest of their window from the per-minute rollup).
+    ``expected_gpus`` sizes the rings from the start; a fleet that turns out bigger shrinks them (rarely, with
+    headroom), so the budget holds whatever the estimate was.
+    """
+
+    def __init__(self, capacity: int = 3600, *, budget_bytes: int | None = None, expected_gpus: int = 0) -> None:
+        self.max_capacity = capacity
+        self.budget_bytes = budget_bytes
         self.nodes: dict[str, NodeHistory] = {}
+        self.gpu_count = 0
+        self.capacity = capacity
+        if budget_bytes is not None and expected_gpus > 0:
+            nodes = -(-expected_gpus // ASSUMED_GPUS_PER_NODE)
+            self.capacity = capacity_for_budget(budget_bytes, expected_gpus, nodes, capacity)
 
     def node(self, name: str) -> NodeHistory:
         history = self.nodes.get(name)
         if history is None:
             history = self.nodes[name] = NodeHistory(self.capacity)
+            self._keep_within_budget()
         return history
 
     def record(self, sample: NodeSample) -> None:
-        self.node(sample.node).record(sample)
+        node = self.node(sample.node)
+        before = len(node.gpus)
+        node.record(sample)
+        if len(node.gpus) != before:
+            self.gpu_count += len(node.gpus) - before
+            self._keep_within_budget()
+
+    def _keep_within_budget(self) -> None:
+        budget = self.budget_bytes
+        if budget is None or ring_bytes(self.capacity, self.gpu_count, len(self.nodes)) <= budget:
+            return
+        gpus = int(self.gpu_count * REGROW_HEADROOM) + 1
+        nodes = int(len(self.nodes) * REGROW_HEADROOM) + 1
+        self.capacity = capacity_for_budget(budget, gpus, nodes, self.max_capacity)
+        for history in self.nodes.values():
+            history.resize(self.capacity)
 
     def record_gap(self, node: str, when: float) -> None:
         if node in self.nodes:

@@ -115,3 +115,19 @@ def test_shutdown_stops_every_thread_and_timer(qtbot, tmp_path: Path) -> None:  
     timers = [t for t in app.window.findChildren(QTimer) if t.isActive()]
     assert timers == [], f"timers still running: {[t.objectName() or t for t in timers]}"
     # conftest's autouse fixture fails the test if a poller, ticker or writer thread is still alive
+
+
+def test_clicking_a_fleet_map_tile_drills_into_that_gpus_charts(console_app, qtbot) -> None:  # type: ignore[no-untyped-def]
+    app, _ = console_app
+    window = app.window
+    qtbot.waitUntil(lambda: window.state.gpu_count == 256, timeout=15_000)
+    window.center_tabs.setCurrentWidget(window.fleet_map)
+    window.fleet_map.refresh()
+    node = next(n for n in window.state.nodes.values() if n.gpus)
+    gpu = sorted(node.gpus.values(), key=lambda g: g.index)[5]
+    rect = window.fleet_map.canvas.tile_rect(node.name, gpu.uuid)
+    assert rect is not None
+    qtbot.mouseClick(window.fleet_map.canvas, Qt.MouseButton.LeftButton, pos=rect.center())
+    assert window.center_tabs.currentWidget() is window.charts
+    assert window.charts.selection is not None
+    assert (window.charts.selection.node, window.charts.selection.gpu_uuid) == (node.name, gpu.uuid)

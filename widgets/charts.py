@@ -49,8 +49,8 @@ def slowdown_regions(t: np.ndarray, masks: np.ndarray) -> list[tuple[float, floa
     if not active.any():
         return []
     edges = np.diff(active.astype(np.int8))
-    starts = list(np.flatnonzero(edges == 1) + 1)
-    ends = list(np.flatnonzero(edges == -1) + 1)
+    starts: list[int] = [int(i) for i in np.flatnonzero(edges == 1) + 1]
+    ends: list[int] = [int(i) for i in np.flatnonzero(edges == -1) + 1]
     if active[0]:
         starts.insert(0, 0)
     if active[-1]:

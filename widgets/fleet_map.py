@@ -324,7 +324,7 @@ class MapLayout:
         for dy in range(-1, self.block_h + 1):
             for dx in range(-1, self.block_w + 1):
                 ring = dx in (-1, self.block_w) or dy in (-1, self.block_h)
-                if ring or (dx + self.block_h - dy) % HATCH_PERIOD == 0:
+                if ring or (dx + dy) % HATCH_PERIOD == 0:  # "/" lines, as in the legend
                     local_x.append(dx)
                     local_y.append(dy)
         origin_x, origin_y = self.node_origins()

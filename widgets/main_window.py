@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QSplitter,
+    QTabWidget,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -21,6 +22,7 @@ from console.fleet_state import FleetState, NodeStatus
 from console.history import FleetHistory
 from console.monitor import MonitorUpdate
 from widgets.charts import ChartPanel, Selection
+from widgets.fleet_map import FleetMapWidget
 from widgets.fleet_panel import FleetPanel
 from widgets.incidents_panel import IncidentsPanel
 from widgets.style import STATUS_COLORS
@@ -61,9 +63,13 @@ class MainWindow(QMainWindow):
         self.banner.setVisible(fleet.is_demo)
         layout.addWidget(self.banner)
 
+        self.fleet_map = FleetMapWidget(self.state)
+        self.center_tabs = QTabWidget()
+        self.center_tabs.addTab(self.charts, "Live charts")
+        self.center_tabs.addTab(self.fleet_map, "Fleet map")
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(self.fleet_panel)
-        top.addWidget(self.charts)
+        top.addWidget(self.center_tabs)
         top.setStretchFactor(0, 0)
         top.setStretchFactor(1, 1)
         top.setSizes([640, 960])
@@ -80,8 +86,8 @@ class MainWindow(QMainWindow):
         self.addToolBar(toolbar)
         toolbar.addWidget(QLabel(" Time window: "))
         self.window_combo = QComboBox()
-        for label, _seconds in WINDOWS:
-            self.window_combo.addItem(label)
+        for window_label, _seconds in WINDOWS:
+            self.window_combo.addItem(window_label)
         self.window_combo.currentIndexChanged.connect(self._on_window_combo_changed)
         toolbar.addWidget(self.window_combo)
         self.actions_by_name: dict[str, QAction] = {}
@@ -100,6 +106,8 @@ class MainWindow(QMainWindow):
         self.fleet_panel.node_selected.connect(self._on_fleet_panel_node_selected)
         self.fleet_panel.gpu_selected.connect(self._on_fleet_panel_gpu_selected)
         self.incidents.gpu_requested.connect(self._on_incidents_gpu_requested)
+        self.fleet_map.gpu_selected.connect(self._on_fleet_map_gpu_selected)
+        self.fleet_map.node_selected.connect(self._on_fleet_panel_node_selected)
 
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setInterval(1000)
@@ -145,6 +153,7 @@ class MainWindow(QMainWindow):
         site = self.state.nodes[node].site
         count = len(self.state.nodes[node].gpus)
         self.charts.select(Selection(node), f"{node} · all {count} GPUs overlaid · {site}")
+        self.center_tabs.setCurrentWidget(self.charts)
 
     def select_gpu(self, node: str, uuid: str) -> None:
         self._update_rated_flow(node)
@@ -152,6 +161,7 @@ class MainWindow(QMainWindow):
         gpu = state.gpus.get(uuid)
         desc = f"{node} · GPU {gpu.index} {gpu.sample.name or ''} · {uuid} · {state.site}" if gpu else node
         self.charts.select(Selection(node, uuid), desc)
+        self.center_tabs.setCurrentWidget(self.charts)
 
     def _select_first_node(self) -> None:
         for node in self.state.nodes_worst_first():
@@ -164,6 +174,11 @@ class MainWindow(QMainWindow):
 
     def _on_fleet_panel_gpu_selected(self, node: str, uuid: str) -> None:
         self.select_gpu(node, uuid)
+
+    def _on_fleet_map_gpu_selected(self, node: str, uuid: str) -> None:
+        self.fleet_panel.reveal(node, uuid)
+        self.select_gpu(node, uuid)
+        self.center_tabs.setCurrentWidget(self.charts)
 
     def _on_incidents_gpu_requested(self, node: str, uuid: str) -> None:
         if node not in self.state.nodes:
@@ -181,6 +196,7 @@ class MainWindow(QMainWindow):
 
     def _on_refresh_timer_timeout(self) -> None:
         self.fleet_panel.refresh()
+        self.fleet_map.refresh()  # nearly free while its tab is hidden
         self._refresh_status()
 
     def _refresh_status(self) -> None:

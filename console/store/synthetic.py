@@ -119,10 +119,15 @@ def _place(site_number: int, node_number: int, gpu_index: int, *, seed: int) -> 
 def build(path: Path, count: int, *, seed: int = 1, batch: int = 10_000) -> BuildFigures:
     """Create the database at ``path`` (new or empty) with ``count`` synthetic incidents, as a bulk load.
 
+    Not crash-safe while it runs (no journal): it is for benchmarks and tests, never for an operator's log.
+
     The incident indexes and FTS triggers are dropped during the load and rebuilt after it (sorting once is far
     cheaper than nine random index inserts per row); the schema that results is exactly the migrated one.
     """
     conn, _ = prepare(path)
+    # A scratch database: no journal while loading (one huge WAL transaction would write everything twice).
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -262144")  # 256 MiB while bulk loading
     columns = ", ".join(INCIDENT_COLUMNS)
     insert = f"INSERT INTO incidents ({columns}) VALUES ({', '.join('?' * len(INCIDENT_COLUMNS))})"
@@ -148,7 +153,10 @@ def build(path: Path, count: int, *, seed: int = 1, batch: int = 10_000) -> Buil
         conn.execute("INSERT INTO incidents_fts(incidents_fts) VALUES ('rebuild')")
         conn.execute("COMMIT")
         elapsed = time.perf_counter() - began
-        conn.execute("ANALYZE")  # statistics for the planner, as a long-lived log accumulates via PRAGMA optimize
+        conn.execute("ANALYZE")
+        conn.execute(
+            "PRAGMA journal_mode = WAL"
+        )  # statistics for the planner, as a long-lived log accumulates via PRAGMA optimize
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
