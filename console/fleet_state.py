@@ -77,6 +77,7 @@ class NodeState:
     reachable: bool = True
     node_severity: Severity | None = None  # incidents on the node itself (unreachable, cooling, ...)
     sources: str = ""
+    version: int = 0  # bumped on every change, so views can skip nodes that did not change
 
     def status(self, now_mono: float) -> NodeStatus:
         if not self.reachable:
@@ -133,6 +134,7 @@ class FleetState:
         if node is None:
             return
         node.last_result_mono = self._clock()
+        node.version += 1
         node.last_latency_s = result.latency_s
         self._latencies.append(result.latency_s)
         if result.sample is None:
@@ -178,6 +180,7 @@ class FleetState:
         node = self.nodes.get(node_name)
         if node is None:
             return
+        node.version += 1
         node.node_severity = None
         for gpu in node.gpus.values():
             gpu.worst_severity = None

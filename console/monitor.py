@@ -18,6 +18,7 @@ from typing import Protocol
 from console.fleet import Fleet
 from console.incidents.model import IncidentChange, Outcome
 from console.polling import Poller, PollResult, SourceMaker
+from console.schema import NodeSample
 from console.sources import make_source as default_make_source
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,13 @@ class ChangeSink(Protocol):
 
     def submit(self, changes: Sequence[IncidentChange]) -> None: ...
 
-    def record_exposure(
-        self, site: str, provider: str, gpu_model: str, gpu_seconds: float, at: float
-    ) -> None: ...
+    def record_exposure(self, site: str, provider: str, gpu_model: str, gpu_seconds: float, at: float) -> None: ...
+
+
+class HistorySink(Protocol):
+    """What the monitor needs of the history rollup (console.rollup.RollupStore): a non-blocking observe."""
+
+    def observe(self, sample: NodeSample) -> None: ...
 
 
 @dataclass(slots=True)
@@ -82,10 +87,12 @@ class FleetMonitor:
         make_source: SourceMaker = default_make_source,
         seed: int | None = None,
         tick_s: float = 1.0,
+        history: HistorySink | None = None,
     ) -> None:
         self.fleet = fleet
         self._engine = engine
         self._store = store
+        self._history = history
         self._on_update = on_update
         self._poller = Poller(fleet, make_source, self._on_result, seed=seed)
         self._lock = threading.Lock()
@@ -143,6 +150,11 @@ class FleetMonitor:
             counters.samples += 1
             counters.gpu_samples += len(result.sample.gpus)
             self._account_exposure(result)
+            if self._history is not None:
+                try:
+                    self._history.observe(result.sample)
+                except Exception:  # history is a convenience: it must never stop polling
+                    log.exception("history rollup failed")
         else:
             counters.failed_polls += 1
         self._publish(result, changes)

@@ -22,6 +22,7 @@ One path per misbehaviour, so one server serves a whole fleet of bad nodes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import threading
@@ -32,13 +33,14 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from console.fleet import Fleet, Node, Site, SourceKind, SourceSpec
 from console.schema import GpuSample, NodeSample, ThrottleReason
 from console.sources.dcgm_render import render_dcgm_exposition
 
 _T = TypeVar("_T")
 
 HUGE_BYTES = 200 * 1024 * 1024
-HTML_MODEL = '<b>bold</b><img src=x onerror="alert(1)">'
+HTML_MODEL = "<b>bold</b><img src=x>"  # the issue's example; the serial carries a <script>
 # A model name with every character the exposition format escapes, and a few it does not.
 ODD_MODEL = 'H100 "SXM"\nline two \\ back\\slash'
 YEARS_S = 5 * 365 * 86400.0
@@ -191,7 +193,8 @@ class HostileServer:
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         code = int(request.match_info["code"])
-        return web.Response(status=code, text="upstream exporter failed\n")
+        # ?reason=... sets the status line's reason phrase: text a node controls and the console displays
+        return web.Response(status=code, reason=request.query.get("reason"), text="upstream exporter failed\n")
 
     async def _trickle(self, request: web.Request) -> web.StreamResponse:
         assert self._closing is not None
@@ -222,10 +225,8 @@ class HostileServer:
     async def _huge_declared(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/plain", "Content-Length": str(HUGE_BYTES)})
         await response.prepare(request)
-        try:
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the client refused the declared length
             await response.write(b"# HELP x y\n" * 1024)
-        except (ConnectionError, RuntimeError):
-            pass
         return response
 
     async def _malformed(self, request: web.Request) -> web.StreamResponse:
@@ -251,15 +252,11 @@ class HostileServer:
 
     async def _nan(self, request: web.Request) -> web.StreamResponse:
         text = render(realistic_sample("nan", gpus=2))
+        replaced = {"DCGM_FI_DEV_GPU_TEMP{": "NaN", "DCGM_FI_DEV_POWER_USAGE{": "+Inf", "DCGM_FI_DEV_GPU_UTIL{": "-Inf"}
         lines = []
         for line in text.split("\n"):
-            if line.startswith("DCGM_FI_DEV_GPU_TEMP{"):
-                line = line.rsplit(" ", 1)[0] + " NaN"
-            elif line.startswith("DCGM_FI_DEV_POWER_USAGE{"):
-                line = line.rsplit(" ", 1)[0] + " +Inf"
-            elif line.startswith("DCGM_FI_DEV_GPU_UTIL{"):
-                line = line.rsplit(" ", 1)[0] + " -Inf"
-            lines.append(line)
+            value = next((v for prefix, v in replaced.items() if line.startswith(prefix)), None)
+            lines.append(line if value is None else f"{line.rsplit(' ', 1)[0]} {value}")
         return self._text("\n".join(lines))
 
     async def _duplicate(self, request: web.Request) -> web.StreamResponse:
@@ -311,6 +308,21 @@ class HostileServer:
         number = self._poll_number("/churn")
         sample = realistic_sample("churn", gpus=1, uuid=f"GPU-churn-{number:08d}")
         return self._text(render(sample))
+
+
+def hostile_fleet(server: HostileServer, nodes: int = 100, hanging: int = 30) -> Fleet:
+    """``nodes`` dcgm nodes on this server, ``hanging`` of them (spread evenly) pointing at ``/hang``."""
+
+    def node(i: int) -> Node:
+        hangs = i * hanging // nodes != (i + 1) * hanging // nodes  # exactly ``hanging`` nodes, spread evenly
+        path = "/hang" if hangs else f"/good/node-{i:03d}"
+        return Node(f"node-{i:03d}", "lab", (SourceSpec(SourceKind.DCGM, url=server.url(path)),))
+
+    return Fleet(
+        sites=(Site("lab", "onprem", interval_s=1.0, timeout_s=3.0),),
+        nodes=tuple(node(i) for i in range(nodes)),
+        origin="hostile GUI fleet",
+    )
 
 
 def refused_url() -> str:

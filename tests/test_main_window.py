@@ -93,6 +93,16 @@ def test_a_scripted_fault_becomes_an_incident_in_the_panel_and_in_sqlite(console
     qtbot.waitUntil(lost_incident_shown, timeout=25_000)
     window._on_refresh_timer_timeout()
     assert window.state.node_status(fault.node) is NodeStatus.CRITICAL
+    # worst first: within its site the faulty node is listed above the healthy ones (unless another is worse)
+    proxy = window.fleet_panel.proxy
+    site_row = next(
+        proxy.index(r, 0)
+        for r in range(proxy.rowCount())
+        if proxy.index(r, 0).data().startswith(window.state.nodes[fault.node].site)
+    )
+    listed = [proxy.index(r, 1, site_row).data() for r in range(proxy.rowCount(site_row))]
+    assert listed[0] in ("critical", "unreachable"), listed
+    assert listed == sorted(listed, key=["unreachable", "critical", "stale", "warning", "ok"].index)
     # double-click selects that GPU's charts
     row = next(r for r in range(rows.rowCount()) if rows.incident(r).rule == "gpu_lost")
     window.incidents._on_view_double_clicked(rows.index(row, 0))

@@ -8,6 +8,7 @@ import io
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def opened(inc: Incident, evidence: int = 0) -> IncidentChange:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
+def store(tmp_path: Path) -> Iterator[IncidentStore]:
     with IncidentStore.open(tmp_path / "incidents.sqlite3") as opened_store:
         yield opened_store
 
@@ -539,6 +540,8 @@ def test_default_path_is_in_the_user_data_directory(tmp_path: Path, monkeypatch:
 
 
 def test_database_uses_wal_and_the_indexes_serve_review_queries(store: IncidentStore) -> None:
+    from console.store import queries
+
     _seed_filters(store)
     conn = sqlite3.connect(store.path)
     try:
@@ -551,6 +554,16 @@ def test_database_uses_wal_and_the_indexes_serve_review_queries(store: IncidentS
             )
         )
         assert "incidents_unresolved_opened" in plan
-        assert "TEMP B-TREE" not in plan  # no sort: the index gives the order
+        assert "USE TEMP B-TREE FOR ORDER BY" not in plan  # no full sort: the index gives the order
+        terms, params = queries.where(
+            IncidentFilter(site="fra", severity=Severity.MAJOR, status=(Status.OPEN, Status.ACKNOWLEDGED))
+        )
+        count_plan = " ".join(
+            str(row[3])
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM incidents i WHERE " + " AND ".join(terms), params
+            )
+        )
+        assert "COVERING INDEX incidents_unresolved_opened" in count_plan
     finally:
         conn.close()

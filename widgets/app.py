@@ -16,7 +16,9 @@ from PySide6.QtCore import QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from console.fleet import Fleet
+from console.history import ASSUMED_GPUS_PER_NODE, FleetHistory
 from console.monitor import FleetMonitor
+from console.rollup import DEFAULT_RETENTION_H, RollupError, RollupStore, history_path_for
 from widgets.bridge import MonitorBridge
 from widgets.main_window import MainWindow
 
@@ -47,6 +49,7 @@ class ConsoleApp:
     store: object
     engine: object
     extra_windows: list[object] = field(default_factory=list)
+    rollup: RollupStore | None = None  # per-minute chart history; None when its file could not be opened
     _stopped: bool = False
 
     def start(self) -> None:
@@ -61,6 +64,8 @@ class ConsoleApp:
         close = getattr(self.store, "close", None)
         if close is not None:
             close()
+        if self.rollup is not None:
+            self.rollup.close()
         self.window.shutdown()
 
     def summary(self) -> dict[str, object]:
@@ -74,17 +79,40 @@ class ConsoleApp:
         }
 
 
-def build_app(fleet: Fleet, db_path: Path, *, seed: int | None = None) -> ConsoleApp:
+HISTORY_BUDGET_BYTES = 256 * 2**20  # in-memory chart rings; the rollup holds what they cannot
+
+
+def build_app(
+    fleet: Fleet,
+    db_path: Path,
+    *,
+    seed: int | None = None,
+    history_path: Path | None = None,
+    history_retention_h: float = DEFAULT_RETENTION_H,
+    history_budget_bytes: int = HISTORY_BUDGET_BYTES,
+) -> ConsoleApp:
     from console.incidents.engine import IncidentEngine
     from console.incidents.rules import load_rules
     from console.store import IncidentStore
 
     store = IncidentStore.open(db_path)
+    try:
+        rollup: RollupStore | None = RollupStore.open(
+            history_path or history_path_for(db_path), retention_h=history_retention_h
+        )
+    except RollupError as exc:  # chart history is a convenience: watch the fleet without it
+        log.warning("chart history disabled: %s", exc)
+        rollup = None
     engine = IncidentEngine(load_rules(overrides=fleet.rule_overrides), fleet)
-    window = MainWindow(fleet, db_path)
+    history = FleetHistory(budget_bytes=history_budget_bytes, expected_gpus=len(fleet.nodes) * ASSUMED_GPUS_PER_NODE)
+    window = MainWindow(fleet, db_path, history)
+    if rollup is not None:
+        window.charts.set_rollup(rollup.reader)
+        if rollup.recovered is not None:
+            window.statusBar().showMessage(rollup.recovered.message, 60_000)
     bridge = MonitorBridge(window)
     bridge.update_received.connect(window.on_monitor_update)
-    monitor = FleetMonitor(fleet, engine=engine, store=store, on_update=bridge.post, seed=seed)
+    monitor = FleetMonitor(fleet, engine=engine, store=store, on_update=bridge.post, seed=seed, history=rollup)
     app = ConsoleApp(
         fleet=fleet,
         db_path=db_path,
@@ -93,6 +121,7 @@ def build_app(fleet: Fleet, db_path: Path, *, seed: int | None = None) -> Consol
         bridge=bridge,
         store=store,
         engine=engine,
+        rollup=rollup,
     )
     _attach_extra_windows(app)
     return app

@@ -7,9 +7,11 @@ independent of data arrival. Fixed y ranges and width-1 pens without antialiasin
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyqtgraph as pg
@@ -18,6 +20,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from console.history import CHASSIS_METRICS, FleetHistory, NodeHistory
+from console.rollup import RollupError, RollupReader, RollupSeries
 from console.schema import SLOWDOWN_REASONS, throttle_mask
 from widgets.style import gpu_color
 
@@ -26,12 +29,45 @@ MAX_SHADED_REGIONS = 24
 SLOWDOWN_MASK = throttle_mask(SLOWDOWN_REASONS)
 REDRAW_HZ = 4
 FAN_SLOTS = sum(1 for m in CHASSIS_METRICS if m.startswith("fan"))
+ROLLUP_REFRESH_S = 60.0  # the rollup gains one point a minute: re-read it no more often than that
+ROLLUP_JOIN_GAP_S = 150.0  # a longer silence between the rollup's last minute and the ring is drawn as a gap
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Selection:
     node: str
     gpu_uuid: str | None = None  # None: all GPUs of the node
+
+
+@dataclass
+class _RollupCache:
+    """The rollup minutes read for one selection and window (GUI thread only)."""
+
+    key: tuple[Selection, float]
+    read_at: float  # time.monotonic()
+    blocks: dict[str | None, tuple[np.ndarray, np.ndarray]]
+    series: dict[tuple[str | None, str], RollupSeries] = field(default_factory=dict)
+
+
+def join_rollup(
+    earlier: RollupSeries | None, values: np.ndarray, t: np.ndarray, y: np.ndarray, cut: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Minutes of ``earlier`` that end before ``cut`` (the ring's oldest stamp), then the ring's points.
+
+    ``values`` is the rollup column to draw (mean for lines, max for slowdown masks). A silence longer than
+    ROLLUP_JOIN_GAP_S between the two parts (the console was not running) becomes a NaN point: a gap, not a ramp.
+    """
+    if earlier is None or not len(earlier.t):
+        return t, y
+    keep = earlier.t + 30.0 <= cut
+    if not keep.any():
+        return t, y
+    et, ey = earlier.t[keep], values[keep].astype(y.dtype if len(y) else np.float32)
+    if len(t) and t[0] - et[-1] > ROLLUP_JOIN_GAP_S:
+        et, ey = np.append(et, et[-1] + 60.0), np.append(ey, np.nan)
+    return np.concatenate([et, t]), np.concatenate([ey, y])
 
 
 def _pen(color: str, style: Qt.PenStyle = Qt.PenStyle.SolidLine) -> pg.QtGui.QPen:
@@ -89,9 +125,7 @@ def peak_decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.nda
 class _Plot:
     """One PlotItem with a fixed y range, a time axis, pooled curves and pooled shaded regions."""
 
-    def __init__(
-        self, layout: pg.GraphicsLayout, title: str, unit_label: str, y_range: tuple[float, float]
-    ) -> None:
+    def __init__(self, layout: pg.GraphicsLayout, title: str, unit_label: str, y_range: tuple[float, float]) -> None:
         axis = pg.DateAxisItem(orientation="bottom")
         self.item: pg.PlotItem = layout.addPlot(title=title, axisItems={"bottom": axis})
         self.item.setLabel("left", unit_label)
@@ -121,9 +155,7 @@ class _Plot:
 
     def shade(self, spans: list[tuple[float, float]]) -> None:
         while len(self.regions) < min(len(spans), MAX_SHADED_REGIONS):
-            region = pg.LinearRegionItem(
-                movable=False, brush=pg.mkBrush(QColor(198, 40, 40, 45)), pen=pg.mkPen(None)
-            )
+            region = pg.LinearRegionItem(movable=False, brush=pg.mkBrush(QColor(198, 40, 40, 45)), pen=pg.mkPen(None))
             region.setZValue(-10)
             self.item.addItem(region)
             self.regions.append(region)
@@ -144,6 +176,9 @@ class ChartPanel(QWidget):
         pg.setConfigOptions(antialias=False, background="w", foreground="#222")
         self._history = history
         self._selection: Selection | None = None
+        self._rollup: RollupReader | None = None
+        self._rollup_cache: _RollupCache | None = None
+        self._rollup_failed = False
         self.window_s = 300.0
         self.rated_flow_lpm = float("nan")  # set by the window from the node's latest chassis sample
         self.max_points = 1200  # per curve; about two points per horizontal pixel of a plot
@@ -207,14 +242,92 @@ class ChartPanel(QWidget):
     def select(self, selection: Selection | None, description: str = "") -> None:
         self._selection = selection
         self.title.setText(
-            description
-            or ("Select a GPU or a node in the fleet panel" if selection is None else selection.node)
+            description or ("Select a GPU or a node in the fleet panel" if selection is None else selection.node)
         )
         self.redraw()
 
     def set_window(self, seconds: float) -> None:
         self.window_s = seconds
         self.redraw()
+
+    def set_rollup(self, reader: RollupReader | None) -> None:
+        """Per-minute history: fills the part of the window the in-memory rings no longer (or never) held."""
+        self._rollup = reader
+        self._rollup_cache = None
+        self.redraw()
+
+    # -- the rollup, read on a selection or window change and at most once a minute ----
+
+    def _rollup_blocks(self, node: NodeHistory, since: float, now: float) -> _RollupCache | None:
+        sel = self._selection
+        reader = self._rollup
+        oldest = node.oldest_time
+        if sel is None or reader is None or (oldest is not None and oldest <= since):
+            return None  # the rings cover the whole window
+        key = (sel, self.window_s)
+        cache = self._rollup_cache
+        if cache is not None and cache.key == key and time.monotonic() - cache.read_at < ROLLUP_REFRESH_S:
+            return cache
+        blocks: dict[str | None, tuple[np.ndarray, np.ndarray]] = {}
+        try:
+            for uuid in [u for _i, u in self._selected_gpus(node)] + [None]:
+                blocks[uuid] = reader.block(sel.node, uuid, since, now)
+            self._rollup_failed = False
+        except (RollupError, sqlite3.Error) as exc:
+            if not self._rollup_failed:  # a transition, not one line per refresh
+                log.warning("chart history unavailable: %s", exc)
+            self._rollup_failed = True
+        self._rollup_cache = _RollupCache(key, time.monotonic(), blocks)
+        return self._rollup_cache
+
+    def _earlier(self, cache: _RollupCache | None, uuid: str | None, metric: str) -> RollupSeries | None:
+        if cache is None or self._rollup is None or uuid not in cache.blocks:
+            return None
+        found = cache.series.get((uuid, metric))
+        if found is None:
+            minutes, stats = cache.blocks[uuid]
+            kind = "gpu" if uuid is not None else "chassis"
+            try:
+                found = self._rollup.metric_of(minutes, stats, kind, metric)
+            except KeyError:
+                return None
+            cache.series[(uuid, metric)] = found
+        return found
+
+    def _gpu_xy(
+        self, node: NodeHistory, cache: _RollupCache | None, uuid: str, metric: str, since: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        series = node.gpu_series(uuid, metric, since)
+        earlier = self._earlier(cache, uuid, metric)
+        cut = float(series.t[0]) if len(series.t) else np.inf
+        if earlier is not None:
+            earlier = _clip(earlier, since)
+        return join_rollup(earlier, earlier.mean if earlier else np.zeros(0), series.t, series.y, cut)
+
+    def _chassis_xy(
+        self, node: NodeHistory, cache: _RollupCache | None, metric: str, since: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        series = node.chassis_series(metric, since)
+        earlier = self._earlier(cache, None, metric)
+        cut = float(series.t[0]) if len(series.t) else np.inf
+        if earlier is not None:
+            earlier = _clip(earlier, since)
+        return join_rollup(earlier, earlier.mean if earlier else np.zeros(0), series.t, series.y, cut)
+
+    def _rollup_slowdowns(
+        self, node: NodeHistory, cache: _RollupCache | None, uuids: list[str], since: float
+    ) -> list[tuple[float, float]]:
+        """Slowdown spans from the rollup part of the window (a minute with any slowdown bit set)."""
+        spans: list[tuple[float, float]] = []
+        cut = node.oldest_time if node.oldest_time is not None else np.inf
+        for uuid in uuids:
+            earlier = self._earlier(cache, uuid, "throttle_mask")
+            if earlier is None:
+                continue
+            earlier = _clip(earlier, since)
+            keep = earlier.t + 30.0 <= cut
+            spans += slowdown_regions(earlier.t[keep] - 30.0, earlier.max[keep].astype(np.float64))
+        return spans
 
     def stop(self) -> None:
         self._timer.stop()
@@ -245,6 +358,7 @@ class ChartPanel(QWidget):
         now = time.time()
         since = now - self.window_s
         gpus = self._selected_gpus(node)
+        cache = self._rollup_blocks(node, since, now)
         masks: list[np.ndarray] = []
         t_axis: np.ndarray | None = None
         legend = []
@@ -257,25 +371,28 @@ class ChartPanel(QWidget):
                     (self.temp_curves[slot], "temperature_c"),
                     (self.hbm_curves[slot], "memory_temperature_c"),
                 ):
-                    series = node.gpu_series(uuid, metric, since)
+                    t, y = self._gpu_xy(node, cache, uuid, metric, since)
                     curve.setPen(_pen(gpu_color(index), curve.opts["pen"].style()))
-                    curve.setData(*peak_decimate(series.t, series.y, self.max_points))
-                    t_axis = series.t
-                masks.append(node.gpu_series(uuid, "throttle_mask", since).y)
+                    curve.setData(*peak_decimate(t, y, self.max_points))
+                mask_series = node.gpu_series(uuid, "throttle_mask", since)
+                t_axis = mask_series.t
+                masks.append(mask_series.y)
                 legend.append(f'<span style="color:{gpu_color(index)}">■ GPU {index}</span>')
             else:
                 for curves in (self.util_curves, self.power_curves, self.temp_curves, self.hbm_curves):
                     curves[slot].setData([], [])
-        self.legend.setText(
-            "&nbsp;&nbsp;".join(legend) + "&nbsp;&nbsp;<span style='color:#c62828'>▒ slowdown</span>"
-        )
+        self.legend.setText("&nbsp;&nbsp;".join(legend) + "&nbsp;&nbsp;<span style='color:#c62828'>▒ slowdown</span>")
         if gpus:
             first = gpus[0][1]
-            limit = node.gpu_series(first, "power_limit_w", since)
-            self.limit_curve.setData(limit.t, limit.y)
-            temp = node.gpu_series(first, "temperature_c", since)
-            margin = node.gpu_series(first, "thermal_margin_c", since)
-            self.threshold_curve.setData(temp.t, temp.y + margin.y)
+            self.limit_curve.setData(*self._gpu_xy(node, cache, first, "power_limit_w", since))
+            temp_t, temp_y = self._gpu_xy(node, cache, first, "temperature_c", since)
+            _margin_t, margin_y = self._gpu_xy(node, cache, first, "thermal_margin_c", since)
+            if len(margin_y) == len(temp_y):
+                self.threshold_curve.setData(temp_t, temp_y + margin_y)
+            else:  # the rollup held one metric and not the other: draw the ring part only
+                temp = node.gpu_series(first, "temperature_c", since)
+                margin = node.gpu_series(first, "thermal_margin_c", since)
+                self.threshold_curve.setData(temp.t, temp.y + margin.y)
         else:
             self.limit_curve.setData([], [])
             self.threshold_curve.setData([], [])
@@ -286,20 +403,25 @@ class ChartPanel(QWidget):
             spans = slowdown_regions(t_axis, combined.astype(np.float64))
         else:
             spans = []
+        spans = sorted(self._rollup_slowdowns(node, cache, [u for _i, u in gpus], since) + spans)
         for plot in (self.util, self.power, self.temp):
             plot.shade(spans)
         for metric, curve in self.cooling_curves.items():
-            series = node.chassis_series(metric, since)
-            curve.setData(*peak_decimate(series.t, series.y, self.max_points))
+            curve.setData(*peak_decimate(*self._chassis_xy(node, cache, metric, since), self.max_points))
         for i, curve in enumerate(self.fan_curves):
-            series = node.chassis_series(f"fan{i}_rpm", since)
-            curve.setData(*peak_decimate(series.t, series.y, self.max_points))
-        flow = node.chassis_series("coolant_flow_lpm", since)
-        self.flow_curve.setData(flow.t, flow.y)
-        self.rated_flow_curve.setData(flow.t, np.full(len(flow.t), self.rated_flow_lpm, dtype=np.float32))
+            curve.setData(*peak_decimate(*self._chassis_xy(node, cache, f"fan{i}_rpm", since), self.max_points))
+        flow_t, flow_y = self._chassis_xy(node, cache, "coolant_flow_lpm", since)
+        self.flow_curve.setData(flow_t, flow_y)
+        self.rated_flow_curve.setData(flow_t, np.full(len(flow_t), self.rated_flow_lpm, dtype=np.float32))
         mid = now - self.window_s / 2
-        self.flow.note_if_empty(bool(np.isfinite(flow.y).any()), "no coolant loop reported by this node", mid)
+        self.flow.note_if_empty(bool(np.isfinite(flow_y).any()), "no coolant loop reported by this node", mid)
         any_fan = any(np.isfinite(c.getData()[1]).any() for c in self.fan_curves if c.getData()[1] is not None)
         self.fans.note_if_empty(any_fan, "no chassis fans reported by this node", mid)
         for plot in (self.util, self.power, self.temp, self.cooling, self.fans, self.flow):
             plot.item.setXRange(since, now, padding=0)
+
+
+def _clip(series: RollupSeries, since: float) -> RollupSeries:
+    """The minutes that end after ``since`` (the block was read for a window that has slid a little since)."""
+    keep = series.t + 30.0 > since
+    return RollupSeries(series.t[keep], series.min[keep], series.mean[keep], series.max[keep])

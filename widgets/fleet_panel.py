@@ -57,6 +57,11 @@ class FleetModel(QStandardItemModel):
         self._site_rows: dict[str, list[QStandardItem]] = {}
         self._node_rows: dict[str, list[QStandardItem]] = {}
         self._gpu_rows: dict[tuple[str, str], list[QStandardItem]] = {}
+        self._seen: dict[str, tuple[int, NodeStatus]] = {}
+        # GPU rows are only kept current under expanded nodes: a collapsed node's eight rows are invisible, and
+        # updating them every second was most of the panel's cost.
+        self.expanded: set[str] = set()
+        self.order_changed = False
         self._tls_off: dict[str, str] = {
             node.name: ", ".join(spec.target() for spec in insecure)
             for node in state.fleet.nodes
@@ -88,8 +93,16 @@ class FleetModel(QStandardItemModel):
             self._set(row[5], f"{counts.nodes} nodes, {counts.gpus} GPUs")
 
     def _refresh_node(self, node: NodeState, status: NodeStatus) -> None:
+        # A node that neither changed nor changed status (a hanging one backing off) costs one comparison.
+        seen = (node.version, status)
+        if self._seen.get(node.name) == seen:
+            return
+        self._seen[node.name] = seen
         row = self._node_rows[node.name]
-        row[0].setData(f"{STATUS_RANK[status]}:{node.name}", SORT_ROLE)
+        sort_key = f"{STATUS_RANK[status]}:{node.name}"
+        if row[0].data(SORT_ROLE) != sort_key:
+            row[0].setData(sort_key, SORT_ROLE)
+            self.order_changed = True
         self._set(row[1], str(status), status)
         temps = [g.sample.temperature_c for g in node.gpus.values() if g.sample.temperature_c is not None]
         powers = [g.sample.power_w for g in node.gpus.values() if g.sample.power_w is not None]
@@ -111,8 +124,17 @@ class FleetModel(QStandardItemModel):
         self._set(row[5], detail)
         self._set_tooltip(row[5], tip)
         self._drop_vanished_gpus(node)
+        visible = node.name in self.expanded
         for gpu in sorted(node.gpus.values(), key=lambda g: g.index):
-            self._refresh_gpu(node, gpu)
+            if visible or (node.name, gpu.uuid) not in self._gpu_rows:
+                self._refresh_gpu(node, gpu)
+
+    def set_expanded(self, node: str, expanded: bool) -> None:
+        if expanded:
+            self.expanded.add(node)
+            self._seen.pop(node, None)  # bring its GPU rows up to date at once
+        else:
+            self.expanded.discard(node)
 
     def _drop_vanished_gpus(self, node: NodeState) -> None:
         """Rows of GPUs the state no longer keeps (it caps GPUs per node) go too."""
@@ -174,7 +196,9 @@ class FleetPanel(QWidget):
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(SORT_ROLE)
-        self.proxy.setDynamicSortFilter(True)
+        # Sorting on every dataChanged re-sorted the tree hundreds of times a second; sort once per refresh
+        # instead, and only when a node's rank changed.
+        self.proxy.setDynamicSortFilter(False)
         self.view = QTreeView()
         self.view.setModel(self.proxy)
         self.view.setSortingEnabled(False)
@@ -190,12 +214,35 @@ class FleetPanel(QWidget):
             header.resizeSection(column, width)
         self.view.expandToDepth(0)
         self.view.clicked.connect(self._on_view_clicked)
+        self.view.expanded.connect(self._on_view_expanded)
+        self.view.collapsed.connect(self._on_view_collapsed)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view)
 
     def refresh(self) -> None:
+        self.model.order_changed = False
         self.model.refresh()
+        if self.model.order_changed:
+            self.proxy.sort(0, Qt.SortOrder.AscendingOrder)
+
+    def _node_of(self, proxy_index: QModelIndex) -> str | None:
+        item = self.model.itemFromIndex(self.proxy.mapToSource(proxy_index.siblingAtColumn(0)))
+        if item is None or item.data(GPU_ROLE):
+            return None
+        node = item.data(NODE_ROLE)
+        return str(node) if node else None
+
+    def _on_view_expanded(self, index: QModelIndex) -> None:
+        node = self._node_of(index)
+        if node is not None:
+            self.model.set_expanded(node, True)
+            self.refresh()
+
+    def _on_view_collapsed(self, index: QModelIndex) -> None:
+        node = self._node_of(index)
+        if node is not None:
+            self.model.set_expanded(node, False)
 
     def _on_view_clicked(self, index: QModelIndex) -> None:
         source = self.proxy.mapToSource(index.siblingAtColumn(0))

@@ -27,7 +27,7 @@ from widgets.fleet_panel import FleetPanel
 from widgets.incidents_panel import IncidentsPanel
 from widgets.style import STATUS_COLORS
 
-WINDOWS = (("5 min", 300.0), ("15 min", 900.0), ("1 h", 3600.0))
+WINDOWS = (("5 min", 300.0), ("15 min", 900.0), ("1 h", 3600.0), ("24 h", 86400.0))
 
 
 class MainWindow(QMainWindow):

@@ -21,6 +21,13 @@ EXIT_STORE_ERROR = 2
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _STATS_DEFAULT_WINDOW_S = 30 * 86400
+# C0 and C1 control characters and DEL: text from nodes must never drive the operator's terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain(value: object) -> str:
+    """Text for the terminal, with control characters shown as escapes instead of obeyed."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", str(value))
 
 
 def parse_time(text: str) -> float:
@@ -185,8 +192,11 @@ def _list(store: IncidentStore, args: argparse.Namespace) -> int:
             gpu = "-" if ctx.gpu_index is None else str(ctx.gpu_index)
             rule = f"{incident.rule}:{incident.code}" if incident.code else incident.rule
             print(
-                f"{_stamp(incident.opened_at)}  {incident.severity.label:8} {incident.status:12} "
-                f"{ctx.site}/{ctx.node} gpu {gpu:2}  {rule}  x{incident.count}  {incident.title}  [{incident.id}]"
+                plain(
+                    f"{_stamp(incident.opened_at)}  {incident.severity.label:8} {incident.status:12} "
+                    f"{ctx.site}/{ctx.node} gpu {gpu:2}  {rule}  x{incident.count}  {incident.title}  "
+                    f"[{incident.id}]"
+                )
             )
         print(f"{len(incidents)} incident(s)", file=sys.stderr)
     return 0
@@ -213,29 +223,28 @@ def _show(store: IncidentStore, args: argparse.Namespace) -> int:
             "evidence_count": evidence,
             "seen_before": _jsonable(asdict(seen)),
         }
-        print(json.dumps(document, indent=2, ensure_ascii=False))
+        print(json.dumps(document, indent=2))  # ASCII escapes: no control character reaches the terminal
         return 0
     for key, value in incident_dict(incident).items():
         shown = _stamp(value) if key.endswith("_at") and value is not None else value
-        print(f"{key:>20}: {'-' if shown in (None, '') else shown}")
+        print(f"{key:>20}: {'-' if shown in (None, '') else plain(shown)}")
     print("\nTimeline:")
     for entry in timeline:
-        note = f"  {entry.note}" if entry.note else ""
+        note = f"  {plain(entry.note)}" if entry.note else ""
         print(
             f"  {_stamp(entry.time)}  {entry.kind:12} {entry.severity.label:8} {entry.status:12} x{entry.count}{note}"
         )
     print(f"\nEvidence: {evidence} sample(s)")
     print("\nSeen before (same rule and code):")
     for line in seen.summary_lines():
-        print(f"  {line}")
+        print(f"  {plain(line)}")
     for group in (seen.same_context, seen.elsewhere):
         for past in group.incidents:
             outcome = past.outcome or past.status
             note = f" - {past.resolution_note}" if past.resolution_note else ""
-            print(
-                f"    [{group.label.split(' (')[0]}] {_stamp(past.opened_at)} {past.provider}/{past.site} "
-                f"{past.gpu_model or '?'} driver {past.driver_version or '?'}: {outcome}{note}"
-            )
+            where = f"{past.provider}/{past.site} {past.gpu_model or '?'} driver {past.driver_version or '?'}"
+            name = "same" if group is seen.same_context else "elsewhere"
+            print(plain(f"    [{name}] {_stamp(past.opened_at)} {where}: {outcome}{note}"))
     return 0
 
 
@@ -287,7 +296,7 @@ def _stats(store: IncidentStore, args: argparse.Namespace) -> int:
         print(f"  {group:<28} {'incidents':>10} {'GPU-hours':>12} {'per 1,000 GPU-h':>16}")
         for row in rows:
             rate = "n/a" if row.per_1000_gpu_hours is None else f"{row.per_1000_gpu_hours:.2f}"
-            print(f"  {row.group:<28} {row.incidents:>10} {row.gpu_hours:>12.1f} {rate:>16}")
+            print(f"  {plain(row.group):<28} {row.incidents:>10} {row.gpu_hours:>12.1f} {rate:>16}")
     return 0
 
 

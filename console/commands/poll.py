@@ -13,15 +13,19 @@ HELP = "poll a fleet and record incidents without a window (ends on SIGINT/SIGTE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", dest="poll_config", metavar="FILE", help="fleet inventory (TOML); default: demo"
-    )
-    parser.add_argument(
-        "--db", dest="poll_db", metavar="PATH", help="incident database (default: user data dir)"
-    )
+    parser.add_argument("--config", dest="poll_config", metavar="FILE", help="fleet inventory (TOML); default: demo")
+    parser.add_argument("--db", dest="poll_db", metavar="PATH", help="incident database (default: user data dir)")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument("--demo", dest="poll_demo", action="store_true", help="poll the built-in demo fleet")
     parser.add_argument("--seed", dest="poll_seed", type=int, default=None, help="demo fleet seed")
+    parser.add_argument(
+        "--history-retention-h",
+        dest="poll_history_retention_h",
+        type=float,
+        default=24.0,
+        metavar="H",
+        help="keep H hours of per-minute chart history beside the database (default 24)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from console.incidents.rules import load_rules
     from console.inventory import InventoryError
     from console.monitor import FleetMonitor, MonitorUpdate
+    from console.rollup import RollupError, RollupStore, history_path_for
     from console.startup import resolve_db_path, resolve_fleet
     from console.store import IncidentStore, StoreError
 
@@ -41,11 +46,22 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"gpu-console poll: cannot read the inventory: {exc}", file=sys.stderr)
         return 2
+    if not args.poll_history_retention_h > 0:
+        print("gpu-console poll: --history-retention-h must be > 0", file=sys.stderr)
+        return 2
+    db_path = resolve_db_path(args.poll_db or args.db)
     try:
-        store = IncidentStore.open(resolve_db_path(args.poll_db or args.db))
+        store = IncidentStore.open(db_path)
     except StoreError as exc:
         print(f"gpu-console poll: {exc}", file=sys.stderr)
         return 2
+    try:
+        rollup: RollupStore | None = RollupStore.open(
+            history_path_for(db_path), retention_h=args.poll_history_retention_h
+        )
+    except RollupError as exc:  # charts history is a convenience: poll and record incidents without it
+        print(f"gpu-console poll: chart history disabled: {exc}", file=sys.stderr)
+        rollup = None
     engine = IncidentEngine(load_rules(overrides=fleet.rule_overrides), fleet)
     done = threading.Event()
 
@@ -57,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     def on_update(_update: MonitorUpdate) -> None:
         return None
 
-    monitor = FleetMonitor(fleet, engine=engine, store=store, on_update=on_update, seed=seed)
+    monitor = FleetMonitor(fleet, engine=engine, store=store, on_update=on_update, seed=seed, history=rollup)
     monitor.start()
     deadline = time.monotonic() + args.duration if args.duration else None
     try:
@@ -69,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         monitor.stop()
         store.close()
+        if rollup is not None:
+            rollup.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     counters = monitor.counters

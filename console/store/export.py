@@ -101,7 +101,8 @@ def write_json(incidents: Iterable[Incident], out: TextIO) -> int:
     out.write("[")
     for incident in incidents:
         out.write(",\n" if written else "\n")
-        out.write(json.dumps(incident_dict(incident), ensure_ascii=False))
+        # ASCII escapes: text from nodes may hold control characters a terminal would obey (ESC, CSI).
+        out.write(json.dumps(incident_dict(incident)))
         written += 1
     out.write("\n]\n" if written else "]\n")
     return written

@@ -5,6 +5,7 @@ Runs on the writer thread (it is a write), attaching the other file read-only.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -77,10 +78,12 @@ def merge(conn: sqlite3.Connection, other: Path) -> MergeResult:
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
     finally:
-        conn.execute("DETACH DATABASE other")
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("DETACH DATABASE other")
     updated = changed - added
     return MergeResult(
         incidents_added=added,

@@ -107,6 +107,28 @@ def _move_aside(path: Path, reason: str) -> StoreRecovered:
     return recovered
 
 
+def _check_version(path: Path, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the incident database {path} has schema version {version}, newer than this console "
+            f"supports (version {SCHEMA_VERSION}); upgrade gpu-console or choose another file with --db"
+        )
+
+
+def _refuse_newer(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        conn = sqlite3.connect(file_uri(path, readonly=True), uri=True, isolation_level=None)
+        try:
+            version = schema_version(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the incident database {path}: {explain(exc)}") from exc
+    _check_version(path, version)
+
+
 def prepare(path: Path) -> tuple[sqlite3.Connection, StoreRecovered | None]:
     """Check, recover and migrate the file; return the write connection. Raises StoreError with the cause."""
     try:
@@ -117,17 +139,14 @@ def prepare(path: Path) -> tuple[sqlite3.Connection, StoreRecovered | None]:
         raise StoreError(f"the incident database path {path} is not a file")
     reason = _damage_reason(path)
     recovered = _move_aside(path, reason) if reason is not None else None
+    if recovered is None:
+        _refuse_newer(path)  # before opening for writing: a newer console's file is left exactly as it was
     try:
         conn = connect(path)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the incident database {path} for writing: {explain(exc)}") from exc
     try:
-        version = schema_version(conn)
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the incident database {path} has schema version {version}, newer than this console "
-                f"supports (version {SCHEMA_VERSION}); upgrade gpu-console or choose another file with --db"
-            )
+        _check_version(path, schema_version(conn))  # again: another process may have upgraded it meanwhile
         migrate(conn)
         # A write probe, so that a read-only file or a full disk is reported now, not at the first incident.
         conn.execute("BEGIN IMMEDIATE")

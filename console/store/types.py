@@ -48,13 +48,13 @@ class IncidentFilter:
     severity: Severity | None = None
     rule: str | None = None
     kind: str | None = None
-    status: tuple[Status, ...] = ()
+    status: Status | tuple[Status, ...] = ()
     text: str | None = None
 
-    def __post_init__(self) -> None:
-        # Accept a single Status for convenience; normalise to a tuple so the SQL builder sees one shape.
-        if isinstance(self.status, Status):
-            object.__setattr__(self, "status", (self.status,))
+    @property
+    def statuses(self) -> tuple[Status, ...]:
+        """``status`` as a tuple (empty: any status)."""
+        return (self.status,) if isinstance(self.status, Status) else tuple(self.status)
 
 
 @dataclass(frozen=True, slots=True)

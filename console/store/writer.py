@@ -8,6 +8,7 @@ Committed data is never touched by a failure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -119,6 +120,21 @@ class _Barrier:
 
 
 _STOP = object()
+# Errors about the file or the disk rather than about one write's content.
+_ENVIRONMENTAL = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY", "SQLITE_CANTOPEN")
+
+
+def _affects_every_write(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "").startswith(_ENVIRONMENTAL)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # After an I/O error SQLite may have rolled back already, or ROLLBACK may fail too; neither may escape.
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
 Write = ChangesWrite | ExposureWrite
 
 
@@ -170,26 +186,30 @@ class StoreWriter:
             batch: list[Write] = []
             barriers: list[_Barrier] = []
             item: object = first
-            while True:
-                if item is _STOP:
-                    stopping = True
-                elif isinstance(item, _Barrier):
-                    barriers.append(item)
-                elif isinstance(item, Exclusive):
-                    self._commit(batch)
-                    batch = []
-                    self._run_exclusive(item)
-                else:
-                    batch.append(item)  # type: ignore[arg-type]
-                if stopping or len(batch) >= MAX_BATCH:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            self._commit(batch)
-            for barrier in barriers:
-                barrier.done.set()
+            try:
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                    elif isinstance(item, _Barrier):
+                        barriers.append(item)
+                    elif isinstance(item, Exclusive):
+                        self._commit(batch)
+                        batch = []
+                        self._run_exclusive(item)
+                    else:
+                        batch.append(item)  # type: ignore[arg-type]
+                    if stopping or len(batch) >= MAX_BATCH:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                self._commit(batch)
+            except Exception:  # a bug must not kill the only writer
+                log.exception("unexpected error in the incident store writer")
+            finally:
+                for barrier in barriers:
+                    barrier.done.set()
 
     def _commit(self, batch: Sequence[Write]) -> None:
         if not batch:
@@ -198,14 +218,18 @@ class StoreWriter:
             self._transaction(batch)
             return
         except sqlite3.Error as exc:
+            if _affects_every_write(exc):
+                # Full disk, I/O error, lock held elsewhere: each write alone would fail the same way, slowly.
+                self._report(batch, exc)
+                return
             log.debug("batch of %d writes failed (%s); retrying one by one", len(batch), exc)
-        except Exception:  # a bug must not kill the only writer
+        except Exception:
             log.exception("unexpected error writing a batch; retrying one by one")
         for write in batch:
             try:
                 self._transaction((write,))
             except Exception as exc:
-                self._report(write, exc)
+                self._report((write,), exc)
 
     def _transaction(self, writes: Sequence[Write]) -> None:
         conn = self._conn
@@ -218,21 +242,21 @@ class StoreWriter:
             conn.execute("DELETE FROM temp.staged_incidents")
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     def _run_exclusive(self, item: Exclusive) -> None:
         try:
             item.result.set_result(item.job(self._conn))
         except Exception as exc:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+            _rollback(self._conn)
             item.result.set_exception(exc)
 
-    def _report(self, write: Write, exc: Exception) -> None:
+    def _report(self, writes: Sequence[Write], exc: Exception) -> None:
         reason = explain(exc) if isinstance(exc, sqlite3.Error) else repr(exc)
-        what = f"{len(write.changes)} incident changes" if isinstance(write, ChangesWrite) else "exposure"
+        changes = sum(len(write.changes) for write in writes if isinstance(write, ChangesWrite))
+        exposures = sum(1 for write in writes if isinstance(write, ExposureWrite))
+        what = f"{changes} incident changes, {exposures} exposure records"
         message = f"writing to the incident database {self._where} failed ({what} not saved): {reason}"
         with self._lock:
             first = self._last_error != message
