@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import operator
 import queue
 import sqlite3
 import threading
@@ -28,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from console.history import CHASSIS_METRICS, GPU_METRICS, chassis_row, gpu_row
-from console.schema import NodeSample
+from console.history import CHASSIS_METRICS, GPU_METRICS, MAX_GPUS_PER_NODE, chassis_row
+from console.schema import NodeSample, throttle_mask
 from console.store.opening import connect, explain, file_uri
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ MAX_QUEUED_SAMPLES = 200_000  # a stalled disk must not grow memory without boun
 CHASSIS = ""  # the entity "GPU" of a node's chassis row
 _STATS = 4  # count, min, mean, max
 _THROTTLE = GPU_METRICS.index("throttle_mask")
+_WIDTH = max(len(GPU_METRICS), len(CHASSIS_METRICS))
+_GPU_VALUES = operator.attrgetter(*GPU_METRICS[:-1])  # every metric but the mask, in one C call
+_GPU_PAD = (math.nan,) * (_WIDTH - len(GPU_METRICS))
+_CHASSIS_PAD = (math.nan,) * (_WIDTH - len(CHASSIS_METRICS))
 _DAMAGE_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
 _SCHEMA = (
@@ -117,78 +122,89 @@ def merge_stats(old: bytes, new: bytes) -> bytes:
     return _combine(n, lo, mean, hi).tobytes()
 
 
-class _Block:
-    """Running count/min/sum/max for some entities of one node in one minute (one row per entity)."""
+class _NodeMinute:
+    """Running count/min/sum/max of one node's GPUs and chassis over one minute, one row per entity.
 
-    def __init__(self, width: int, mask_column: int | None) -> None:
+    The arrays are reset and reused from minute to minute (a node's GPUs rarely change), so a sample costs a
+    handful of numpy operations on one (entities x metrics) block. The chassis row shares the block; its
+    column ``_THROTTLE`` is a fan speed, so the mask bookkeeping is applied to GPU rows only.
+    """
+
+    def __init__(self) -> None:
         self.keys: dict[str, int] = {}
-        self.width = width
-        self.mask_column = mask_column
-        self.n = np.zeros((0, width))
-        self.lo = np.zeros((0, width))
-        self.hi = np.zeros((0, width))
-        self.total = np.zeros((0, width))
-        self.mask_and = np.zeros(0, dtype=np.int64)
-        self.mask_or = np.zeros(0, dtype=np.int64)
+        self._last_keys: list[str] = []
+        self._last_slots = np.zeros(0, dtype=np.intp)
+        self._allocate(16)
+
+    def _allocate(self, rows: int) -> None:
+        self.n = np.zeros((rows, _WIDTH))
+        self.total = np.zeros((rows, _WIDTH))
+        self.lo = np.full((rows, _WIDTH), np.nan)
+        self.hi = np.full((rows, _WIDTH), np.nan)
+        self.mask_and = np.full(rows, -1, dtype=np.int64)
+        self.mask_or = np.zeros(rows, dtype=np.int64)
+
+    def reset(self) -> None:
+        for array, value in ((self.n, 0.0), (self.total, 0.0), (self.lo, np.nan), (self.hi, np.nan)):
+            array.fill(value)
+        self.mask_and.fill(-1)
+        self.mask_or.fill(0)
+        if len(self.keys) > MAX_GPUS_PER_NODE:  # a node that churns UUIDs must not grow this forever
+            self.keys, self._last_keys = {}, []
 
     def _slots(self, keys: list[str]) -> np.ndarray:
+        if keys == self._last_keys:
+            return self._last_slots
         for key in keys:
             if key not in self.keys:
                 self.keys[key] = len(self.keys)
-        grow = len(self.keys) - len(self.n)
-        if grow > 0:
-            nan = np.full((grow, self.width), np.nan)
-            self.n = np.vstack([self.n, np.zeros((grow, self.width))])
-            self.total = np.vstack([self.total, np.zeros((grow, self.width))])
-            self.lo = np.vstack([self.lo, nan])
-            self.hi = np.vstack([self.hi, nan])
-            self.mask_and = np.concatenate([self.mask_and, np.full(grow, -1, dtype=np.int64)])
-            self.mask_or = np.concatenate([self.mask_or, np.zeros(grow, dtype=np.int64)])
-        return np.fromiter((self.keys[k] for k in keys), dtype=np.intp, count=len(keys))
+        if len(self.keys) > len(self.n):
+            old = (self.n, self.total, self.lo, self.hi, self.mask_and, self.mask_or)
+            self._allocate(2 * len(self.keys))
+            for new, kept in zip((self.n, self.total, self.lo, self.hi, self.mask_and, self.mask_or), old, strict=True):
+                new[: len(kept)] = kept
+        self._last_keys = keys
+        self._last_slots = np.fromiter((self.keys[k] for k in keys), dtype=np.intp, count=len(keys))
+        return self._last_slots
 
-    def add(self, keys: list[str], rows: list[list[float]]) -> None:
-        if not keys:
-            return
+    def add(self, sample: NodeSample) -> None:
+        gpus = sample.gpus
+        keys = [g.uuid for g in gpus]
+        keys.append(CHASSIS)
+        rows = [(*_GPU_VALUES(g), throttle_mask(g.throttle_reasons), *_GPU_PAD) for g in gpus]
+        rows.append((*chassis_row(sample.chassis), *_CHASSIS_PAD))
+        values = np.array(rows, dtype=np.float64)  # None (not reported) becomes NaN
         slots = self._slots(keys)
-        values = np.asarray(rows, dtype=np.float64)
         finite = np.isfinite(values)
         self.n[slots] += finite
         self.total[slots] += np.where(finite, values, 0.0)
         self.lo[slots] = np.fmin(self.lo[slots], values)
         self.hi[slots] = np.fmax(self.hi[slots], values)
-        if self.mask_column is not None:
-            masks = np.nan_to_num(values[:, self.mask_column]).astype(np.int64)
-            self.mask_and[slots] &= masks
-            self.mask_or[slots] |= masks
+        masks = np.nan_to_num(values[:, _THROTTLE]).astype(np.int64)
+        self.mask_and[slots] &= masks
+        self.mask_or[slots] |= masks
 
     def rows(self) -> list[tuple[str, bytes]]:
+        count = len(self.keys)
+        n = self.n[:count]
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = self.total / self.n
-        mean[self.n == 0] = np.nan
-        lo, hi = self.lo.copy(), self.hi.copy()
-        if self.mask_column is not None:
-            seen = self.n[:, self.mask_column] > 0
-            lo[seen, self.mask_column] = self.mask_and[seen]
-            hi[seen, self.mask_column] = self.mask_or[seen]
-        return [(key, _combine(self.n[i], lo[i], mean[i], hi[i]).tobytes()) for key, i in self.keys.items()]
-
-
-class _Minute:
-    def __init__(self) -> None:
-        self.gpus: dict[str, _Block] = {}
-        self.chassis: dict[str, _Block] = {}
-
-    def add(self, sample: NodeSample) -> None:
-        gpus = self.gpus.get(sample.node)
-        if gpus is None:
-            gpus = self.gpus[sample.node] = _Block(len(GPU_METRICS), _THROTTLE)
-            self.chassis[sample.node] = _Block(len(CHASSIS_METRICS), None)
-        gpus.add([g.uuid for g in sample.gpus], [gpu_row(g) for g in sample.gpus])
-        self.chassis[sample.node].add([CHASSIS], [chassis_row(sample.chassis)])
-
-    def rows(self) -> list[tuple[str, str, bytes]]:
-        out = [(node, key, blob) for node, block in self.gpus.items() for key, blob in block.rows()]
-        out += [(node, key, blob) for node, block in self.chassis.items() for key, blob in block.rows()]
+            mean = self.total[:count] / n
+        mean[n == 0] = np.nan
+        lo, hi = self.lo[:count].copy(), self.hi[:count].copy()
+        chassis = self.keys.get(CHASSIS)
+        is_gpu = np.ones(count, dtype=bool)
+        if chassis is not None:
+            is_gpu[chassis] = False
+        seen = (n[:, _THROTTLE] > 0) & is_gpu
+        lo[seen, _THROTTLE] = self.mask_and[:count][seen]
+        hi[seen, _THROTTLE] = self.mask_or[:count][seen]
+        stats = np.stack([n, lo, mean, hi], axis=1).astype(np.float32)  # (entities, 4, _WIDTH)
+        out = []
+        for key, i in self.keys.items():
+            if not n[i].any():
+                continue  # not seen this minute (a GPU that left the node)
+            width = len(CHASSIS_METRICS) if i == chassis else len(GPU_METRICS)
+            out.append((key, stats[i, :, :width].tobytes()))
         return out
 
 
@@ -401,7 +417,8 @@ class RollupStore:
         self._ids: dict[tuple[str, str], int] = {
             (node, gpu): entity for entity, node, gpu in conn.execute("SELECT id, node, gpu FROM entities")
         }
-        self._open_minutes: dict[int, _Minute] = {}
+        self._open_minutes: dict[int, dict[str, _NodeMinute]] = {}
+        self._spare: dict[str, _NodeMinute] = {}  # written minutes' accumulators, reset for reuse
         self._latest = 0.0
         self._last_prune = -math.inf
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -526,8 +543,12 @@ class RollupStore:
         minute = int(sample.time // 60)
         bucket = self._open_minutes.get(minute)
         if bucket is None:
-            bucket = self._open_minutes[minute] = _Minute()
-        bucket.add(sample)
+            bucket = self._open_minutes[minute] = {}
+        acc = bucket.get(sample.node)
+        if acc is None:
+            spare = self._spare.pop(sample.node, None)
+            acc = bucket[sample.node] = spare if spare is not None else _NodeMinute()
+        acc.add(sample)
         self._latest = max(self._latest, sample.time)
 
     def _write_due(self, *, everything: bool) -> None:
@@ -536,8 +557,11 @@ class RollupStore:
         for minute in sorted(due):
             self._write_minute(minute, self._open_minutes.pop(minute))
 
-    def _write_minute(self, minute: int, bucket: _Minute) -> None:
-        rows = bucket.rows()
+    def _write_minute(self, minute: int, bucket: dict[str, _NodeMinute]) -> None:
+        rows = [(node, key, blob) for node, acc in bucket.items() for key, blob in acc.rows()]
+        for node, acc in bucket.items():
+            acc.reset()
+            self._spare[node] = acc
         conn = self._conn
         added: dict[tuple[str, str], int] = {}
         try:

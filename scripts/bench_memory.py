@@ -35,12 +35,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gpus", type=int, default=10_000)
     parser.add_argument("--seconds", type=int, default=3600)
+    parser.add_argument(
+        "--budget-mib", type=float, default=256, help="ring memory budget as the app sets it (0: none, 1 h per GPU)"
+    )
     args = parser.parse_args()
     nodes = args.gpus // 8
     spec = (SourceSpec(SourceKind.DCGM, url="http://127.0.0.1:1/metrics"),)
     fleet = Fleet((Site("s", "p"),), tuple(Node(f"n{i:05d}", "s", spec) for i in range(nodes)))
     before = rss_mib()
-    history = FleetHistory(capacity=args.seconds)
+    budget = int(args.budget_mib * 2**20) if args.budget_mib > 0 else None
+    history = FleetHistory(capacity=args.seconds, budget_bytes=budget, expected_gpus=args.gpus)
     state = FleetState(fleet)
     start = time.perf_counter()
     t0 = time.time() - args.seconds
@@ -59,6 +63,11 @@ def main() -> None:
     after = rss_mib()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"history: {args.gpus:,} GPUs x {args.seconds:,} s at 1 Hz")
+    if budget is not None:
+        print(
+            f"  budget {args.budget_mib:g} MiB: {history.capacity:,} rows per ring ({history.capacity / 60:.1f} min in "
+            "memory; the charts take the rest of the window from the per-minute rollup)"
+        )
     print(f"  ring buffers: {history.nbytes / 2**20:,.0f} MiB ({history.nbytes / args.gpus / 1024:.0f} KiB per GPU)")
     print(f"  process RSS: {before:,.0f} MiB before, {after:,.0f} MiB after, peak {peak:,.0f} MiB")
     per_node_us = fill_s / (args.seconds * nodes) * 1e6

@@ -91,9 +91,8 @@ def main() -> None:
             read.block(f"n{n:05d}", f"GPU-{n:05d}-{g}", now - 86400, now + 60)
         read.block(f"n{n:05d}", None, now - 86400, now + 60)
         node.append(time.perf_counter() - t0)
-    print(
-        f"  read 24 h of one metric of one GPU: median {statistics.median(one) * 1e3:.2f} ms, max {max(one) * 1e3:.2f} ms"
-    )
+    median_ms, worst_ms = statistics.median(one) * 1e3, max(one) * 1e3
+    print(f"  read 24 h of one metric of one GPU: median {median_ms:.2f} ms, max {worst_ms:.2f} ms")
     print(
         f"  read 24 h of a whole node (8 GPUs + chassis, every metric): median {statistics.median(node) * 1e3:.1f} ms"
     )

@@ -251,10 +251,6 @@ def test_history_and_state_stay_bounded_when_a_node_churns_uuids(run: Run) -> No
     assert run.history.nbytes < 64 * 2**20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="console/incidents/engine.py keeps GpuMemory and a gpu_lost track for every UUID ever seen on a node",
-)
 def test_engine_state_stays_bounded_when_a_node_churns_uuids(run: Run) -> None:
     node = run.engine._nodes["churn"]  # the engine's own memory: no public view of it exists
     assert len(node.memory.gpus) <= MAX_GPUS_PER_NODE

@@ -567,3 +567,23 @@ def test_database_uses_wal_and_the_indexes_serve_review_queries(store: IncidentS
         assert "COVERING INDEX incidents_unresolved_opened" in count_plan
     finally:
         conn.close()
+
+
+def test_one_bad_write_is_reported_and_does_not_take_good_ones_with_it(tmp_path: Path) -> None:
+    errors: list[str] = []
+    with IncidentStore.open(tmp_path / "incidents.sqlite3", on_error=errors.append) as store:
+        broken = replace(incident("broken"), title=None)  # type: ignore[arg-type]  # as a buggy rule might send
+        store.submit([opened(incident("good-1"))])
+        store.submit([opened(broken)])
+        store.submit([opened(incident("good-2", opened_at=T0 + 1))])
+        store.flush()
+        assert [inc.id for inc in store.query(IncidentFilter()).incidents] == ["good-2", "good-1"]
+        assert len(errors) == 1
+        assert "1 incident changes" in errors[0]
+        assert "NOT NULL" in errors[0]
+        assert store.last_error == errors[0]
+        assert store.failed_writes == 1
+        assert store.writer_alive
+        store.submit([opened(incident("good-3", opened_at=T0 + 2))])
+        store.flush()
+        assert store.count(IncidentFilter()) == 3

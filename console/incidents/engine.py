@@ -61,6 +61,9 @@ def incident_id(node: str, gpu_uuid: str | None, rule: str, code: str, opened_at
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+MAX_GPUS_PER_NODE = 64  # an 8-GPU node that churns UUIDs keeps at most this many GPUs' memory
+
+
 @dataclass(slots=True)
 class _Track:
     """One (node, GPU, rule, code): pending until ``for_s`` has passed, then carrying its open incident."""
@@ -283,6 +286,14 @@ class IncidentEngine:
         for uuid in ids:
             missing.pop(uuid, None)
         ns.gpu_ids = ids
+        # A node that reports a new UUID every poll (a broken exporter) must not grow this memory without bound:
+        # forget the longest-known GPUs that are not present now (dicts keep insertion order).
+        current = set(ids)
+        for table in (ns.memory.gpus, missing):
+            room = MAX_GPUS_PER_NODE - sum(1 for u in current if u not in table)  # new GPUs get memory next
+            if len(table) > room:
+                for uuid in [u for u in table if u not in current][: len(table) - room]:
+                    del table[uuid]
 
     def _observe_sample(self, ns: _NodeState, plan: _Plan, sample: NodeSample, t: float, batch: _Batch) -> None:
         tracks = ns.tracks
