@@ -33,12 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="GPU Ops Console: live GPU fleet telemetry, incidents and fixes across provider sites.",
     )
     parser.add_argument("--version", action="version", version=f"gpu-console {__version__}")
-    parser.add_argument(
-        "--demo", action="store_true", help="run on the built-in demo fleet (default without a config)"
-    )
-    parser.add_argument(
-        "--config", metavar="PATH", help="fleet inventory (TOML); default: the user config file"
-    )
+    parser.add_argument("--demo", action="store_true", help="run on the built-in demo fleet (default without a config)")
+    parser.add_argument("--config", metavar="PATH", help="fleet inventory (TOML); default: the user config file")
     parser.add_argument("--db", metavar="PATH", help="incident database; default: the user data directory")
     parser.add_argument("--seed", type=int, default=None, help="seed for the demo fleet (repeatable runs)")
     parser.add_argument(

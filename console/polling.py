@@ -147,9 +147,7 @@ class Poller:
         http = await self._open_http()
         self._ready.set()
         try:
-            tasks = [
-                asyncio.create_task(self._poll_node(node, http), name=node.name) for node in self._fleet.nodes
-            ]
+            tasks = [asyncio.create_task(self._poll_node(node, http), name=node.name) for node in self._fleet.nodes]
             await self._stopping.wait()
             for task in tasks:
                 task.cancel()

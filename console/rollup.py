@@ -40,6 +40,7 @@ DEFAULT_RETENTION_H = 24.0
 FLUSH_GRACE_S = 5.0  # a node's sample for minute M may arrive a little after M ends
 PRUNE_EVERY_S = 300.0
 MAX_QUEUED_SAMPLES = 200_000  # a stalled disk must not grow memory without bound: drop beyond this
+MAX_CLOCK_AHEAD_S = 300.0  # a node whose clock runs further ahead than this would write rows retention never reaches
 CHASSIS = ""  # the entity "GPU" of a node's chassis row
 _STATS = 4  # count, min, mean, max
 _THROTTLE = GPU_METRICS.index("throttle_mask")
@@ -540,6 +541,11 @@ class RollupStore:
                 barrier.done.set()
 
     def _add(self, sample: NodeSample) -> None:
+        now = self._clock()
+        if not (now - self.retention_s <= sample.time <= now + MAX_CLOCK_AHEAD_S):
+            with self._lock:
+                self._dropped += 1  # outside the kept span (a node with a wrong clock): it would never be pruned
+            return
         minute = int(sample.time // 60)
         bucket = self._open_minutes.get(minute)
         if bucket is None:

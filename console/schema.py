@@ -325,9 +325,7 @@ def _check(path: str, value: Any, kinds: tuple[type, ...], optional: bool = True
     if isinstance(value, bool) and bool not in kinds:
         raise SchemaError(f"{path}: expected {'/'.join(k.__name__ for k in kinds)}, got bool")
     if not isinstance(value, kinds):
-        raise SchemaError(
-            f"{path}: expected {'/'.join(k.__name__ for k in kinds)}, got {type(value).__name__}"
-        )
+        raise SchemaError(f"{path}: expected {'/'.join(k.__name__ for k in kinds)}, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

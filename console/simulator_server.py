@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ class SimulatorConfig:
     seed: int = 0
     redfish: bool = False
     anchor: float | None = None  # when the fault schedule starts; None: when the server starts
+    refresh_s: float = 1.0  # how often a node's values change (dcgm-exporter's -c; it defaults to 30 s)
 
 
 def parse_faults(text: str) -> frozenset[FaultKind]:
@@ -85,6 +87,8 @@ def validate_config(config: SimulatorConfig) -> None:
             f"--gpus-per-node must be 1-{GPUS_PER_NODE} (the demo baseboard has {GPUS_PER_NODE}), "
             f"got {config.gpus_per_node}"
         )
+    if not (math.isfinite(config.refresh_s) and config.refresh_s >= 1.0):
+        raise SimulatorConfigError(f"--refresh must be >= 1 second, got {config.refresh_s}")
     if not 0 <= config.port <= 65535:
         raise SimulatorConfigError(f"port must be 0-65535, got {config.port}")
 
@@ -130,21 +134,24 @@ def simulation_plan(config: SimulatorConfig, roster: Iterable[RosterEntry], anch
 
 
 class SimulatedNode:
-    """One node: steps its simulation lazily, at most once per second, and caches what it serves."""
+    """One node: steps its simulation lazily, at most once per refresh period, and caches what it serves."""
 
-    def __init__(self, entry: RosterEntry, plan: DemoPlan, gpus: int) -> None:
+    def __init__(self, entry: RosterEntry, plan: DemoPlan, gpus: int, refresh_s: float = 1.0) -> None:
         self.name = entry.node
         self.site = entry.site.name
         self.cooling = entry.site.cooling
         self.simulation = NodeSimulation(entry.node, entry.site.name, entry.site.model, entry.site.cooling, plan)
         self._gpus = gpus
+        self._refresh_s = refresh_s
+        # each node refreshes at its own phase, so a large fleet's work spreads over the period
+        self._phase = (zlib.crc32(entry.node.encode()) % 1000) / 1000.0 * refresh_s if refresh_s > 1.0 else 0.0
         self._second: int | None = None
         self._sample: NodeSample | None = None
         self._payload: bytes | None = None
         self._redfish: dict[str, bytes] = {}
 
     def sample(self, now: float) -> NodeSample:
-        second = math.floor(now)
+        second = math.floor((now + self._phase) / self._refresh_s)
         if self._sample is None or second != self._second:
             sample = self.simulation.sample(now)
             if self._gpus < len(sample.gpus):
@@ -321,7 +328,9 @@ class SimulatorServer:
         self.roster = simulated_roster(config.nodes)
         anchor = time.time() if config.anchor is None else config.anchor
         plan = simulation_plan(config, self.roster, anchor)
-        self.nodes = {entry.node: SimulatedNode(entry, plan, config.gpus_per_node) for entry in self.roster}
+        self.nodes = {
+            entry.node: SimulatedNode(entry, plan, config.gpus_per_node, config.refresh_s) for entry in self.roster
+        }
         self._runner: web.AppRunner | None = None
         self.url = ""
 

@@ -141,3 +141,15 @@ def test_clicking_a_fleet_map_tile_drills_into_that_gpus_charts(console_app, qtb
     assert window.center_tabs.currentWidget() is window.charts
     assert window.charts.selection is not None
     assert (window.charts.selection.node, window.charts.selection.gpu_uuid) == (node.name, gpu.uuid)
+
+
+def test_each_node_shows_its_source_status(console_app, qtbot) -> None:  # type: ignore[no-untyped-def]
+    app, _ = console_app
+    window = app.window
+    qtbot.waitUntil(lambda: window.state.gpu_count == 256, timeout=15_000)
+    window._on_refresh_timer_timeout()
+    node = next(n for n in window.state.nodes.values() if n.reachable and n.gpus)
+    detail = window.fleet_panel.model.node_row(node.name)[5]
+    assert "polled in" in detail.text() and "ms" in detail.text()
+    tip = detail.toolTip()
+    assert "sources: demo" in tip and "last success:" in tip and "UTC" in tip and "last error: none" in tip

@@ -124,6 +124,10 @@ def test_after_a_restart_the_24h_chart_shows_the_earlier_minutes_from_the_rollup
         assert earlier.sum() == 180  # every minute of it, one point each (its mean)
         assert y[earlier][:3].tolist() == [200.0, 201.0, 202.0]
         assert y[-1] == 300.0  # the live ring still ends the curve
+        _low, high, _fill = panel.bands["power_w"]
+        bx, by = high.getData()
+        assert bx is not None and by is not None and len(bx) == 180  # the min-max band under the earlier part
+        assert by[:3].tolist() == [200.0, 201.0, 202.0]
         fx, _fy = panel.cooling_curves["inlet_c"].getData()
         assert fx is not None and fx.min() == start + 30  # chassis metrics too
         # A 5 min window reaches past the two-second ring as well, and only shows the last minutes.
@@ -208,6 +212,19 @@ def test_a_failed_write_is_logged_once_and_observing_goes_on(tmp_path: Path, cap
         assert rollup.failed_writes >= 3 and rollup.writer_alive  # three minutes (and the pruning)
         assert "no such table: minutes" in (rollup.last_error or "")
         assert caplog.text.count("writing to the history database") == 1  # a transition, not a flood
+    finally:
+        rollup.close()
+
+
+def test_samples_from_a_node_with_a_wrong_clock_are_dropped_not_kept_forever(tmp_path: Path) -> None:
+    rollup = RollupStore.open(tmp_path / "h.sqlite3", retention_h=1.0)
+    try:
+        now = time.time()
+        for t in (now + 86400 * 365, now - 7200, 0.0, now):
+            rollup.observe(_sample("n1", t, 1.0))
+        rollup.flush()
+        assert rollup.dropped_samples == 3
+        assert rollup.reader.row_count() == 3  # only the sample of now: two GPUs and the chassis
     finally:
         rollup.close()
 

@@ -145,6 +145,7 @@ def test_a_node_payload_is_cached_within_a_second_and_moves_on_after(simulator: 
 def test_unknown_node_is_404(simulator: RunningSimulator) -> None:
     with pytest.raises(urllib.error.HTTPError) as caught:
         get(f"{simulator.url}/nodes/no-such-node/metrics")
+    caught.value.close()  # an HTTPError holds the response and its socket
     assert caught.value.code == 404
 
 

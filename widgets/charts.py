@@ -8,6 +8,7 @@ independent of data arrival. Fixed y ranges and width-1 pens without antialiasin
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import time
 import warnings
@@ -179,6 +180,7 @@ class ChartPanel(QWidget):
         self._rollup: RollupReader | None = None
         self._rollup_cache: _RollupCache | None = None
         self._rollup_failed = False
+        self._band_key: tuple[object, ...] | None = None
         self.window_s = 300.0
         self.rated_flow_lpm = float("nan")  # set by the window from the node's latest chassis sample
         self.max_points = 1200  # per curve; about two points per horizontal pixel of a plot
@@ -224,6 +226,12 @@ class ChartPanel(QWidget):
         self.fan_curves = [self.fans.curve(gpu_color(i)) for i in range(FAN_SLOTS)]
         self.flow_curve = self.flow.curve("#00897b")
         self.rated_flow_curve = self.flow.curve("#444", Qt.PenStyle.DashLine)
+        # The rollup's min-max of the first selected GPU, drawn as a light band under the mean line.
+        self.bands = {
+            "utilization_pct": self._band(self.util),
+            "power_w": self._band(self.power),
+            "temperature_c": self._band(self.temp),
+        }
         self.cooling.item.addLegend(offset=(5, 5), labelTextSize="8pt")
         for name, curve in self.cooling_curves.items():
             self.cooling.item.legend.addItem(curve, name.removesuffix("_c").replace("_", " "))
@@ -346,6 +354,45 @@ class ChartPanel(QWidget):
             pairs = [p for p in pairs if p[1] == sel.gpu_uuid]
         return pairs[:MAX_GPU_CURVES]
 
+    @staticmethod
+    def _band(plot: _Plot) -> tuple[pg.PlotCurveItem, pg.PlotCurveItem, pg.FillBetweenItem]:
+        low = pg.PlotCurveItem(pen=pg.mkPen(None), connect="finite")
+        high = pg.PlotCurveItem(pen=pg.mkPen(None), connect="finite")
+        fill = pg.FillBetweenItem(low, high, brush=pg.mkBrush(QColor(0, 0, 0, 28)))
+        fill.setZValue(-5)
+        for item in (low, high, fill):
+            plot.item.addItem(item)
+        return low, high, fill
+
+    def _draw_bands(
+        self, node: NodeHistory | None, cache: _RollupCache | None, gpu: tuple[int, str] | None, since: float
+    ) -> None:
+        oldest = node.oldest_time if node is not None else None
+        key = (
+            None if cache is None else cache.read_at,
+            gpu,
+            math.floor(since / 60),
+            None if oldest is None else math.floor(oldest / 60),
+        )
+        if key == self._band_key:
+            return  # unchanged since the last frame: the bands change a minute at a time
+        self._band_key = key
+        for metric, (low, high, fill) in self.bands.items():
+            earlier = self._earlier(cache, gpu[1], metric) if node is not None and gpu is not None else None
+            if earlier is not None:
+                earlier = _clip(earlier, since)
+                keep = earlier.t + 30.0 <= (oldest if oldest is not None else np.inf)
+                earlier = RollupSeries(earlier.t[keep], earlier.min[keep], earlier.mean[keep], earlier.max[keep])
+            if earlier is None or not len(earlier.t) or gpu is None:
+                low.setData([], [])
+                high.setData([], [])
+                continue
+            color = QColor(gpu_color(gpu[0]))
+            color.setAlpha(40)
+            fill.setBrush(pg.mkBrush(color))
+            low.setData(earlier.t, earlier.min)
+            high.setData(earlier.t, earlier.max)
+
     def redraw(self) -> None:
         sel = self._selection
         node = self._history.nodes.get(sel.node) if sel is not None else None
@@ -354,6 +401,7 @@ class ChartPanel(QWidget):
                 for curve in plot.curves:
                     curve.setData([], [])
                 plot.shade([])
+            self._draw_bands(None, None, None, 0.0)
             return
         now = time.time()
         since = now - self.window_s
@@ -404,6 +452,7 @@ class ChartPanel(QWidget):
         else:
             spans = []
         spans = sorted(self._rollup_slowdowns(node, cache, [u for _i, u in gpus], since) + spans)
+        self._draw_bands(node, cache, gpus[0] if gpus else None, since)
         for plot in (self.util, self.power, self.temp):
             plot.shade(spans)
         for metric, curve in self.cooling_curves.items():

@@ -116,7 +116,12 @@ class FleetModel(QStandardItemModel):
             detail = f"{len(node.gpus)} GPUs, polled in {node.last_latency_s * 1000:.0f} ms"
         else:
             detail = "waiting for first poll"
-        tip = f"sources: {node.sources}\nlast error: {node.last_error or 'none'}"
+        last_ok = time.strftime("%H:%M:%S UTC", time.gmtime(node.last_success)) if node.last_success else "never"
+        latency = f"{node.last_latency_s * 1000:.0f} ms" if node.last_latency_s is not None else "n/a"
+        tip = (
+            f"sources: {node.sources}\nlast success: {last_ok}\nlast poll latency: {latency}\n"
+            f"last error: {node.last_error or 'none'}"
+        )
         insecure = self._tls_off.get(node.name)
         if insecure:
             detail += f" · {TLS_OFF}"
@@ -128,6 +133,12 @@ class FleetModel(QStandardItemModel):
         for gpu in sorted(node.gpus.values(), key=lambda g: g.index):
             if visible or (node.name, gpu.uuid) not in self._gpu_rows:
                 self._refresh_gpu(node, gpu)
+
+    def node_row(self, node: str) -> list[QStandardItem]:
+        return self._node_rows[node]
+
+    def gpu_row(self, node: str, uuid: str) -> list[QStandardItem] | None:
+        return self._gpu_rows.get((node, uuid))
 
     def set_expanded(self, node: str, expanded: bool) -> None:
         if expanded:
@@ -258,8 +269,8 @@ class FleetPanel(QWidget):
 
     def reveal(self, node: str, gpu_uuid: str | None) -> None:
         """Select and scroll to a node or GPU row (used by the incidents panel's double-click)."""
-        rows = self.model._gpu_rows.get((node, gpu_uuid)) if gpu_uuid else None
-        target = rows or self.model._node_rows.get(node)
+        rows = self.model.gpu_row(node, gpu_uuid) if gpu_uuid else None
+        target = rows or (self.model.node_row(node) if node in self.model._state.nodes else None)
         if not target:
             return
         index = self.proxy.mapFromSource(target[0].index())

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from console.incidents.model import Incident, Status
 from console.store import IncidentStore, SeenBefore, SeenGroup, TimelineEntry
+from widgets.fleet_panel import plain_tooltip
 from widgets.incident_evidence import EvidenceChart, EvidenceSeries, evidence_series
 from widgets.incident_table import outcome_text, utc
 from widgets.style import SEVERITY_COLORS
@@ -34,7 +35,9 @@ from widgets.style import SEVERITY_COLORS
 SAME_COLOR = "#2e7d32"
 ELSEWHERE_COLOR = "#8d6e00"
 TIMELINE_COLUMNS = ("Time (UTC)", "Change", "Severity", "Status", "Count", "Note")
-SEEN_COLUMNS = ("Opened (UTC)", "Site", "Provider", "Node", "GPU model", "Driver", "Outcome", "Note")
+# What fixed it first (outcome and note are what the operator came for), then what decides the group (provider,
+# driver, GPU model), then where exactly.
+SEEN_COLUMNS = ("Opened (UTC)", "Outcome", "Note", "Provider", "Driver", "GPU model", "Site", "Node")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +106,8 @@ class SeenBox(QGroupBox):
         self.caveat = _plain_label()
         self.caveat.setStyleSheet(f"color: {color};")
         self.caveat.hide()
-        self.list = _tree(SEEN_COLUMNS, (128, 120, 90, 140, 150, 80, 80))
-        self.list.setMinimumHeight(110)
+        self.list = _tree(SEEN_COLUMNS, (116, 84, 250, 96, 86, 160, 130))
+        self.list.setMinimumHeight(60)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 8, 6, 6)
         layout.addWidget(self.counts_label)
@@ -120,27 +123,34 @@ class SeenBox(QGroupBox):
         if group is None:
             self.counts_label.setText("")
             return
+        # Resolved with no operator outcome: the engine cleared it (the store has no column of its own for it).
+        cleared = group.total - group.fixed - group.not_fixed - group.workaround - group.unresolved
         self.counts_label.setText(
             f"{group.fixed} fixed · {group.not_fixed} not fixed · {group.workaround} workaround · "
-            f"{group.unresolved} unresolved  ({group.total} seen)"
+            f"{group.unresolved} unresolved"
+            + (f" · {cleared} auto-cleared" if cleared else "")
+            + f"  ({group.total} seen)"
         )
         items = []
         for past in group.incidents:
+            outcome = (
+                "unresolved"
+                if past.status is not Status.RESOLVED
+                else (str(past.outcome).replace("_", " ") if past.outcome else "resolved")
+            )
             item = QTreeWidgetItem(
                 [
-                    utc(past.opened_at),
-                    past.site,
-                    past.provider,
-                    past.node,
-                    _context_text(past.gpu_model),
-                    _context_text(past.driver_version),
-                    "unresolved"
-                    if past.status is not Status.RESOLVED
-                    else (str(past.outcome).replace("_", " ") if past.outcome else "resolved"),
+                    utc(past.opened_at)[:16],
+                    outcome,
                     past.resolution_note,
+                    past.provider,
+                    _context_text(past.driver_version),
+                    _context_text(past.gpu_model),
+                    past.site,
+                    past.node,
                 ]
             )
-            item.setToolTip(7, "")  # a long note is read in the row, never rendered as rich text
+            item.setToolTip(2, plain_tooltip(past.resolution_note) if past.resolution_note else "")
             items.append(item)
         self.list.addTopLevelItems(items)
         if group.total > len(group.incidents):
@@ -199,7 +209,8 @@ class IncidentDetail(QWidget):
 
         self.chart = EvidenceChart()
         self.timeline = _tree(TIMELINE_COLUMNS, (140, 96, 70, 96, 56))
-        self.timeline.setMinimumHeight(110)
+        self.timeline.setMinimumHeight(70)
+        self.timeline.setMaximumHeight(100)
 
         self.same_box = SeenBox(SAME_COLOR)
         self.elsewhere_box = SeenBox(ELSEWHERE_COLOR)
@@ -214,12 +225,14 @@ class IncidentDetail(QWidget):
         left.addWidget(self.chart, 1)
         right = QVBoxLayout()
         right.addWidget(_section("Timeline of updates"))
-        right.addWidget(self.timeline, 2)
+        right.addWidget(self.timeline)
         right.addWidget(_line())
-        right.addWidget(seen_heading)
-        right.addWidget(self.seen_summary)
-        right.addWidget(self.same_box, 3)
-        right.addWidget(self.elsewhere_box, 3)
+        heading_row = QHBoxLayout()
+        heading_row.addWidget(seen_heading)
+        heading_row.addWidget(self.seen_summary, 1)
+        right.addLayout(heading_row)
+        right.addWidget(self.same_box, 1)
+        right.addWidget(self.elsewhere_box, 1)
         body = QHBoxLayout()
         body.addLayout(left, 1)
         body.addLayout(right, 1)
@@ -324,7 +337,7 @@ class IncidentDetail(QWidget):
             f"Fixes in this box worked somewhere else. Treat them as leads to try, not as proven for {here}.",
         )
         code = f" code {seen.code}" if seen.code else ""
-        self.seen_summary.setText(f"Incidents of rule {seen.rule}{code}, other than this one.")
+        self.seen_summary.setText(f"(other incidents of rule {seen.rule}{code})")
         self.seen_summary.show()
 
 

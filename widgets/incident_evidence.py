@@ -73,9 +73,9 @@ def evidence_series(incident: Incident, points: Sequence[EvidencePoint]) -> Evid
             continue
         label = label or f"GPU {gpu.index}" + (f" · {gpu.name}" if gpu.name else "")
         times.append(sample.time)
-        for name in columns:
+        for name, column in columns.items():
             value = getattr(gpu, name)
-            columns[name].append(math.nan if value is None else float(value))
+            column.append(math.nan if value is None else float(value))
         masks.append(float(throttle_mask(gpu.throttle_reasons)))
     order = np.argsort(np.asarray(times, dtype=np.float64), kind="stable")
     t = np.asarray(times, dtype=np.float64)[order]
@@ -102,7 +102,7 @@ class EvidenceChart(QWidget):
         self.caption.setTextFormat(Qt.TextFormat.PlainText)  # GPU names come from the node
         self.caption.setWordWrap(True)
         self.graphics = pg.GraphicsLayoutWidget()
-        self.graphics.setMinimumHeight(300)
+        self.graphics.setMinimumHeight(240)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
@@ -214,4 +214,9 @@ class EvidenceChart(QWidget):
     @property
     def shaded_spans(self) -> list[tuple[float, float]]:
         first = next(iter(self.regions.values()))
-        return [tuple(region.getRegion()) for region in first if region.isVisible()]  # type: ignore[misc]
+        spans: list[tuple[float, float]] = []
+        for region in first:
+            if region.isVisible():
+                start, end = region.getRegion()
+                spans.append((float(start), float(end)))
+        return spans

@@ -137,8 +137,8 @@ class IncidentFilterBar(QWidget):
         self.time_range.currentIndexChanged.connect(self._on_time_range_changed)
         for combo in (self.severity, self.status):
             combo.currentIndexChanged.connect(self._on_any_changed)
-        for edit in (self.since_edit, self.until_edit):
-            edit.dateTimeChanged.connect(self._on_any_changed)
+        for time_edit in (self.since_edit, self.until_edit):
+            time_edit.dateTimeChanged.connect(self._on_any_changed)
         self.text.textChanged.connect(self._on_any_changed)
         self._on_time_range_changed()
         self._debounce.stop()

@@ -112,9 +112,7 @@ class StoreJobs(QObject):
         if thread is None or not thread.is_alive():
             self.cancelled.clear()
             lane_queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-            thread = threading.Thread(
-                target=self._run, args=(lane_queue,), name=f"incident-review-{lane}", daemon=True
-            )
+            thread = threading.Thread(target=self._run, args=(lane_queue,), name=f"incident-review-{lane}", daemon=True)
             self._queues[lane] = lane_queue
             self._threads[lane] = thread
             thread.start()

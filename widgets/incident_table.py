@@ -34,7 +34,7 @@ COLUMNS = (
     "Count",
     "Outcome",
 )
-COLUMN_WIDTHS = (74, 96, 130, 96, 150, 50, 170, 50, 320, 132, 132, 50, 90)
+COLUMN_WIDTHS = (74, 96, 130, 96, 150, 44, 170, 50, 320, 148, 148, 50, 90)
 TITLE_COLUMN = COLUMNS.index("Title")
 _Index = QModelIndex | QPersistentModelIndex
 

@@ -62,6 +62,15 @@ class MainWindow(QMainWindow):
         )
         self.banner.setVisible(fleet.is_demo)
         layout.addWidget(self.banner)
+        # Recoverable app problems (a damaged database moved aside, a failing disk) go here, not into dialogs.
+        self.problem_banner = QLabel("")
+        self.problem_banner.setTextFormat(Qt.TextFormat.PlainText)
+        self.problem_banner.setWordWrap(True)
+        self.problem_banner.setStyleSheet(
+            "background: #fdecea; color: #7f1d1d; border: 1px solid #c62828; padding: 4px; font-weight: 600;"
+        )
+        self.problem_banner.hide()
+        layout.addWidget(self.problem_banner)
 
         self.fleet_map = FleetMapWidget(self.state)
         self.center_tabs = QTabWidget()
@@ -131,6 +140,12 @@ class MainWindow(QMainWindow):
         if update.changes:
             self.state.apply_changes(update.changes)
             self.incidents.apply(update.changes)
+
+    def show_problem(self, message: str) -> None:
+        """Show a recoverable problem in the red banner (newest first, at most three lines kept)."""
+        lines = [message, *[line for line in self.problem_banner.text().splitlines() if line != message]][:3]
+        self.problem_banner.setText("\n".join(lines))
+        self.problem_banner.show()
 
     def add_action(self, name: str, text: str) -> QAction:
         """A toolbar action other windows (incident log, fleet map, inventory) hang off."""

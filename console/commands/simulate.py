@@ -30,6 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # own dest: the top-level --seed would otherwise be overwritten by this parser's default
     parser.add_argument("--seed", dest="simulate_seed", type=int, default=None, help="simulation seed")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument(
+        "--refresh",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between a node's value updates, like dcgm-exporter's -c (default %(default)s; "
+        "raise it to serve thousands of nodes from a small machine)",
+    )
     parser.add_argument("--redfish", action="store_true", help="also serve a Redfish BMC per node")
 
 
@@ -53,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             faults=parse_faults(args.faults),
             seed=seed,
             redfish=args.redfish,
+            refresh_s=args.refresh,
         )
         validate_config(config)
     except (SimulatorConfigError, AgentConfigError) as exc:

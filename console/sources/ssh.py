@@ -43,9 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 22
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
-_KEEPALIVE_S = (
-    15.0  # notices a silently dead peer between polls, so the next poll reconnects instead of hanging
-)
+_KEEPALIVE_S = 15.0  # notices a silently dead peer between polls, so the next poll reconnects instead of hanging
 _COMMAND_NOT_FOUND = (126, 127)
 
 
@@ -112,9 +110,7 @@ class SshSource:
                 result = await self._run_query(conn)
             except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, ConnectionError) as again:
                 self._abort()
-                raise SourceError(
-                    PollFailure.UNREACHABLE, f"{self._where}: connection lost: {again}"
-                ) from None
+                raise SourceError(PollFailure.UNREACHABLE, f"{self._where}: connection lost: {again}") from None
         return result
 
     async def _run_query(self, conn: asyncssh.SSHClientConnection) -> NodeSample:
@@ -148,8 +144,7 @@ class SshSource:
         if exit_status in _COMMAND_NOT_FOUND:
             raise SourceError(
                 PollFailure.BAD_PAYLOAD,
-                f"{self._where}: {self._nvidia_smi} not found or not executable on the node "
-                f"({_last_line(stderr)})",
+                f"{self._where}: {self._nvidia_smi} not found or not executable on the node ({_last_line(stderr)})",
             )
         try:
             parsed = parse_query_output(stdout, self._fields)
@@ -198,8 +193,7 @@ class SshSource:
         if not self._known_hosts.is_file():
             raise SourceError(
                 PollFailure.AUTH_REFUSED,
-                f"known_hosts file {self._known_hosts} does not exist: "
-                f"cannot verify the host key of {self._where}",
+                f"known_hosts file {self._known_hosts} does not exist: cannot verify the host key of {self._where}",
             )
         # With a named key use only that key; without one, the user's default keys and agent.
         options: dict[str, object] = {}
@@ -227,9 +221,7 @@ class SshSource:
                 PollFailure.AUTH_REFUSED, f"{user}{self._where}: key authentication refused ({exc.reason})"
             ) from None
         except asyncssh.DisconnectError as exc:
-            raise SourceError(
-                PollFailure.UNREACHABLE, f"{self._where}: SSH handshake failed: {exc}"
-            ) from None
+            raise SourceError(PollFailure.UNREACHABLE, f"{self._where}: SSH handshake failed: {exc}") from None
         except TimeoutError:
             raise SourceError(
                 PollFailure.TIMEOUT, f"{self._where}: no SSH handshake within {self._ctx.timeout_s:g} s"

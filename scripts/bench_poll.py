@@ -1,0 +1,201 @@
+"""Polling at scale: the real Poller + dcgm parsing over `gpu-console simulate --nodes N`, then Prometheus on
+the same targets for the same time, and the CPU ratio of the two.
+
+    .venv/bin/python scripts/bench_poll.py [--nodes 1000] [--duration 60] [--interval 1.0] [--no-prometheus]
+
+Prints: polls/s, % of polls on time (PollerStats.on_time_polls / polls), p50/p99 poll latency, CPU of this
+process (the poller: everything but a sleeping main thread) as % of one core, its peak RSS, the simulator's
+CPU, then Prometheus' CPU (from /proc/<pid>/stat) over the same duration and the ratio poller / Prometheus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from console.inventory import parse_inventory  # noqa: E402
+from console.polling import Poller, PollResult  # noqa: E402
+from console.sources import make_source  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat (fields 14 and 15, after the command name)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def start_simulator(nodes: int, faults: str, refresh: float) -> tuple[subprocess.Popen[str], str]:
+    console = Path(sys.executable).with_name("gpu-console")
+    process = subprocess.Popen(
+        [str(console), "simulate", "--nodes", str(nodes), "--listen", "127.0.0.1:0", "--faults", faults]
+        + ["--refresh", str(refresh)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if select.select([process.stdout], [], [], 0.5)[0]:
+            match = re.search(r"at (http://\S+?)/? ", process.stdout.readline())
+            if match:
+                return process, match.group(1)
+        if process.poll() is not None:
+            break
+    process.kill()
+    raise SystemExit("gpu-console simulate did not start")
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        body: bytes = response.read()
+        return body
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def bench_poller(base: str, duration: float, interval: float, simulator_pid: int) -> float:
+    fleet = parse_inventory(fetch(f"{base}/inventory.toml").decode(), f"{base}/inventory.toml")
+    if interval != 1.0:
+        import dataclasses
+
+        fleet = dataclasses.replace(
+            fleet, sites=tuple(dataclasses.replace(s, interval_s=interval) for s in fleet.sites)
+        )
+    gpus = 0
+    lock = threading.Lock()
+
+    def on_result(result: PollResult) -> None:
+        nonlocal gpus
+        if result.sample is not None:
+            with lock:
+                gpus += len(result.sample.gpus)
+
+    poller = Poller(fleet, make_source, on_result, http_connection_limit=512, seed=1)
+    cpu0, sim0, t0 = own_cpu_seconds(), cpu_seconds(simulator_pid), time.monotonic()
+    poller.start()
+    time.sleep(duration)
+    cpu1, sim1, t1 = own_cpu_seconds(), cpu_seconds(simulator_pid), time.monotonic()
+    poller.stop()
+    stats = poller.stats
+    wall = t1 - t0
+    poller_cpu = (cpu1 - cpu0) / wall * 100.0
+    latencies = list(stats.latencies_s)
+    print(f"poller: {len(fleet.nodes)} dcgm nodes ({gpus / max(stats.ok_polls, 1):.0f} GPUs each) every {interval:g} s")
+    print(f"  polls/s            {stats.polls / wall:8.1f}   (ok {stats.ok_polls}, failed {stats.failed_polls})")
+    print(f"  on time            {100.0 * stats.on_time_polls / max(stats.polls, 1):8.2f} %")
+    print(
+        f"  latency p50 / p99  {percentile(latencies, 0.5) * 1000:8.1f} / {percentile(latencies, 0.99) * 1000:.1f} ms"
+    )
+    per_poll_us = (cpu1 - cpu0) / max(stats.polls, 1) * 1e6
+    print(f"  CPU (this process) {poller_cpu:8.1f} % of one core  ({per_poll_us:.0f} us/poll)")
+    print(f"  peak RSS           {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:8.1f} MiB")
+    print(f"  simulator CPU      {(sim1 - sim0) / wall * 100.0:8.1f} % of one core")
+    return poller_cpu
+
+
+def bench_prometheus(base: str, duration: float, interval: float, work: Path) -> float | None:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        print("prometheus: not installed (Debian package prometheus); skipped")
+        return None
+    targets = work / "targets.json"
+    targets.write_bytes(fetch(f"{base}/prometheus/targets"))
+    count = len(json.loads(targets.read_text()))
+    config = work / "prometheus.yml"
+    config.write_text(
+        f"global:\n  scrape_interval: {interval:g}s\n  scrape_timeout: {interval:g}s\n"
+        f"scrape_configs:\n  - job_name: simulated\n    file_sd_configs:\n      - files: ['{targets}']\n"
+    )
+    port = 19090 + os.getpid() % 1000
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = f"http://127.0.0.1:{port}/api/v1/query?query="
+    try:
+        deadline = time.monotonic() + 60
+        up = 0
+        while time.monotonic() < deadline and up < count:
+            time.sleep(1.0)
+            try:
+                result = json.loads(fetch(api + "sum(up)"))["data"]["result"]
+                up = int(float(result[0]["value"][1])) if result else 0
+            except OSError:
+                continue
+        cpu0, t0 = cpu_seconds(process.pid), time.monotonic()
+        time.sleep(duration)
+        cpu1, t1 = cpu_seconds(process.pid), time.monotonic()
+        rate = json.loads(fetch(api + "rate(prometheus_tsdb_head_samples_appended_total[10s])"))["data"]["result"]
+        samples = float(rate[0]["value"][1]) if rate else float("nan")
+        prom_cpu = (cpu1 - cpu0) / (t1 - t0) * 100.0
+        print(f"prometheus: {up} of {count} targets up, scrape every {interval:g} s")
+        print(f"  CPU                {prom_cpu:8.1f} % of one core   ({samples:,.0f} samples/s appended)")
+        return prom_cpu
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per measurement (default 60)")
+    parser.add_argument("--interval", type=float, default=1.0, help="poll/scrape interval in seconds")
+    parser.add_argument("--faults", default="all", help="simulate --faults (default all, as the demo fleet)")
+    parser.add_argument(
+        "--sim-refresh", type=float, default=1.0, help="simulate --refresh: seconds between value updates"
+    )
+    parser.add_argument("--no-prometheus", action="store_true", help="skip the Prometheus comparison")
+    args = parser.parse_args()
+    simulator, base = start_simulator(args.nodes, args.faults, args.sim_refresh)
+    try:
+        poller_cpu = bench_poller(base, args.duration, args.interval, simulator.pid)
+        if not args.no_prometheus:
+            with tempfile.TemporaryDirectory(prefix="bench-poll-") as work:
+                prom_cpu = bench_prometheus(base, args.duration, args.interval, Path(work))
+            if prom_cpu:
+                print(f"ratio poller / prometheus CPU: {poller_cpu / prom_cpu:.2f}")
+    finally:
+        simulator.send_signal(signal.SIGTERM)
+        simulator.wait(30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
