@@ -7,6 +7,7 @@ What leaves through ``on_update`` is an immutable ``MonitorUpdate``: the app's b
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from console.fleet import Fleet
-from console.incidents.model import IncidentChange, Outcome
+from console.incidents.model import ChangeKind, Incident, IncidentChange, Outcome, Status
 from console.polling import Poller, PollResult, SourceMaker
 from console.schema import NodeSample
 from console.sources import make_source as default_make_source
@@ -54,6 +55,8 @@ class ChangeSink(Protocol):
     """What the monitor needs of the store (console.store.IncidentStore): non-blocking submissions."""
 
     def submit(self, changes: Sequence[IncidentChange]) -> None: ...
+
+    def get(self, incident_id: str) -> Incident | None: ...
 
     def record_exposure(self, site: str, provider: str, gpu_model: str, gpu_seconds: float, at: float) -> None: ...
 
@@ -127,16 +130,38 @@ class FleetMonitor:
     # -- operator actions (any thread) ----
 
     def acknowledge(self, incident_id: str, note: str = "") -> IncidentChange:
+        now = time.time()
         with self._lock:
-            change: IncidentChange = self._engine.acknowledge(incident_id, note, time.time())
+            try:
+                change = self._engine.acknowledge(incident_id, note, now)
+            except KeyError:  # not live in this run (an older incident, a merged log): record it in the store
+                incident = self._stored_unresolved(incident_id)
+                acked = dataclasses.replace(incident, status=Status.ACKNOWLEDGED, acknowledged_at=now)
+                change = IncidentChange(ChangeKind.ACKNOWLEDGED, acked, now, note)
         self._publish(None, [change])
         return change
 
     def resolve(self, incident_id: str, note: str, outcome: Outcome) -> IncidentChange:
+        now = time.time()
         with self._lock:
-            change: IncidentChange = self._engine.resolve(incident_id, note, outcome, time.time())
+            try:
+                change = self._engine.resolve(incident_id, note, outcome, now)
+            except KeyError:
+                incident = self._stored_unresolved(incident_id)
+                resolved = dataclasses.replace(
+                    incident, status=Status.RESOLVED, resolved_at=now, resolution_note=note, outcome=outcome
+                )
+                change = IncidentChange(ChangeKind.RESOLVED, resolved, now, note)
         self._publish(None, [change])
         return change
+
+    def _stored_unresolved(self, incident_id: str) -> Incident:
+        incident = self._store.get(incident_id) if self._store is not None else None
+        if incident is None:
+            raise KeyError(f"no incident with id {incident_id!r}")
+        if incident.status is Status.RESOLVED:
+            raise KeyError(f"incident {incident_id} is already resolved")
+        return incident
 
     # -- the pipeline ----
 

@@ -88,13 +88,14 @@ class Poller:
         make_source: SourceMaker,
         on_result: ResultSink,
         *,
-        http_connection_limit: int = 256,
+        http_connection_limit: int | None = None,
         seed: int | None = None,
     ) -> None:
         self._fleet = fleet
         self._make_source = make_source
         self._on_result = on_result
-        self._http_limit = http_connection_limit
+        # One kept-alive connection per node: a smaller pool makes nodes queue for a socket and churn connections.
+        self._http_limit = http_connection_limit or max(256, 2 * len(fleet.nodes))
         self._rng = random.Random(seed)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -43,6 +43,7 @@ class ProbeOutcome:
     sample: NodeSample | None = None
     failure: PollFailure | None = None
     reason: str = ""
+    note: str = ""  # e.g. why NVML found no local GPUs (no driver), shown with an otherwise empty sample
 
     @property
     def ok(self) -> bool:
@@ -58,7 +59,8 @@ class ProbeOutcome:
         """One line for people: "ok: 8 GPUs in 12 ms" or "unreachable: connection refused"."""
         if self.sample is not None:
             count = len(self.sample.gpus)
-            return f"ok: {count} GPU{'' if count == 1 else 's'} in {self.latency_s * 1000:.0f} ms"
+            note = f" ({_one_line(self.note)})" if self.note else ""
+            return f"ok: {count} GPU{'' if count == 1 else 's'} in {self.latency_s * 1000:.0f} ms{note}"
         return f"{self.failure}: {_one_line(self.reason)}"
 
 
@@ -115,7 +117,8 @@ async def probe_async(
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(source.aclose(), 2.0)
-        return ProbeOutcome(spec, time.monotonic() - started, sample=sample)
+        note = str(getattr(source, "unavailable_reason", "") or "") if not sample.gpus else ""
+        return ProbeOutcome(spec, time.monotonic() - started, sample=sample, note=note)
 
 
 def _describe(exc: BaseException) -> str:

@@ -50,8 +50,13 @@ def own_cpu_seconds() -> float:
 def start_simulator(nodes: int, faults: str, refresh: float) -> tuple[subprocess.Popen[str], str]:
     console = Path(sys.executable).with_name("gpu-console")
     process = subprocess.Popen(
-        [str(console), "simulate", "--nodes", str(nodes), "--listen", "127.0.0.1:0", "--faults", faults]
-        + ["--refresh", str(refresh)],
+        [
+            *[str(console), "simulate", "--nodes", str(nodes), "--listen", "127.0.0.1:0"],
+            "--faults",
+            faults,
+            "--refresh",
+            str(refresh),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -96,7 +101,7 @@ def bench_poller(base: str, duration: float, interval: float, simulator_pid: int
             with lock:
                 gpus += len(result.sample.gpus)
 
-    poller = Poller(fleet, make_source, on_result, http_connection_limit=512, seed=1)
+    poller = Poller(fleet, make_source, on_result, seed=1)
     cpu0, sim0, t0 = own_cpu_seconds(), cpu_seconds(simulator_pid), time.monotonic()
     poller.start()
     time.sleep(duration)
@@ -157,11 +162,11 @@ def bench_prometheus(base: str, duration: float, interval: float, work: Path) ->
         cpu0, t0 = cpu_seconds(process.pid), time.monotonic()
         time.sleep(duration)
         cpu1, t1 = cpu_seconds(process.pid), time.monotonic()
-        rate = json.loads(fetch(api + "rate(prometheus_tsdb_head_samples_appended_total[10s])"))["data"]["result"]
-        samples = float(rate[0]["value"][1]) if rate else float("nan")
+        scraped = json.loads(fetch(api + "sum(scrape_samples_scraped)"))["data"]["result"]
+        samples = float(scraped[0]["value"][1]) / interval if scraped else float("nan")
         prom_cpu = (cpu1 - cpu0) / (t1 - t0) * 100.0
         print(f"prometheus: {up} of {count} targets up, scrape every {interval:g} s")
-        print(f"  CPU                {prom_cpu:8.1f} % of one core   ({samples:,.0f} samples/s appended)")
+        print(f"  CPU                {prom_cpu:8.1f} % of one core   ({samples:,.0f} samples/s scraped)")
         return prom_cpu
     finally:
         process.send_signal(signal.SIGTERM)

@@ -628,12 +628,13 @@ def test_a_200k_incident_log_pages_and_counts_without_stalling_the_event_loop(
     rows = 200_000
     path = tmp_path / "big.sqlite3"
     build(path, rows)
-    gaps: list[float] = []
+    gaps: list[tuple[float, str]] = []  # (seconds since the previous tick, what the test was doing)
+    phase = ["start"]
     last = [time.perf_counter()]
 
     def tick() -> None:
         now = time.perf_counter()
-        gaps.append(now - last[0])
+        gaps.append((now - last[0], phase[0]))
         last[0] = now
 
     meter = QTimer()
@@ -644,16 +645,24 @@ def test_a_200k_incident_log_pages_and_counts_without_stalling_the_event_loop(
         qtbot.addWidget(window)
         window.show()
         try:
+            # The first paint of a new window is not what is measured: let it settle, then re-query.
+            qtbot.waitExposed(window)
+            wait_loaded(qtbot, window)
+            qtbot.wait(200)
             last[0] = time.perf_counter()
             meter.start()
-            wait_loaded(qtbot, window)  # the first page and the count of the whole log
+            phase[0] = "first page and count of the whole log"
+            window.apply_filters()
+            assert window.loading_label.isVisible()
+            wait_loaded(qtbot, window)
             assert window.total == rows
             assert window.model.rowCount() == 100
-            # A common word over the whole log, and a narrower structured filter, each re-queried and re-counted.
+            phase[0] = "free text over the whole log"
             window.filters.text.setText("reseated")
             window.apply_filters()
             wait_loaded(qtbot, window)
             assert window.total is not None and window.total > 10_000
+            phase[0] = "site and severity"
             window.filters.text.setText("")
             window.filters.choose_severity(Severity.MAJOR)
             window.filters.fields["site"].setText("eu-gpu-cloud")
@@ -661,8 +670,10 @@ def test_a_200k_incident_log_pages_and_counts_without_stalling_the_event_loop(
             wait_loaded(qtbot, window)
             assert window.model.rowCount() == 100
             assert all(cell(window, r, "Site") == "eu-gpu-cloud" for r in range(100))
+            phase[0] = "scrolling to the second page"
             window.view.scrollToBottom()
             qtbot.waitUntil(lambda: window.model.rowCount() == 200 and not window.loading, timeout=WAIT_MS)
+            phase[0] = "detail of a selected incident"
             select(qtbot, window, window.model.incident(150).id)
             qtbot.wait(50)
             meter.stop()
@@ -670,6 +681,6 @@ def test_a_200k_incident_log_pages_and_counts_without_stalling_the_event_loop(
             meter.stop()
             window.shutdown()
     assert len(gaps) > 10, "the timer hardly ran"
-    worst = max(gaps[1:])
-    assert worst < 0.200, f"the event loop stalled {worst * 1000:.0f} ms"
-    assert np.median(gaps) < 0.05
+    worst, during = max(gaps)
+    assert worst < 0.200, f"the event loop stalled {worst * 1000:.0f} ms during: {during}"
+    assert np.median([gap for gap, _ in gaps]) < 0.05

@@ -153,3 +153,18 @@ def test_each_node_shows_its_source_status(console_app, qtbot) -> None:  # type:
     assert "polled in" in detail.text() and "ms" in detail.text()
     tip = detail.toolTip()
     assert "sources: demo" in tip and "last success:" in tip and "UTC" in tip and "last error: none" in tip
+
+
+def test_a_damaged_database_is_moved_aside_and_the_banner_says_so(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "incidents.sqlite3"
+    db.write_bytes(b"not a database at all " * 500)
+    app = build_app(build_demo_fleet(seed=2), db, seed=2)
+    qtbot.addWidget(app.window)
+    try:
+        app.window.show()
+        banner = app.window.problem_banner
+        assert banner.isVisible()
+        assert "corrupt" in banner.text() or "damaged" in banner.text()
+        assert list(tmp_path.glob("incidents.sqlite3.corrupt-*")), "the damaged file is kept for inspection"
+    finally:
+        app.shutdown()

@@ -324,3 +324,14 @@ def test_probe_ssh_prints_every_gpu_and_exit_3_for_a_refused_key(
     result = run_probe("ssh", "127.0.0.1", "--key-file", str(stranger), *common)
     assert result.returncode == 3
     assert ": auth_refused: " in one_line(result.stderr)
+
+
+def test_probe_nvml_without_a_driver_says_why_there_are_no_gpus() -> None:
+    import ctypes.util
+
+    if ctypes.util.find_library("nvidia-ml"):
+        pytest.skip("this machine has an NVIDIA driver")
+    result = run_probe("nvml", "local")
+    assert result.returncode == 0, result.stderr
+    assert "no GPUs reported" in result.stdout
+    assert "0 GPUs" in result.stderr and "not found" in result.stderr

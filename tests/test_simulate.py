@@ -238,11 +238,12 @@ def test_a_node_in_the_unreachable_fault_hangs_while_the_others_answer() -> None
                 with pytest.raises(TimeoutError):
                     async with http.get(f"{url}/nodes/{fault.node}/metrics") as response:
                         await response.read()
-            with pytest.raises(SourceError) as caught:
-                spec = SourceSpec(SourceKind.DCGM, url=f"{url}/nodes/{fault.node}/metrics")
-                async with aiohttp.ClientSession() as http:
-                    ctx = SourceContext(Node(fault.node, "s", (spec,)), Site("s", "p"), spec, 1.0, http)
-                    await make_source(ctx).poll()
+            spec = SourceSpec(SourceKind.DCGM, url=f"{url}/nodes/{fault.node}/metrics")
+            async with aiohttp.ClientSession() as http:
+                ctx = SourceContext(Node(fault.node, "s", (spec,)), Site("s", "p"), spec, 1.0, http)
+                source = make_source(ctx)
+                with pytest.raises(SourceError) as caught:
+                    await source.poll()
             assert caught.value.failure is PollFailure.TIMEOUT
         finally:
             await server.close()

@@ -13,11 +13,12 @@ from pathlib import Path
 from types import TracebackType
 
 from PySide6.QtCore import QTimer, QtMsgType, qInstallMessageHandler
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from console.fleet import Fleet
 from console.history import ASSUMED_GPUS_PER_NODE, FleetHistory
 from console.monitor import FleetMonitor
+from console.store import IncidentStore
 from console.rollup import DEFAULT_RETENTION_H, RollupError, RollupStore, history_path_for
 from widgets.bridge import MonitorBridge
 from widgets.main_window import MainWindow
@@ -46,9 +47,9 @@ class ConsoleApp:
     window: MainWindow
     monitor: FleetMonitor
     bridge: MonitorBridge
-    store: object
+    store: IncidentStore
     engine: object
-    extra_windows: list[object] = field(default_factory=list)
+    extra_windows: list[dict[str, QWidget]] = field(default_factory=list)
     rollup: RollupStore | None = None  # per-minute chart history; None when its file could not be opened
     _stopped: bool = False
 
@@ -60,6 +61,9 @@ class ConsoleApp:
         if self._stopped:
             return
         self._stopped = True
+        from widgets import extras
+
+        extras.shutdown(self)  # the incident log's readers first: they hold store connections
         self.monitor.stop()
         close = getattr(self.store, "close", None)
         if close is not None:
@@ -93,9 +97,9 @@ def build_app(
 ) -> ConsoleApp:
     from console.incidents.engine import IncidentEngine
     from console.incidents.rules import load_rules
-    from console.store import IncidentStore
-
-    store = IncidentStore.open(db_path)
+    bridge = MonitorBridge()
+    # A failing disk is reported by the store's writer thread; the bridge carries it to the banner.
+    store = IncidentStore.open(db_path, on_error=bridge.report_problem)
     try:
         rollup: RollupStore | None = RollupStore.open(
             history_path or history_path_for(db_path), retention_h=history_retention_h
@@ -106,12 +110,15 @@ def build_app(
     engine = IncidentEngine(load_rules(overrides=fleet.rule_overrides), fleet)
     history = FleetHistory(budget_bytes=history_budget_bytes, expected_gpus=len(fleet.nodes) * ASSUMED_GPUS_PER_NODE)
     window = MainWindow(fleet, db_path, history)
+    bridge.setParent(window)
+    bridge.update_received.connect(window.on_monitor_update)
+    bridge.problem_reported.connect(window.show_problem)
+    if store.recovered is not None:
+        window.show_problem(store.recovered.message)
     if rollup is not None:
         window.charts.set_rollup(rollup.reader)
         if rollup.recovered is not None:
-            window.statusBar().showMessage(rollup.recovered.message, 60_000)
-    bridge = MonitorBridge(window)
-    bridge.update_received.connect(window.on_monitor_update)
+            window.show_problem(rollup.recovered.message)
     monitor = FleetMonitor(fleet, engine=engine, store=store, on_update=bridge.post, seed=seed, history=rollup)
     app = ConsoleApp(
         fleet=fleet,

@@ -11,6 +11,10 @@ class MonitorBridge(QObject):
     """Lives in the GUI thread; ``post`` may be called from any thread (the emit is queued to the GUI thread)."""
 
     update_received = Signal(object)
+    problem_reported = Signal(str)  # a recoverable problem for the banner (disk full, database moved aside)
 
     def post(self, update: MonitorUpdate) -> None:
         self.update_received.emit(update)
+
+    def report_problem(self, message: str) -> None:
+        self.problem_reported.emit(message)

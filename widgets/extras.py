@@ -44,5 +44,28 @@ def attach(app: ConsoleApp) -> None:
             15_000,
         )
 
+    def open_incident_log() -> None:
+        from widgets.incident_log import IncidentLogWindow
+
+        log_window = cache.get("incident_log")
+        if log_window is None:
+            # Acknowledge/resolve go through the monitor so the live engine and the store stay in step.
+            log_window = IncidentLogWindow(app.store, app.monitor.acknowledge, app.monitor.resolve)
+            log_window.setWindowTitle(f"Incident log — {app.db_path}")
+            log_window.resize(1500, 950)
+            cache["incident_log"] = log_window
+        _show(log_window)
+
+    main.add_action("incident_log", "Incident log…").triggered.connect(open_incident_log)
     main.add_action("inventory", "Inventory…").triggered.connect(open_inventory)
     app.extra_windows.append(cache)
+
+
+def shutdown(app: ConsoleApp) -> None:
+    """Stop the secondary windows' worker threads (the incident log reads the store off the GUI thread)."""
+    for cache in app.extra_windows:
+        for window in cache.values():
+            stop = getattr(window, "shutdown", None)
+            if stop is not None:
+                stop()
+            window.close()

@@ -40,9 +40,7 @@ class MainWindow(QMainWindow):
         self.state = FleetState(fleet)
         self.history = history or FleetHistory()
         title = "GPU Ops Console"
-        self.setWindowTitle(
-            f"{title} — DEMO FLEET (simulated data)" if fleet.is_demo else f"{title} — {fleet.origin}"
-        )
+        self.setWindowTitle(f"{title} — DEMO FLEET (simulated data)" if fleet.is_demo else f"{title} — {fleet.origin}")
         self.resize(1600, 1000)
 
         self.fleet_panel = FleetPanel(self.state)
@@ -131,6 +129,7 @@ class MainWindow(QMainWindow):
         if result is not None:
             if result.sample is not None:
                 self.history.record(result.sample)
+                self.charts.mark_dirty(result.node)
             else:
                 self.history.record_gap(result.node, result.started)
             first_data = result.sample is not None and not self.state.nodes[result.node].gpus

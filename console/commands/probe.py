@@ -152,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
     if outcome.sample is None:
         print(f"probe {spec.kind} {spec.target()}: {outcome.summary()}", file=sys.stderr)
         return outcome.exit_code
+    if outcome.note:
+        print(f"probe {spec.kind} {spec.target()}: {outcome.summary()}", file=sys.stderr)
     text = json.dumps(sample_to_json(outcome.sample), indent=2) + "\n" if args.json else None
     try:
         sys.stdout.write(text if text is not None else format_sample_table(outcome.sample))

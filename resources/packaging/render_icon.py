@@ -22,9 +22,9 @@ ICNS = HERE / "gpu-ops-console.icns"
 SIZE = 256
 
 
-def render_png(svg: Path, size: int) -> bytes:
+def render_png(svg: Path, size: int, target: Path) -> bytes:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
+    from PySide6.QtCore import Qt
     from PySide6.QtGui import QGuiApplication, QImage, QPainter
     from PySide6.QtSvg import QSvgRenderer
 
@@ -37,12 +37,9 @@ def render_png(svg: Path, size: int) -> bytes:
     painter = QPainter(image)
     renderer.render(painter)
     painter.end()
-    data = QByteArray()
-    buffer = QBuffer(data)
-    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-    image.save(buffer, "PNG")
-    buffer.close()
-    return bytes(data.data())
+    if not image.save(str(target)):  # the format follows the .png suffix
+        raise SystemExit(f"render_icon: cannot write {target}")
+    return target.read_bytes()
 
 
 def ico_from_png(png: bytes) -> bytes:
@@ -59,8 +56,7 @@ def icns_from_png(png: bytes) -> bytes:
 
 
 def main() -> int:
-    png = render_png(SVG, SIZE)
-    PNG.write_bytes(png)
+    png = render_png(SVG, SIZE, PNG)
     ICO.write_bytes(ico_from_png(png))
     ICNS.write_bytes(icns_from_png(png))
     for path in (PNG, ICO, ICNS):
