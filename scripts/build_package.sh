@@ -54,7 +54,7 @@ bundle="$dist/gpu-console"
 # Some interpreters (pyenv and other source builds) ship libpython with full DWARF debug info: ~20 MB for
 # nothing. Drop debug sections from CPython's own files only; everything else stays untouched (strip=False in
 # the spec: stripping numpy's OpenBLAS breaks it).
-if command -v strip >/dev/null; then
+if command -v strip >/dev/null && command -v file >/dev/null; then
     while IFS= read -r -d '' elf; do
         if file -b "$elf" | grep -q 'with debug_info'; then
             strip --strip-debug "$elf"

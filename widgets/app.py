@@ -4,6 +4,7 @@ down in order on quit. Nothing else creates long-lived objects; there are no glo
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -175,6 +176,9 @@ def run_gui(args: argparse.Namespace) -> int:
     qt_app.aboutToQuit.connect(app.shutdown)
     app.start()
     app.window.show()
+    # Everything built so far (Qt wrappers, numpy, pyqtgraph, the fleet) lives as long as the app: move it out of
+    # the collector's sight so full collections, which stall the event loop, scan only what polling creates.
+    gc.freeze()
     if smoke:
         QTimer.singleShot(int(args.smoke_test * 1000), qt_app.quit)
     code = qt_app.exec()
