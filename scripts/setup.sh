@@ -14,7 +14,7 @@ QT_PACKAGES="libegl1 libgl1 libopengl0 libxkbcommon0 libfontconfig1 libfreetype6
   fonts-dejavu-core xvfb xauth libxkbcommon-x11-0 libx11-xcb1 libxcb-cursor0 libxcb-icccm4 libxcb-image0
   libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libxcb-xinerama0"
 # Real peers the tests start on 127.0.0.1: Prometheus (and promtool), an OpenSSH server.
-TEST_PACKAGES="prometheus openssh-server openssh-client"
+TEST_PACKAGES="prometheus openssh-server openssh-client desktop-file-utils"
 PY_PACKAGES="python3 python3-venv python3-dev gcc"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

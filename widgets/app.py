@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import json
 import logging
 import sys
@@ -26,6 +27,8 @@ from widgets.main_window import MainWindow
 
 log = logging.getLogger(__name__)
 qt_log = logging.getLogger("qt")
+# The offscreen and minimal platform plugins say these on every show(); they are not problems of ours.
+_PLATFORM_NOISE = ("This plugin does not support propagateSizeHints", "This plugin does not support raise")
 
 
 def _qt_message_handler(mode: QtMsgType, _context: object, message: str) -> None:
@@ -36,6 +39,8 @@ def _qt_message_handler(mode: QtMsgType, _context: object, message: str) -> None
         QtMsgType.QtCriticalMsg: logging.ERROR,
         QtMsgType.QtFatalMsg: logging.CRITICAL,
     }.get(mode, logging.WARNING)
+    if message.startswith(_PLATFORM_NOISE):
+        level = logging.DEBUG
     qt_log.log(level, "%s", message)
 
 
@@ -146,6 +151,17 @@ def run_gui(args: argparse.Namespace) -> int:
     from console.startup import resolve_db_path, resolve_fleet
 
     smoke = args.smoke_test is not None
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if not has_display and not os.environ.get("QT_QPA_PLATFORM") and sys.platform.startswith("linux"):
+        if not smoke:
+            # Qt would abort with exit 134 and a hint about xcb-cursor0 that is rarely the real cause.
+            print(
+                "gpu-console: no display (DISPLAY/WAYLAND_DISPLAY unset). Run it on a desktop, under xvfb-run, "
+                "or with QT_QPA_PLATFORM=offscreen.",
+                file=sys.stderr,
+            )
+            return 2
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a smoke test needs no screen
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(qt_app, QApplication)
     qt_app.setApplicationName("GPU Ops Console")
