@@ -99,7 +99,9 @@ def test_after_a_restart_the_24h_chart_shows_the_earlier_minutes_from_the_rollup
     from widgets.charts import ChartPanel, Selection
 
     path = history_path_for(tmp_path / "incidents.sqlite3")
-    start = _minute_start(180)  # three hours of history from a previous run
+    # three hours of history from a previous run that ended over a minute ago (so no minute is still open,
+    # wherever in the current minute the test happens to run)
+    start = _minute_start(181)
     before = RollupStore.open(path)
     for second in range(0, 180 * 60, 30):
         power = 200.0 + (second // 60) % 100  # a new value each minute
@@ -163,8 +165,9 @@ def test_retention_deletes_old_minutes_and_the_file_stops_growing(tmp_path: Path
         rollup.close()
     assert all(count <= entities * 12 for count in counts.values()), counts  # 10 minutes kept, plus the edges
     assert oldest.t[0] >= clock.now - 11 * 60
-    # freed pages are reused: no growth once retention is reached (a page or two of slack for WAL timing)
-    assert sizes[89] <= sizes[65] + 2 * 4096, sizes
+    # freed pages are reused: once retention is reached the file stops growing with the minutes written (without
+    # retention minute 89 would hold ~9x the rows of a 10-minute window); allow slack for checkpoint timing
+    assert sizes[89] <= sizes[65] * 1.3, sizes
     assert sizes[89] < 2 * 2**20
 
 
