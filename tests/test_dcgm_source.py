@@ -506,3 +506,36 @@ def test_a_source_without_a_session_opens_and_closes_its_own(fixtures_dir: Path)
 def test_a_missing_ca_file_is_reported_when_the_source_is_made(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="CA file"):
         DcgmSource(_ctx("https://127.0.0.1:1/metrics", None, ca_file=str(tmp_path / "missing.pem")))
+
+
+def test_a_repeated_payload_reuses_the_sample_with_a_fresh_time_and_no_repeated_events() -> None:
+    """dcgm-exporter refreshes every 30 s: most 1 Hz scrapes repeat the same bytes."""
+    payloads = [_xid_payload(79, "GPU has fallen off the bus")] * 2 + [_xid_payload(48, "DBE")]
+
+    async def main() -> None:
+        async def handler(_: web.Request) -> web.Response:
+            return web.Response(text=payloads.pop(0), content_type="text/plain")
+
+        app = web.Application()
+        app.router.add_get("/metrics", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with aiohttp.ClientSession() as http:
+                source = make_source(_ctx(f"http://127.0.0.1:{port}/metrics", http))
+                first = await source.poll()
+                await asyncio.sleep(0.05)
+                repeat = await source.poll()
+                changed = await source.poll()
+                await source.aclose()
+        finally:
+            await runner.cleanup()
+        assert [e.code for e in first.events] == [79]
+        assert repeat.events == (), "the same Xid is not reported twice"
+        assert repeat.gpus == first.gpus and repeat.time > first.time
+        assert [e.code for e in changed.events] == [48] and changed.gpus[0].xid_last == 48
+
+    asyncio.run(main())

@@ -16,6 +16,8 @@ between polls lives in an ``XidMemory`` that ``DcgmSource`` keeps per node.
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import logging
 import socket
@@ -341,6 +343,11 @@ class DcgmSource:
         self._parser = ExpositionParser()
         self._memory = XidMemory()
         self._own_session: aiohttp.ClientSession | None = None
+        # dcgm-exporter refreshes every 30 s by default, so most 1 Hz scrapes return the same bytes: remember the
+        # last payload and its sample and skip parsing a repeat (the comparison is a C-level memcmp).
+        self._last_text: str | None = None
+        self._last_sample: NodeSample | None = None
+        self._last_stamped = False  # the series carried the exporter's own timestamps
 
     async def _session(self) -> aiohttp.ClientSession:
         if self._ctx.http is not None:
@@ -423,6 +430,12 @@ class DcgmSource:
     async def poll(self) -> NodeSample:
         text = await self.fetch()
         now = time.time()
+        last = self._last_sample
+        if last is not None and text == self._last_text:
+            # Same values as last poll: no new events; keep the exporter's stamp if it gave one, else now.
+            repeat = dataclasses.replace(last, time=last.time if self._last_stamped else now, events=())
+            check_clock(repeat.time, now)
+            return repeat
         sample = parse_dcgm_payload(
             text,
             self._ctx.node.name,
@@ -432,6 +445,7 @@ class DcgmSource:
             parser=self._parser,
         )
         check_clock(sample.time, now)  # live scrapes only: parse_dcgm_payload also reads old captures
+        self._last_text, self._last_sample, self._last_stamped = text, sample, sample.time != now
         return sample
 
     async def aclose(self) -> None:
