@@ -86,6 +86,50 @@ def main() -> None:
         f"  frame (setData + paint): median {statistics.median(times):.1f} ms, p95 {times[int(len(times) * 0.95)]:.1f} ms"
     )
     panel.stop()
+    bare_64_curves(app, args.frames)
+
+
+def bare_64_curves(app: QApplication, frames: int) -> None:
+    """The issue's reference load: 64 curves of 3,600 points (8 plots x 8 curves), with our chart settings,
+    drawn raw and with the peak decimation the panel applies (about two points per pixel)."""
+    import numpy as np
+    import pyqtgraph as pg
+
+    from widgets.charts import peak_decimate
+
+    pg.setConfigOptions(antialias=False, background="w", foreground="#222")
+    view = pg.GraphicsLayoutWidget()
+    view.resize(1040, 760)
+    t = time.time() - 3600 + np.arange(3600, dtype=np.float64)
+    curves = []
+    for p in range(8):
+        plot = view.ci.addPlot(axisItems={"bottom": pg.DateAxisItem()})
+        plot.setYRange(0, 100, padding=0)
+        plot.enableAutoRange(x=False, y=False)
+        plot.setXRange(t[0], t[-1], padding=0)
+        curves += [plot.addItem(c) or c for c in (pg.PlotCurveItem(pen=pg.mkPen(width=1)) for _ in range(8))]
+        if p % 2:
+            view.ci.nextRow()
+    view.show()
+    app.processEvents()
+    rng = np.random.default_rng(0)
+    image = QImage(view.size(), QImage.Format.Format_ARGB32_Premultiplied)
+    for label, decimate in (("raw", False), ("decimated", True)):
+        times = []
+        for _ in range(frames):
+            ys = [np.cumsum(rng.normal(size=3600)).astype(np.float32) % 100 for _ in curves]
+            start = time.perf_counter()
+            for curve, y in zip(curves, ys, strict=True):
+                curve.setData(*(peak_decimate(t, y, 1200) if decimate else (t, y)))
+            painter = QPainter(image)
+            view.render(painter)
+            painter.end()
+            times.append((time.perf_counter() - start) * 1000)
+        times.sort()
+        print(
+            f"64 curves x 3,600 points, 8 plots, {label}: median {statistics.median(times):.1f} ms, "
+            f"p95 {times[int(len(times) * 0.95)]:.1f} ms per frame"
+        )
 
 
 if __name__ == "__main__":

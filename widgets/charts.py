@@ -200,19 +200,16 @@ class ChartPanel(QWidget):
         layout.addWidget(self.graphics, 1)
 
         grid = self.graphics.ci
+        # Short titles: a plot title's width is a minimum width, and long ones pushed the right column off-screen.
+        # What the line styles mean is said once, in the legend line above the plots.
         self.util = _Plot(grid, "GPU utilization", "util (%)", (0, 105))
-        self.power = _Plot(grid, "Power vs enforced limit (dashed)", "power (W)", (0, 780))
+        self.power = _Plot(grid, "Power and enforced limit", "power (W)", (0, 780))
         grid.nextRow()
-        self.temp = _Plot(
-            grid,
-            "GPU (solid) and HBM (dotted) temperature; slowdown threshold dashed",
-            "temp (°C)",
-            (20, 100),
-        )
-        self.cooling = _Plot(grid, "Chassis: inlet, exhaust, coolant supply / return", "temp (°C)", (10, 65))
+        self.temp = _Plot(grid, "GPU and HBM temperature", "temp (°C)", (20, 100))
+        self.cooling = _Plot(grid, "Chassis air and coolant", "temp (°C)", (10, 65))
         grid.nextRow()
         self.fans = _Plot(grid, "Chassis fans", "fan speed (RPM)", (0, 20000))
-        self.flow = _Plot(grid, "Coolant flow (rated dashed)", "flow (L/min)", (0, 45))
+        self.flow = _Plot(grid, "Coolant flow", "flow (L/min)", (0, 45))
 
         self.util_curves = [self.util.curve(gpu_color(i)) for i in range(MAX_GPU_CURVES)]
         self.power_curves = [self.power.curve(gpu_color(i)) for i in range(MAX_GPU_CURVES)]
@@ -481,7 +478,12 @@ class ChartPanel(QWidget):
                     (self.hbm_curves, middle),
                 ):
                     group.append(partial(curves[slot].setData, [], []))
-        self.legend.setText("&nbsp;&nbsp;".join(legend) + "&nbsp;&nbsp;<span style='color:#c62828'>▒ slowdown</span>")
+        self.legend.setText(
+            "&nbsp;&nbsp;".join(legend)
+            + "&nbsp;&nbsp;<span style='color:#c62828'>▒ slowdown</span>"
+            + "&nbsp;&nbsp;<span style='color:#555'>HBM dotted · dashed: power limit, slowdown threshold, "
+            + "rated flow</span>"
+        )
         if gpus:
             first = gpus[0][1]
             top.append(partial(self.limit_curve.setData, *self._gpu_xy(node, cache, first, "power_limit_w", since)))
