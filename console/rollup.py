@@ -31,7 +31,7 @@ import numpy as np
 
 from console.history import CHASSIS_METRICS, GPU_METRICS, MAX_GPUS_PER_NODE, chassis_row
 from console.schema import NodeSample, throttle_mask
-from console.store.opening import connect, explain, file_uri
+from console.store.opening import connect, damage_reason, explain, move_aside
 
 log = logging.getLogger(__name__)
 
@@ -213,42 +213,11 @@ class _NodeMinute:
 
 
 def _damage_reason(path: Path) -> str | None:
-    if not path.exists() or path.stat().st_size == 0:
-        return None
-    try:
-        conn = sqlite3.connect(file_uri(path, readonly=True), uri=True, isolation_level=None)
-    except sqlite3.Error as exc:
-        return str(exc) if getattr(exc, "sqlite_errorname", "") in _DAMAGE_CODES else None
-    try:
-        rows = conn.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorname", "") in _DAMAGE_CODES:
-            return str(exc)
-        raise RollupError(f"cannot read the history database {path}: {explain(exc)}") from exc
-    finally:
-        conn.close()
-    problems = [str(row[0]) for row in rows if row[0] != "ok"]
-    return "quick_check: " + "; ".join(problems[:3]) if problems else None
+    return damage_reason(path, "history database", RollupError)
 
 
 def _move_aside(path: Path, reason: str) -> RollupRecovered:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    moved_to = path.with_name(f"{path.name}.corrupt-{stamp}")
-    suffix = 1
-    while moved_to.exists():
-        suffix += 1
-        moved_to = path.with_name(f"{path.name}.corrupt-{stamp}-{suffix}")
-    try:
-        path.rename(moved_to)
-        for extra in ("-wal", "-shm"):  # the old WAL belongs to the damaged file; never replay it
-            side = path.with_name(path.name + extra)
-            if side.exists():
-                side.rename(moved_to.with_name(moved_to.name + extra))
-    except OSError as exc:
-        raise RollupError(
-            f"the history database {path} is damaged ({reason}) and could not be moved aside: {exc}"
-        ) from exc
-    recovered = RollupRecovered(path, moved_to, reason)
+    recovered = RollupRecovered(path, move_aside(path, reason, "history database", RollupError), reason)
     log.warning("%s", recovered.message)
     return recovered
 

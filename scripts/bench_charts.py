@@ -82,9 +82,8 @@ def main() -> None:
     times.sort()
     points = sum(len(c.getData()[1]) for c in live)
     print(f"chart redraw: {len(live)} live curves, {points:,} points, 6 plots, {image.width()}x{image.height()} px")
-    print(
-        f"  frame (setData + paint): median {statistics.median(times):.1f} ms, p95 {times[int(len(times) * 0.95)]:.1f} ms"
-    )
+    p95 = times[int(len(times) * 0.95)]
+    print(f"  frame (setData + paint): median {statistics.median(times):.1f} ms, p95 {p95:.1f} ms")
     panel.stop()
     bare_64_curves(app, args.frames)
 

@@ -225,9 +225,7 @@ class SshServer:
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"sshd exited with {self._process.returncode}: {self.log_path.read_text()}"
-                )
+                raise RuntimeError(f"sshd exited with {self._process.returncode}: {self.log_path.read_text()}")
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5),

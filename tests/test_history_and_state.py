@@ -16,9 +16,7 @@ from console.sources.base import PollFailure
 
 
 def _sample(node: str, t: float, power: float | None, *, uuid: str = "GPU-a") -> NodeSample:
-    gpu = GpuSample(
-        0, uuid, power_w=power, temperature_c=50.0, throttle_reasons=(ThrottleReason.HW_SLOWDOWN,)
-    )
+    gpu = GpuSample(0, uuid, power_w=power, temperature_c=50.0, throttle_reasons=(ThrottleReason.HW_SLOWDOWN,))
     return NodeSample(node, "s1", "test", t, (gpu,), ChassisSample(inlet_c=22.0, fans_rpm=(9000.0, 9100.0)))
 
 
@@ -61,9 +59,7 @@ def _fleet() -> Fleet:
     )
 
 
-def _incident(
-    node: str, severity: Severity, status: Status = Status.OPEN, uuid: str | None = "GPU-a"
-) -> Incident:
+def _incident(node: str, severity: Severity, status: Status = Status.OPEN, uuid: str | None = "GPU-a") -> Incident:
     return Incident(
         id=f"{node}-{severity}",
         rule="thermal_margin",
@@ -84,9 +80,7 @@ def test_status_ranks_worst_first_and_counts_per_site() -> None:
     state = FleetState(_fleet(), clock=lambda: clock[0])
     assert state.node_status("a") is NodeStatus.STALE, "never polled yet"
     for name in ("a", "b", "c"):
-        state.apply_result(
-            PollResult(name, "s1" if name != "c" else "s2", 1.0, 0.01, _sample(name, 1.0, 100.0))
-        )
+        state.apply_result(PollResult(name, "s1" if name != "c" else "s2", 1.0, 0.01, _sample(name, 1.0, 100.0)))
     assert state.fleet_counts()[NodeStatus.OK] == 3
     state.apply_changes([IncidentChange(ChangeKind.OPENED, _incident("b", Severity.CRITICAL), 1.0)])
     failure = SourceFailure("demo", PollFailure.TIMEOUT, "no answer within 2 s")
@@ -98,9 +92,7 @@ def test_status_ranks_worst_first_and_counts_per_site() -> None:
     assert counts["s1"][NodeStatus.CRITICAL] == 1 and counts["s1"][NodeStatus.OK] == 1
     assert counts["s2"][NodeStatus.UNREACHABLE] == 1
     # the incident resolves: back to ok; time passes without polls: stale
-    state.apply_changes(
-        [IncidentChange(ChangeKind.RESOLVED, _incident("b", Severity.CRITICAL, Status.RESOLVED), 2.0)]
-    )
+    state.apply_changes([IncidentChange(ChangeKind.RESOLVED, _incident("b", Severity.CRITICAL, Status.RESOLVED), 2.0)])
     assert state.node_status("b") is NodeStatus.OK
     clock[0] += 30
     assert state.node_status("a") is NodeStatus.STALE

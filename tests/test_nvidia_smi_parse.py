@@ -220,9 +220,7 @@ def test_yes_no_pending_become_booleans(text: str, expected: bool) -> None:
     assert small(f"0, GPU-a, 1, 0x0, {text}, None").remapped_rows_pending is expected
 
 
-@pytest.mark.parametrize(
-    "marker", ["[N/A]", "N/A", "[Not Supported]", "[Requested functionality has been deprecated]"]
-)
+@pytest.mark.parametrize("marker", ["[N/A]", "N/A", "[Not Supported]", "[Requested functionality has been deprecated]"])
 def test_not_available_markers_become_null_and_unsupported(marker: str) -> None:
     gpu = small(f"0, GPU-a, {marker}, 0x0, No, None")
 

@@ -36,9 +36,7 @@ class ScriptedSource:
             if self.mode == "refuse":
                 raise SourceError(PollFailure.UNREACHABLE, "connection refused")
             if self.mode == "chassis":
-                return NodeSample(
-                    name, self.ctx.site.name, "scripted", time.time(), (), ChassisSample(inlet_c=24.0)
-                )
+                return NodeSample(name, self.ctx.site.name, "scripted", time.time(), (), ChassisSample(inlet_c=24.0))
             return NodeSample(
                 name,
                 self.ctx.site.name,

@@ -15,6 +15,4 @@ def test_void_calls_do_not_leak_references_to_none() -> None:
         rect.setWidth(float(i % 7 + 1))
     after = sys.getrefcount(None)
     # other threads may briefly hold a few references; 20,000 lost ones are the bug
-    assert after > before - 1_000, (
-        f"None lost {before - after} references across 20,000 QRectF.setWidth calls"
-    )
+    assert after > before - 1_000, f"None lost {before - after} references across 20,000 QRectF.setWidth calls"

@@ -305,9 +305,7 @@ def test_poller_delivers_ssh_samples(rig: Rig) -> None:
         poller.stop()
 
     assert deadline, f"no 3 good polls: {[r.reason for r in results]}"
-    assert all(
-        r.sample is not None and r.sample.gpus[0].power_w == pytest.approx(631.95) for r in results if r.ok
-    )
+    assert all(r.sample is not None and r.sample.gpus[0].power_w == pytest.approx(631.95) for r in results if r.ok)
     assert rig.server.accepted_logins() == 1
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import json
 import logging
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -20,8 +20,8 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 from console.fleet import Fleet
 from console.history import ASSUMED_GPUS_PER_NODE, FleetHistory
 from console.monitor import FleetMonitor
-from console.store import IncidentStore
 from console.rollup import DEFAULT_RETENTION_H, RollupError, RollupStore, history_path_for
+from console.store import IncidentStore
 from widgets.bridge import MonitorBridge
 from widgets.main_window import MainWindow
 
@@ -103,6 +103,7 @@ def build_app(
 ) -> ConsoleApp:
     from console.incidents.engine import IncidentEngine
     from console.incidents.rules import load_rules
+
     bridge = MonitorBridge()
     # A failing disk is reported by the store's writer thread; the bridge carries it to the banner.
     store = IncidentStore.open(db_path, on_error=bridge.report_problem)

@@ -16,9 +16,8 @@ between polls lives in an ``XidMemory`` that ``DcgmSource`` keeps per node.
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import logging
 import socket
 import ssl

@@ -8,37 +8,11 @@ from collections.abc import Iterable
 from typing import Any, Literal, TextIO
 
 from console.incidents.model import Incident
+from console.store.schema import INCIDENT_COLUMNS
 
 ExportFormat = Literal["csv", "json"]
-EXPORT_FIELDS: tuple[str, ...] = (
-    "id",
-    "rule",
-    "code",
-    "kind",
-    "severity",
-    "status",
-    "title",
-    "detail",
-    "site",
-    "provider",
-    "node",
-    "gpu_uuid",
-    "gpu_index",
-    "gpu_model",
-    "serial",
-    "driver_version",
-    "vbios_version",
-    "pci_bus_id",
-    "opened_at",
-    "last_seen_at",
-    "resolved_at",
-    "acknowledged_at",
-    "count",
-    "peak",
-    "recommended_action",
-    "resolution_note",
-    "outcome",
-)
+# The same columns as the database, in the same order, so an export reads like the table it came from.
+EXPORT_FIELDS: tuple[str, ...] = INCIDENT_COLUMNS
 # A spreadsheet treats a cell starting with one of these as a formula (OWASP "CSV injection").
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 

@@ -62,8 +62,12 @@ def _is_damage(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorname", "") in _DAMAGE_CODES
 
 
-def _damage_reason(path: Path) -> str | None:
-    """None when the file is a healthy database (or absent/empty); otherwise what is wrong with it."""
+def damage_reason(path: Path, what: str, error: type[Exception]) -> str | None:
+    """None when the file is a healthy SQLite database (or absent/empty); otherwise what is wrong with it.
+
+    ``what`` names the file for people ("incident database"); an unreadable, undamaged file raises ``error``.
+    Shared by the incident store and the chart-history rollup.
+    """
     if not path.exists() or path.stat().st_size == 0:
         return None
     try:
@@ -75,7 +79,7 @@ def _damage_reason(path: Path) -> str | None:
     except sqlite3.DatabaseError as exc:
         if _is_damage(exc):
             return str(exc)
-        raise StoreError(f"cannot read the incident database {path}: {explain(exc)}") from exc
+        raise error(f"cannot read the {what} {path}: {explain(exc)}") from exc
     finally:
         conn.close()
     problems = [str(row[0]) for row in rows if row[0] != "ok"]
@@ -84,7 +88,8 @@ def _damage_reason(path: Path) -> str | None:
     return None
 
 
-def _move_aside(path: Path, reason: str) -> StoreRecovered:
+def move_aside(path: Path, reason: str, what: str, error: type[Exception]) -> Path:
+    """Rename a damaged database (and its WAL) to ``<name>.corrupt-<UTC stamp>``; returns the new path."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     moved_to = path.with_name(f"{path.name}.corrupt-{stamp}")
     suffix = 1
@@ -99,9 +104,16 @@ def _move_aside(path: Path, reason: str) -> StoreRecovered:
             if side.exists():
                 side.rename(moved_to.with_name(moved_to.name + extra))
     except OSError as exc:
-        raise StoreError(
-            f"the incident database {path} is damaged ({reason}) and could not be moved aside: {exc}"
-        ) from exc
+        raise error(f"the {what} {path} is damaged ({reason}) and could not be moved aside: {exc}") from exc
+    return moved_to
+
+
+def _damage_reason(path: Path) -> str | None:
+    return damage_reason(path, "incident database", StoreError)
+
+
+def _move_aside(path: Path, reason: str) -> StoreRecovered:
+    moved_to = move_aside(path, reason, "incident database", StoreError)
     recovered = StoreRecovered(path=path, moved_to=moved_to, reason=reason)
     log.warning("%s", recovered.message)
     return recovered
