@@ -40,7 +40,13 @@ def main() -> None:
 
     def shoot() -> None:
         window._on_refresh_timer_timeout()
-        worst = max(window.state.open_incidents.values(), key=lambda i: (i.severity, -i.opened_at), default=None)
+        # The most telling picture: a cooling fault (shaded slowdown, coolant curves), else the worst incident.
+        telling = ("coolant_flow_low", "hw_thermal_slowdown")
+        worst = max(
+            window.state.open_incidents.values(),
+            key=lambda i: (i.rule in telling, i.severity, -i.opened_at),
+            default=None,
+        )
         if worst is not None and worst.context.node in window.state.nodes:
             window.fleet_panel.reveal(worst.context.node, None)
             window.select_node(worst.context.node)

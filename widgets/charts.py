@@ -206,7 +206,7 @@ class ChartPanel(QWidget):
         self.power = _Plot(grid, "Power and enforced limit", "power (W)", (0, 780))
         grid.nextRow()
         self.temp = _Plot(grid, "GPU and HBM temperature", "temp (°C)", (20, 100))
-        self.cooling = _Plot(grid, "Chassis air and coolant", "temp (°C)", (10, 65))
+        self.cooling = _Plot(grid, "Chassis air and coolant", "temp (°C)", (10, 80))
         grid.nextRow()
         self.fans = _Plot(grid, "Chassis fans", "fan speed (RPM)", (0, 20000))
         self.flow = _Plot(grid, "Coolant flow", "flow (L/min)", (0, 45))
