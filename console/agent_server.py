@@ -185,6 +185,7 @@ class AgentServer:
         self._limiter = RateLimiter(config.rate_per_s, config.rate_burst)
         self._token = config.token.encode() if config.token else None
         self._sampler: asyncio.Task[None] | None = None
+        self._stopping = False
         self._runner: web.AppRunner | None = None
         self._failing: str | None = None
         self.port: int = config.port
@@ -229,6 +230,7 @@ class AgentServer:
         log.info("agent listening on %s (token %s)", self.url, "required" if self._token else "not required")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._sampler is not None:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -255,7 +257,9 @@ class AgentServer:
     async def _sample_forever(self) -> None:
         interval = self.config.interval_s
         next_at = time.monotonic() + interval
-        while True:
+        # The flag as well as the cancel: Python 3.11's wait_for can swallow a cancellation that lands just as
+        # the poll finishes, and the sampler must still stop.
+        while not self._stopping:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at + interval, time.monotonic())  # skip ticks missed by a slow driver
             await self._sample_once()

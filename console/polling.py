@@ -180,8 +180,11 @@ class Poller:
         # Spread the first polls over one interval so a thousand nodes do not fire in the same millisecond.
         next_due = time.monotonic() + self._rng.uniform(0, interval)
         failures_in_row = 0
+        stopping = self._stopping
         try:
-            while True:
+            # Checked as well as cancelled: Python 3.11's wait_for can swallow a cancellation that lands just as
+            # a poll completes, which would leave this task (and the poller thread) running.
+            while stopping is None or not stopping.is_set():
                 await asyncio.sleep(max(0.0, next_due - time.monotonic()))
                 started_mono = time.monotonic()
                 late = started_mono - next_due

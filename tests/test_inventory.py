@@ -532,3 +532,16 @@ def test_a_missing_or_unreadable_file_is_one_clear_problem(tmp_path: Path) -> No
 def test_the_default_path_is_in_the_user_config_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     assert default_inventory_path() == tmp_path / "gpu-ops-console" / "fleet.toml"
+
+
+def test_the_readme_example_inventory_loads() -> None:
+    """The README shows operators an inventory to copy; it must stay valid."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(.*?)```", readme, re.S)
+    assert block is not None
+    fleet = parse_inventory(block.group(1), "README.md")
+    kinds = {spec.kind for node in fleet.nodes for spec in node.sources}
+    assert {str(k) for k in kinds} == {"dcgm", "redfish", "agent", "ssh"}
+    assert fleet.rule_overrides == (("provider:aws", "inlet_temperature", "warning", 32.0),)
