@@ -65,7 +65,7 @@ class RunningAgent:
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="test-agent")
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="test-agent", daemon=True)
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
