@@ -286,10 +286,27 @@ def parse_dcgm_payload(
         exposition = (parser or ExpositionParser()).parse(text)
     except ExpositionError as exc:
         raise SourceError(PollFailure.BAD_PAYLOAD, f"not Prometheus text exposition: {exc}") from None
+    return map_dcgm_samples(exposition.samples, node, site, now, previous, source=source)
+
+
+def map_dcgm_samples(
+    samples: list[Sample],
+    node: str,
+    site: str,
+    now: float,
+    previous: XidMemory | None = None,
+    *,
+    source: str = SOURCE_NAME,
+) -> NodeSample:
+    """Map parsed DCGM series (from a scrape, or straight from a Prometheus query) to a ``NodeSample``.
+
+    Samples sharing one label set should share one labels dict (the parser does that): it is resolved to its GPU
+    once. Raises ``SourceError(BAD_PAYLOAD)`` when no series names a GPU.
+    """
     mapper = _PayloadMapper()
-    mapper.add(exposition.samples)
+    mapper.add(samples)
     if not mapper.gpus:
-        what = f"{len(exposition.samples)} series" if exposition.samples else "no series at all"
+        what = f"{len(samples)} series" if samples else "no series at all"
         raise SourceError(PollFailure.BAD_PAYLOAD, f"no GPU series (no series with a UUID label; {what})")
     _keep_lowest_index(mapper)
     sample_time = mapper.latest_ms / 1000.0 if mapper.latest_ms is not None else now
@@ -457,4 +474,11 @@ def make_source(ctx: SourceContext) -> DcgmSource:
     return DcgmSource(ctx)
 
 
-__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "DcgmSource", "XidMemory", "make_source", "parse_dcgm_payload"]
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DcgmSource",
+    "XidMemory",
+    "make_source",
+    "map_dcgm_samples",
+    "parse_dcgm_payload",
+]

@@ -8,7 +8,7 @@ incident evidence.
 
 Each query aggregates with ``max by (__name__, <identity labels>)``: duplicate scrapes (two jobs, HA pairs)
 collapse into one series, and ``job``/``pod``/``container`` labels never reach the wire. The grouped series are
-written back as exposition text and mapped by ``parse_dcgm_payload``, so a node read through Prometheus means
+mapped by ``map_dcgm_samples``, the same mapping a scrape goes through, so a node read through Prometheus means
 exactly what the same node scraped directly means (units, MIG, blanks, Xid events). A node whose target is down
 has no live series (Prometheus marks them stale within a scrape) and its poll fails with the reason.
 
@@ -35,12 +35,12 @@ from urllib.parse import urlsplit
 import aiohttp
 import numpy as np
 
-from console.exposition import ExpositionParser
+from console.exposition import Sample
 from console.history import Series
 from console.schema import NodeSample
 from console.sources import dcgm_names as names
 from console.sources.base import PollFailure, SourceContext, SourceError
-from console.sources.dcgm import XidMemory, parse_dcgm_payload
+from console.sources.dcgm import XidMemory, map_dcgm_samples
 from console.sources.dcgm_render import escape_label_value
 
 SOURCE_NAME = "prometheus"
@@ -112,9 +112,19 @@ def host_of(labels: Mapping[str, str]) -> str | None:
     return None
 
 
-def _line(labels: Mapping[str, str], value: str) -> str:
-    body = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items() if k != "__name__")
-    return f"{labels['__name__']}{{{body}}} {value}"
+class _LabelSets:
+    """One labels dict per distinct label set (without ``__name__``), as the exposition parser hands them out:
+    the DCGM mapping resolves each dict to its GPU once, not once per series."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+
+    def sample(self, labels: Mapping[str, str], value: float) -> Sample:
+        key = tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+        shared = self._known.get(key)
+        if shared is None:
+            shared = self._known[key] = dict(key)
+        return (labels["__name__"], shared, value, None)
 
 
 @dataclass(slots=True)
@@ -129,7 +139,6 @@ class SiteRead:
 @dataclass(slots=True)
 class _NodeState:
     memory: XidMemory = field(default_factory=XidMemory)
-    parser: ExpositionParser = field(default_factory=ExpositionParser)
 
 
 class PrometheusSiteReader:
@@ -245,29 +254,24 @@ class PrometheusSiteReader:
     async def _read(self) -> SiteRead:
         started = time.time()
         results = await asyncio.gather(*(self._query(instant_query(group)) for group in METRIC_GROUPS.values()))
-        lines: dict[str, list[str]] = defaultdict(list)
+        series: dict[str, list[Sample]] = defaultdict(list)
+        label_sets = _LabelSets()
         where = f"{self.url}/api/v1/query"
         for result in results:
             for labels, value in _vector_rows(result, where):
                 host = host_of(labels)
                 if host is not None:
-                    lines[host].append(_line(labels, value))
+                    series[host].append(label_sets.sample(labels, value))
         samples: dict[str, NodeSample] = {}
-        for host, node_lines in lines.items():
+        for host, node_series in series.items():
             state = self._nodes.setdefault(host, _NodeState())
             try:
-                samples[host] = parse_dcgm_payload(
-                    "\n".join(node_lines) + "\n",
-                    host,
-                    self.site,
-                    started,
-                    state.memory,
-                    parser=state.parser,
-                    source=SOURCE_NAME,
+                samples[host] = map_dcgm_samples(
+                    node_series, host, self.site, started, state.memory, source=SOURCE_NAME
                 )
             except SourceError:
                 continue  # series without a GPU UUID (e.g. NVSwitch) for this host: not a GPU node
-        for gone in set(self._nodes) - set(lines):
+        for gone in set(self._nodes) - set(series):
             del self._nodes[gone]  # bounded: hosts that left the site release their state
         self._serial += 1
         read = SiteRead(at=time.monotonic(), samples=samples, serial=self._serial)
@@ -313,17 +317,17 @@ class PrometheusSiteReader:
             *(self._query_range(node_query(group, node), since, until, step) for group in METRIC_GROUPS.values())
         )
         where = f"{self.url}/api/v1/query_range"
-        by_time: dict[float, list[str]] = defaultdict(list)
+        by_time: dict[float, list[Sample]] = defaultdict(list)
+        label_sets = _LabelSets()
         for result in results:
             for labels, points in _matrix_rows(result, where):
                 for t, value in points:
-                    by_time[t].append(_line(labels, _format(value)))
-        memory, parser = XidMemory(), ExpositionParser()
+                    by_time[t].append(label_sets.sample(labels, value))
+        memory = XidMemory()
         samples = []
         for t in sorted(by_time):
             try:
-                text = "\n".join(by_time[t]) + "\n"
-                samples.append(parse_dcgm_payload(text, node, self.site, t, memory, parser=parser, source=SOURCE_NAME))
+                samples.append(map_dcgm_samples(by_time[t], node, self.site, t, memory, source=SOURCE_NAME))
             except SourceError:
                 continue
         return samples
@@ -335,10 +339,6 @@ def _fit_step(since: float, until: float, step: float) -> float:
     if not (math.isfinite(step) and step > 0):
         raise ValueError(f"step must be > 0, got {step}")
     return max(step, (until - since) / (MAX_POINTS_PER_SERIES - 1))
-
-
-def _format(value: float) -> str:
-    return repr(value) if math.isfinite(value) else ("NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf"))
 
 
 def _numeric_converter(name: str, metric: str) -> Any:
@@ -368,14 +368,13 @@ def _labels(item: Any, where: str, index: int) -> dict[str, str]:
     return labels
 
 
-def _vector_rows(result: list[dict[str, Any]], where: str) -> Iterable[tuple[dict[str, str], str]]:
+def _vector_rows(result: list[dict[str, Any]], where: str) -> Iterable[tuple[dict[str, str], float]]:
     for i, item in enumerate(result):
         labels = _labels(item, where, i)
         value = item.get("value")
         if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)):
             raise SourceError(PollFailure.BAD_PAYLOAD, f'{where}: result[{i}].value is not [time, "number"]')
-        _check_number(value[1], where, i)
-        yield labels, value[1]
+        yield labels, _check_number(value[1], where, i)
 
 
 def _matrix_rows(
