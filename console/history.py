@@ -143,6 +143,10 @@ class NodeHistory:
         self.gpu_index: dict[str, int] = {}
         self._last_seen: dict[str, int] = {}  # UUID -> number of the record that last included it
         self._records = 0
+        # The ordered time stamps, rebuilt only after an append: a chart frame reads ~60 series of one node, and
+        # each used to reorder the whole time ring twice.
+        self._changes = 0
+        self._ordered: tuple[int, np.ndarray] | None = None
 
     def _evict_longest_unseen(self) -> None:
         uuid = min(self._last_seen, key=self._last_seen.__getitem__)
@@ -151,6 +155,7 @@ class NodeHistory:
     def record(self, sample: NodeSample) -> None:
         self.times.append((sample.time,))
         self._records += 1
+        self._changes += 1
         seen = set()
         for gpu in sample.gpus:
             ring = self.gpus.get(gpu.uuid)
@@ -174,27 +179,33 @@ class NodeHistory:
     def record_gap(self, when: float) -> None:
         """A failed poll: a row of NaN so charts show the outage as a gap."""
         self.times.append((when,))
+        self._changes += 1
         for ring in self.gpus.values():
             ring.append([np.nan] * len(GPU_METRICS))
         self.chassis.append([np.nan] * len(CHASSIS_METRICS))
 
-    def _window(self, since: float | None) -> int:
-        t = self.times.column(0)
-        if since is None:
-            return len(t)
-        return int(len(t) - np.searchsorted(t, since, side="left"))
+    def _ordered_times(self) -> np.ndarray:
+        cached = self._ordered
+        if cached is None or cached[0] != self._changes:
+            cached = self._ordered = (self._changes, self.times.column(0))
+        return cached[1]
+
+    def _window(self, since: float | None) -> tuple[int, np.ndarray]:
+        """How many of the newest rows fall in the window, and a fresh copy of their stamps."""
+        t = self._ordered_times()
+        n = len(t) if since is None else int(len(t) - np.searchsorted(t, since, side="left"))
+        return n, t[len(t) - n :].copy()
 
     def gpu_series(self, uuid: str, metric: str, since: float | None = None) -> Series:
         ring = self.gpus.get(uuid)
-        n = self._window(since)
-        t = self.times.column(0, n)
+        n, t = self._window(since)
         if ring is None:
             return Series(t, np.full(len(t), np.nan, dtype=np.float32))
         return Series(t, ring.column(_GPU_INDEX[metric], n))
 
     def chassis_series(self, metric: str, since: float | None = None) -> Series:
-        n = self._window(since)
-        return Series(self.times.column(0, n), self.chassis.column(_CHASSIS_INDEX[metric], n))
+        n, t = self._window(since)
+        return Series(t, self.chassis.column(_CHASSIS_INDEX[metric], n))
 
     @property
     def nbytes(self) -> int:
@@ -209,6 +220,7 @@ class NodeHistory:
 
     def resize(self, capacity: int) -> None:
         self.capacity = capacity
+        self._changes += 1
         for ring in (self.times, self.chassis, *self.gpus.values()):
             ring.resize(capacity)
 
