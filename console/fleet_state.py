@@ -84,7 +84,7 @@ class NodeState:
             return NodeStatus.UNREACHABLE
         if (
             self.last_result_mono is None
-            or now_mono - self.last_result_mono > self.interval_s * max(STALE_AFTER_INTERVALS, 3.0) + 2.0
+            or now_mono - self.last_result_mono > self.interval_s * STALE_AFTER_INTERVALS + 2.0
         ):
             return NodeStatus.STALE
         worst = self.node_severity

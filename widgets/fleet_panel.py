@@ -134,8 +134,8 @@ class FleetModel(QStandardItemModel):
             if visible or (node.name, gpu.uuid) not in self._gpu_rows:
                 self._refresh_gpu(node, gpu)
 
-    def node_row(self, node: str) -> list[QStandardItem]:
-        return self._node_rows[node]
+    def node_row(self, node: str) -> list[QStandardItem] | None:
+        return self._node_rows.get(node)
 
     def gpu_row(self, node: str, uuid: str) -> list[QStandardItem] | None:
         return self._gpu_rows.get((node, uuid))
@@ -270,7 +270,7 @@ class FleetPanel(QWidget):
     def reveal(self, node: str, gpu_uuid: str | None) -> None:
         """Select and scroll to a node or GPU row (used by the incidents panel's double-click)."""
         rows = self.model.gpu_row(node, gpu_uuid) if gpu_uuid else None
-        target = rows or (self.model.node_row(node) if node in self.model._state.nodes else None)
+        target = rows or self.model.node_row(node)
         if not target:
             return
         index = self.proxy.mapFromSource(target[0].index())
