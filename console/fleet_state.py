@@ -72,6 +72,7 @@ class NodeState:
     gpus: dict[str, GpuState] = field(default_factory=dict)
     last_result_mono: float | None = None
     last_success: float | None = None  # epoch
+    last_fresh: float | None = None  # epoch of the last poll with new values (exporters repeat between collections)
     last_latency_s: float | None = None
     last_error: str = ""
     reachable: bool = True
@@ -145,7 +146,10 @@ class FleetState:
         node.reachable = True
         node.last_error = result.reason  # a partial failure (one of several sources) stays visible
         node.last_success = result.started
+        if not result.fresh and result.sample is node.sample:
+            return  # the same measurement again: the node answered, its GPUs did not change
         node.sample = result.sample
+        node.last_fresh = result.started
         now = node.last_result_mono
         for gpu in result.sample.gpus:
             state = node.gpus.get(gpu.uuid)

@@ -175,7 +175,7 @@ class FleetMonitor:
             counters.samples += 1
             counters.gpu_samples += len(result.sample.gpus)
             self._account_exposure(result)
-            if self._history is not None:
+            if self._history is not None and result.fresh:  # a repeat would count one measurement twice
                 try:
                     self._history.observe(result.sample)
                 except Exception:  # history is a convenience: it must never stop polling

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import threading
@@ -48,6 +49,10 @@ class PollResult:
     sample: NodeSample | None
     failures: tuple[SourceFailure, ...] = ()
     late_s: float = 0.0  # how far behind its schedule this poll started
+    # False when every source answered with the very measurement it gave last time (dcgm-exporter serves the same
+    # bytes until its next collection, 30 s by default): ``sample`` is then the previous poll's sample object,
+    # proof the node is alive but nothing new to evaluate, chart or roll up.
+    fresh: bool = True
 
     @property
     def ok(self) -> bool:
@@ -65,6 +70,38 @@ class PollerStats:
     failed_polls: int = 0
     on_time_polls: int = 0
     latencies_s: list[float] = field(default_factory=list)
+
+
+class _LastSamples:
+    """What each of a node's sources returned last time, to tell a repeated measurement from a new one.
+
+    A source answers a repeat with the very sample object it returned before (``DcgmSource`` does when the
+    exporter serves the same bytes). When every source repeats, the poll is not fresh and carries the previous
+    merged sample object; when only some repeat, their events are dropped so nothing is reported twice.
+    """
+
+    __slots__ = ("last", "merged")
+
+    def __init__(self, count: int) -> None:
+        self.last: list[NodeSample | None] = [None] * count
+        self.merged: NodeSample | None = None
+
+    def merge(self, outcomes: list[NodeSample | SourceFailure], *, complete: bool) -> tuple[NodeSample | None, bool]:
+        samples: list[NodeSample] = []
+        repeats = 0
+        for position, outcome in enumerate(outcomes):
+            if isinstance(outcome, SourceFailure):
+                continue  # a source that answers again with its old sample after a failure is still repeating
+            if outcome is self.last[position]:
+                repeats += 1
+                samples.append(dataclasses.replace(outcome, events=()) if outcome.events else outcome)
+            else:
+                self.last[position] = outcome
+                samples.append(outcome)
+        if complete and samples and repeats == len(samples) and self.merged is not None:
+            return self.merged, False
+        self.merged = merge_samples(samples) if samples else None
+        return self.merged, True
 
 
 SourceMaker = Callable[[SourceContext], Source]
@@ -179,6 +216,7 @@ class Poller:
                 sources.append((spec, None, f"cannot create source: {exc}"))
         # Spread the first polls over one interval so a thousand nodes do not fire in the same millisecond.
         next_due = time.monotonic() + self._rng.uniform(0, interval)
+        seen = _LastSamples(len(sources))
         failures_in_row = 0
         stopping = self._stopping
         try:
@@ -188,7 +226,7 @@ class Poller:
                 await asyncio.sleep(max(0.0, next_due - time.monotonic()))
                 started_mono = time.monotonic()
                 late = started_mono - next_due
-                result = await self._poll_once(node, sources, timeout, late)
+                result = await self._poll_once(node, sources, timeout, late, seen)
                 failures_in_row = 0 if result.sample is not None else failures_in_row + 1
                 self._record(result, interval)
                 try:
@@ -209,39 +247,51 @@ class Poller:
                         await asyncio.wait_for(source.aclose(), 2.0)
 
     async def _poll_once(
-        self, node: Node, sources: list[tuple[SourceSpec, Source | None, str]], timeout: float, late: float
+        self,
+        node: Node,
+        sources: list[tuple[SourceSpec, Source | None, str]],
+        timeout: float,
+        late: float,
+        seen: _LastSamples,
     ) -> PollResult:
         started = time.time()
         t0 = time.monotonic()
-
-        async def one(spec: SourceSpec, source: Source | None, broken: str) -> NodeSample | SourceFailure:
-            label = f"{spec.kind} {spec.target()}"
-            if source is None:
-                return SourceFailure(label, PollFailure.INTERNAL, broken)
-            try:
-                return await asyncio.wait_for(source.poll(), timeout)
-            except SourceError as exc:
-                return SourceFailure(label, exc.failure, exc.reason)
-            except TimeoutError:
-                return SourceFailure(label, PollFailure.TIMEOUT, f"no answer within {timeout:g} s")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a source bug must not kill the node's task
-                log.exception("source %s of node %s raised", label, node.name)
-                return SourceFailure(label, PollFailure.INTERNAL, f"{type(exc).__name__}: {exc}")
-
-        outcomes = await asyncio.gather(*(one(*entry) for entry in sources))
-        samples = [o for o in outcomes if isinstance(o, NodeSample)]
+        if len(sources) == 1:  # the common case: no gather, no extra task per poll
+            outcomes: list[NodeSample | SourceFailure] = [await self._poll_source(node, *sources[0], timeout)]
+        else:
+            outcomes = await asyncio.gather(*(self._poll_source(node, *entry, timeout) for entry in sources))
         failures = tuple(o for o in outcomes if isinstance(o, SourceFailure))
+        sample, fresh = seen.merge(outcomes, complete=not failures)
         return PollResult(
             node=node.name,
             site=node.site,
             started=started,
             latency_s=time.monotonic() - t0,
-            sample=merge_samples(samples) if samples else None,
+            sample=sample,
             failures=failures,
             late_s=max(0.0, late),
+            fresh=fresh,
         )
+
+    @staticmethod
+    async def _poll_source(
+        node: Node, spec: SourceSpec, source: Source | None, broken: str, timeout: float
+    ) -> NodeSample | SourceFailure:
+        label = f"{spec.kind} {spec.target()}"
+        if source is None:
+            return SourceFailure(label, PollFailure.INTERNAL, broken)
+        try:
+            async with asyncio.timeout(timeout):
+                return await source.poll()
+        except SourceError as exc:
+            return SourceFailure(label, exc.failure, exc.reason)
+        except TimeoutError:
+            return SourceFailure(label, PollFailure.TIMEOUT, f"no answer within {timeout:g} s")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a source bug must not kill the node's task
+            log.exception("source %s of node %s raised", label, node.name)
+            return SourceFailure(label, PollFailure.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def _record(self, result: PollResult, interval: float) -> None:
         with self._stats_lock:

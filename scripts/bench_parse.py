@@ -2,7 +2,8 @@
 
 Prints, for the real L4 capture and for a rendered 8-GPU H100 node, the median microseconds per payload and per
 GPU, and how many times faster we are. "warm" is the steady state of a source (its parser keeps the label cache
-between polls); "cold" is a fresh parser per payload.
+between polls); "cold" is a fresh parser per payload; "template" is a node's usual next payload (same series in
+the same order, new values), which skips the parse and maps straight to the sample (console/sources/dcgm_template).
 
     .venv/bin/python scripts/bench_parse.py [--rounds 9] [--calls 200]
 """
@@ -23,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from console.exposition import ExpositionParser, parse_exposition  # noqa: E402
 from console.schema import GpuSample, NodeSample, RecoveryAction, ThrottleReason  # noqa: E402
-from console.sources.dcgm import XidMemory, parse_dcgm_payload  # noqa: E402
+from console.sources.dcgm import XidMemory, parse_dcgm_payload, parse_with_template  # noqa: E402
 from console.sources.dcgm_render import render_dcgm_exposition  # noqa: E402
 
 L4_FIXTURE = ROOT / "tests" / "fixtures" / "dcgm_exporter_sample_cncf_kops_nvidia_L4.txt"
@@ -107,6 +108,8 @@ def median_us(candidates: dict[str, tuple[Callable[[], object], int]], rounds: i
 def bench(label: str, text: str, gpus: int, rounds: int, calls: int) -> None:
     parser = ExpositionParser()
     memory = XidMemory()
+    _, template = parse_with_template(text, "n", "s", 0.0, memory)
+    assert template is not None, "the payload has a simple shape: the fast path must apply"
     lines = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
     results = median_us(
         {
@@ -118,6 +121,10 @@ def bench(label: str, text: str, gpus: int, rounds: int, calls: int) -> None:
             "our parser, cold cache": (lambda: parse_exposition(text), calls),
             "our parser + DCGM mapping (warm)": (
                 lambda: parse_dcgm_payload(text, "n", "s", 0.0, memory, parser=parser),
+                calls,
+            ),
+            "same shape, new values (template)": (
+                lambda: template.sample(text, 0.0, memory, node="n", site="s", source="dcgm"),
                 calls,
             ),
         },

@@ -124,6 +124,58 @@ def bench_poller(base: str, duration: float, interval: float, simulator_pid: int
     return poller_cpu
 
 
+def bench_app(base: str, duration: float, simulator_pid: int) -> float:
+    """The whole app: the real main window (offscreen), monitor, incident engine, store and rollup, in this process."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QElapsedTimer, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from widgets.app import build_app
+
+    fleet = parse_inventory(fetch(f"{base}/inventory.toml").decode(), f"{base}/inventory.toml")
+    qt_app = QApplication.instance() or QApplication(sys.argv[:1])
+    gaps: list[float] = []
+    clock = QElapsedTimer()
+    ticker = QTimer()
+    ticker.setInterval(10)
+
+    def tick() -> None:
+        gaps.append(clock.nsecsElapsed() / 1e6)
+        clock.restart()
+
+    ticker.timeout.connect(tick)
+    with tempfile.TemporaryDirectory(prefix="bench-app-") as work:
+        app = build_app(fleet, Path(work) / "incidents.sqlite3", seed=1)
+        app.start()
+        app.window.show()
+        settle = time.monotonic() + 5.0
+        while time.monotonic() < settle:
+            qt_app.processEvents()
+            time.sleep(0.005)
+        stats = app.monitor.poller.stats
+        polls0, on_time0 = stats.polls, stats.on_time_polls
+        cpu0, sim0, t0 = own_cpu_seconds(), cpu_seconds(simulator_pid), time.monotonic()
+        clock.start()
+        ticker.start()
+        QTimer.singleShot(int(duration * 1000), qt_app.quit)
+        qt_app.exec()
+        ticker.stop()
+        cpu1, sim1, t1 = own_cpu_seconds(), cpu_seconds(simulator_pid), time.monotonic()
+        polls, on_time = stats.polls - polls0, stats.on_time_polls - on_time0
+        gpus = app.window.state.gpu_count
+        app.shutdown()
+    wall = t1 - t0
+    app_cpu = (cpu1 - cpu0) / wall * 100.0
+    print(f"whole app (window, engine, store, rollup): {len(fleet.nodes)} dcgm nodes, {gpus} GPUs, {duration:g} s")
+    print(f"  polls/s            {polls / wall:8.1f}")
+    print(f"  on time            {100.0 * on_time / max(polls, 1):8.2f} %")
+    print(f"  CPU (whole app)    {app_cpu:8.1f} % of one core  ({(cpu1 - cpu0) / max(polls, 1) * 1e6:.0f} us/poll)")
+    print(f"  longest GUI stall  {max(gaps, default=0.0):8.1f} ms (10 ms timer)")
+    print(f"  peak RSS           {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:8.1f} MiB")
+    print(f"  simulator CPU      {(sim1 - sim0) / wall * 100.0:8.1f} % of one core")
+    return app_cpu
+
+
 def bench_prometheus(base: str, duration: float, interval: float, work: Path) -> float | None:
     binary = shutil.which("prometheus")
     if binary is None:
@@ -187,9 +239,15 @@ def main() -> int:
         "--sim-refresh", type=float, default=1.0, help="simulate --refresh: seconds between value updates"
     )
     parser.add_argument("--no-prometheus", action="store_true", help="skip the Prometheus comparison")
+    parser.add_argument(
+        "--app", action="store_true", help="measure the whole app (window, engine, store, rollup), not the poller"
+    )
     args = parser.parse_args()
     simulator, base = start_simulator(args.nodes, args.faults, args.sim_refresh)
     try:
+        if args.app:
+            bench_app(base, args.duration, simulator.pid)
+            return 0
         poller_cpu = bench_poller(base, args.duration, args.interval, simulator.pid)
         if not args.no_prometheus:
             with tempfile.TemporaryDirectory(prefix="bench-poll-") as work:

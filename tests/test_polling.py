@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import threading
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from console.fleet import Fleet, Node, Site, SourceKind, SourceSpec
 from console.polling import Poller, PollResult, backoff_delay
-from console.schema import ChassisSample, GpuSample, NodeSample
+from console.schema import ChassisSample, EventKind, GpuEvent, GpuSample, NodeSample
 from console.sources.base import PollFailure, SourceContext, SourceError
 
 
@@ -25,6 +26,8 @@ class ScriptedSource:
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
         self.mode = ctx.spec.option("mode", "ok")
+        self.polls = 0
+        self.kept: NodeSample | None = None
 
     async def poll(self) -> NodeSample:
         name = self.ctx.node.name
@@ -35,6 +38,13 @@ class ScriptedSource:
                 await asyncio.sleep(60)
             if self.mode == "refuse":
                 raise SourceError(PollFailure.UNREACHABLE, "connection refused")
+            if self.mode == "repeat":  # an exporter that collects every third poll: the same object in between
+                self.polls += 1
+                if self.kept is None or self.polls % 3 == 1:
+                    xid = GpuEvent(EventKind.XID, time.time(), f"GPU-{name}", 0, 79, "fell off the bus")
+                    gpu = GpuSample(0, f"GPU-{name}", power_w=100.0 + self.polls)
+                    self.kept = NodeSample(name, self.ctx.site.name, "scripted", time.time(), (gpu,), events=(xid,))
+                return self.kept
             if self.mode == "chassis":
                 return NodeSample(name, self.ctx.site.name, "scripted", time.time(), (), ChassisSample(inlet_c=24.0))
             return NodeSample(
@@ -149,3 +159,21 @@ def test_backoff_grows_and_is_capped(failures: int) -> None:
         assert delay == 1.0
     else:
         assert 0.8 * min(2**failures, 60) <= delay <= 1.2 * min(2**failures, 60)
+
+
+def test_a_repeated_measurement_is_marked_not_fresh_and_carries_the_previous_sample() -> None:
+    results = _run(_fleet({"n1": ("repeat",)}, interval=0.05), 0.8)
+    assert len(results) >= 9
+    assert [r.fresh for r in results[:6]] == [True, False, False, True, False, False]
+    for previous, result in itertools.pairwise(results):
+        if not result.fresh:
+            assert result.sample is previous.sample, "a repeat is the previous poll's sample, nothing new to chart"
+            assert result.ok
+
+
+def test_a_repeating_source_beside_a_fresh_one_does_not_report_its_events_twice() -> None:
+    results = _run(_fleet({"n1": ("repeat", "chassis")}, interval=0.05), 0.8)
+    assert len(results) >= 6 and all(r.fresh and r.ok for r in results)
+    events = [len(r.sample.events) for r in results[:6] if r.sample is not None]
+    assert events == [1, 0, 0, 1, 0, 0], "the Xid comes once per new measurement"
+    assert all(r.sample is not None and r.sample.chassis.inlet_c == 24.0 for r in results)

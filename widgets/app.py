@@ -118,7 +118,7 @@ def build_app(
     history = FleetHistory(budget_bytes=history_budget_bytes, expected_gpus=len(fleet.nodes) * ASSUMED_GPUS_PER_NODE)
     window = MainWindow(fleet, db_path, history)
     bridge.setParent(window)
-    bridge.update_received.connect(window.on_monitor_update)
+    bridge.updates_received.connect(window.on_monitor_updates)
     bridge.problem_reported.connect(window.show_problem)
     if store.recovered is not None:
         window.show_problem(store.recovered.message)

@@ -122,6 +122,10 @@ class FleetModel(QStandardItemModel):
             f"sources: {node.sources}\nlast success: {last_ok}\nlast poll latency: {latency}\n"
             f"last error: {node.last_error or 'none'}"
         )
+        if node.last_fresh is not None and node.last_success is not None:
+            unchanged = node.last_success - node.last_fresh
+            if unchanged >= 2 * node.interval_s:  # the exporter collects less often than we poll
+                tip += f"\nvalues unchanged for {unchanged:.0f} s (the exporter has not collected since)"
         insecure = self._tls_off.get(node.name)
         if insecure:
             detail += f" · {TLS_OFF}"

@@ -20,7 +20,9 @@ from PySide6.QtWidgets import (
 from console.fleet import Fleet
 from console.fleet_state import FleetState, NodeStatus
 from console.history import FleetHistory
+from console.incidents.model import IncidentChange
 from console.monitor import MonitorUpdate
+from console.polling import PollResult
 from widgets.charts import ChartPanel, Selection
 from widgets.fleet_map import FleetMapWidget
 from widgets.fleet_panel import FleetPanel
@@ -124,21 +126,27 @@ class MainWindow(QMainWindow):
 
     # -- data arrival (GUI thread, via the bridge) ----
 
-    def on_monitor_update(self, update: MonitorUpdate) -> None:
-        result = update.result
-        if result is not None:
-            if result.sample is not None:
-                self.history.record(result.sample)
-                self.charts.mark_dirty(result.node)
-            else:
-                self.history.record_gap(result.node, result.started)
-            first_data = result.sample is not None and not self.state.nodes[result.node].gpus
-            self.state.apply_result(result)
-            if first_data and self.charts.selection is None:
-                self._select_first_node()
-        if update.changes:
-            self.state.apply_changes(update.changes)
-            self.incidents.apply(update.changes)
+    def on_monitor_updates(self, updates: tuple[MonitorUpdate, ...]) -> None:
+        changes: list[IncidentChange] = []
+        for update in updates:
+            result = update.result
+            if result is not None:
+                self._apply_result(result)
+            changes.extend(update.changes)
+        if changes:
+            self.state.apply_changes(changes)
+            self.incidents.apply(changes)
+
+    def _apply_result(self, result: PollResult) -> None:
+        if result.sample is None:
+            self.history.record_gap(result.node, result.started)
+        elif result.fresh:  # a repeat (the exporter has not collected since) has nothing new to chart
+            self.history.record(result.sample)
+            self.charts.mark_dirty(result.node)
+        first_data = result.sample is not None and not self.state.nodes[result.node].gpus
+        self.state.apply_result(result)
+        if first_data and self.charts.selection is None:
+            self._select_first_node()
 
     def show_problem(self, message: str) -> None:
         """Show a recoverable problem in the red banner (newest first, at most three lines kept)."""

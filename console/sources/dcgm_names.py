@@ -39,16 +39,11 @@ NVLINK_CRC_DATA = "_nvlink_crc_data"
 ADDITIVE_FIELDS = frozenset({"memory_used_mib", FB_FREE, FB_RESERVED, FB_TOTAL})
 
 
-def _number(value: float) -> float:
-    return value
-
-
-def _integer(value: float) -> int:
-    return int(value)
-
-
-def _flag(value: float) -> bool:
-    return value != 0
+# Builtins, not wrappers: a node payload converts ~300 values, and a Python-level call per value showed up.
+# (Sentinels, NaN and Inf are filtered out before any converter runs, so int() never sees them.)
+_number: Converter = float
+_integer: Converter = int
+_flag: Converter = bool
 
 
 def _percent_from_ratio(value: float) -> float:

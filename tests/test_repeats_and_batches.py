@@ -1,0 +1,65 @@
+"""The whole app against exporters that collect less often than we poll, and the bridge's batches.
+
+dcgm-exporter serves the same bytes until its next collection (every 30 s by default). The window must show the
+node alive at every poll, chart each measurement once, and say in the tooltip that the values are old.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from console.inventory import parse_inventory
+from console.monitor import MonitorUpdate
+from tests.test_simulate import get, running_simulator
+from widgets.app import build_app
+from widgets.bridge import MonitorBridge
+
+
+def test_repeated_payloads_keep_the_node_alive_without_charting_them_again(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with running_simulator("--nodes", "2", "--faults", "none", "--refresh", "4", "--duration", "60") as simulator:
+        inventory = get(f"{simulator.url}/inventory.toml").decode()
+        fleet = parse_inventory(inventory.replace("interval_s = 1.0", "interval_s = 0.5"), "simulated.toml")
+        app = build_app(fleet, tmp_path / "incidents.sqlite3", seed=1)
+        qtbot.addWidget(app.window)
+        app.start()
+        try:
+            window = app.window
+            name = fleet.nodes[0].name
+            qtbot.waitUntil(lambda: window.state.nodes[name].last_fresh is not None, timeout=10_000)
+            started = time.monotonic()
+            qtbot.wait(9_000)
+            node = window.state.nodes[name]
+            polls = app.monitor.poller.stats.polls / len(fleet.nodes)
+            charted = len(window.history.node(name).times)
+            assert polls >= 14, "polled every 0.5 s"
+            elapsed = time.monotonic() - started
+            assert 2 <= charted <= 5, f"{charted} chart points for ~{elapsed:.0f} s of 4 s collections"
+            assert node.last_success is not None and time.time() - node.last_success < 2.0, "alive at every poll"
+            qtbot.waitUntil(lambda: (node.last_success or 0) - (node.last_fresh or 0) >= 1.5, timeout=6_000)
+            window.fleet_panel.model.refresh()
+            tip = window.fleet_panel.model._node_rows[name][5].toolTip()
+            assert "values unchanged for" in tip and "has not collected since" in tip
+        finally:
+            app.shutdown()
+
+
+def test_updates_posted_while_the_gui_is_busy_arrive_as_one_batch_in_order(qtbot) -> None:  # type: ignore[no-untyped-def]
+    bridge = MonitorBridge()
+    batches: list[tuple[MonitorUpdate, ...]] = []
+    bridge.updates_received.connect(batches.append)
+
+    def worker() -> None:
+        for i in range(500):
+            bridge.post(MonitorUpdate(time=float(i)))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()  # the GUI thread did not run meanwhile: everything waits for one flush
+    qtbot.waitUntil(lambda: sum(len(b) for b in batches) == 500, timeout=5_000)
+    assert len(batches) == 1
+    assert [u.time for u in batches[0]] == [float(i) for i in range(500)]
+    bridge.post(MonitorUpdate(time=1e9))
+    qtbot.waitUntil(lambda: len(batches) == 2, timeout=5_000)
+    assert [u.time for u in batches[1]] == [1e9]
