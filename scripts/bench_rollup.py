@@ -2,9 +2,10 @@
 
 Writes 24 h of minutes for a small fleet (one sample per node per minute: a row's size does not depend on how
 many samples a minute held), then times one minute of a 10,000-GPU fleet, then reads 24 h back the way the
-charts do.
+charts do. Finally it measures the live cost the whole app pays (issue 5: 1,000 nodes x 8 GPUs every second): CPU
+per sample through ``observe`` and the writer thread at a paced 1,000 samples/s, and the most samples/s it takes.
 
-    .venv/bin/python scripts/bench_rollup.py [--nodes 64] [--big-gpus 10000]
+    .venv/bin/python scripts/bench_rollup.py [--nodes 64] [--big-gpus 10000] [--observe-only]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,12 +54,94 @@ def on_disk(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
 
 
+def writer_cpu_s(rollup: RollupStore) -> float:
+    """CPU seconds the writer thread has used so far (Linux: per-thread CPU clock)."""
+    thread = next(t for t in threading.enumerate() if t.name == "history-rollup-writer" and t.is_alive())
+    assert thread.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+def settle(rollup: RollupStore) -> float:
+    """Wait until the writer has gone idle (its CPU clock stops moving); its CPU seconds then."""
+    before = writer_cpu_s(rollup)
+    while True:
+        time.sleep(0.4)
+        now = writer_cpu_s(rollup)
+        if now - before < 1e-3:
+            return now
+        before = now
+
+
+def live_cost(folder: Path, nodes: int, seconds: int, rate: float) -> None:
+    """CPU per 8-GPU sample through observe + the writer's accumulation, at a paced rate and flat out."""
+    minute = (time.time() // 60) * 60
+    clock_now = [minute + 30]
+    # distinct sample objects (a repeated object is skipped by design), all inside one minute so no write happens
+    # while the pace runs; the minute's write is measured on its own afterwards
+    samples = [node_sample(n, minute + 1 + s * 0.5, gpus=8) for s in range(seconds) for n in range(nodes)]
+    rollup = RollupStore.open(folder / "live.sqlite3", clock=lambda: clock_now[0], grace_s=1e9)
+    try:
+        # A node's first sample of a minute adds its rows; at one sample a second that is 1 in 60, so add them
+        # before timing (a 5 s run would otherwise count it 1 in 5).
+        for n in range(nodes):
+            rollup.observe(node_sample(n, minute, gpus=8))
+        settle(rollup)
+        observe_cpu = 0.0
+        writer_before = writer_cpu_s(rollup)
+        began = time.perf_counter()
+        chunk = max(1, int(rate / 100))  # the poller hands results over in dribs, not one burst per second
+        for i in range(0, len(samples), chunk):
+            t0 = time.thread_time()
+            for sample in samples[i : i + chunk]:
+                rollup.observe(sample)
+            observe_cpu += time.thread_time() - t0
+            delay = began + (i + chunk) / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        writer_after = settle(rollup)
+        per_sample_us = (writer_after - writer_before + observe_cpu) / len(samples) * 1e6
+        print(
+            f"live: {len(samples):,} samples of {nodes:,} nodes x 8 GPUs at {rate:,.0f}/s: "
+            f"{per_sample_us:.1f} us CPU per sample (observe {observe_cpu / len(samples) * 1e6:.1f} us + writer "
+            f"{(writer_after - writer_before) / len(samples) * 1e6:.1f} us) = {per_sample_us * rate / 1e4:.1f} % "
+            "of a core"
+        )
+        t0 = time.perf_counter()
+        rollup.flush(120)
+        print(f"  then writing that minute ({nodes * 9:,} rows): {(time.perf_counter() - t0) * 1e3:.0f} ms")
+    finally:
+        rollup.close()
+    flat = RollupStore.open(folder / "flat.sqlite3", clock=lambda: clock_now[0], grace_s=1e9)
+    try:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for sample in samples:
+            flat.observe(sample)
+        flat.flush(120)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        print(
+            f"  flat out: {len(samples) / wall:,.0f} samples/s through observe -> writer -> SQLite "
+            f"({cpu / len(samples) * 1e6:.1f} us CPU per sample, the minute's write included)"
+        )
+    finally:
+        flat.close()
+
+
 def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-rollup-") as folder:
+        run(Path(folder))
+
+
+def run(folder: Path) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=64)
     parser.add_argument("--big-gpus", type=int, default=10_000)
+    parser.add_argument("--live-nodes", type=int, default=1_000)
+    parser.add_argument("--live-seconds", type=int, default=5)
+    parser.add_argument("--observe-only", action="store_true", help="only the live observe -> writer cost")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-rollup-"))
+    if args.observe_only:
+        live_cost(folder, args.live_nodes, args.live_seconds, float(args.live_nodes))
+        return
     now = (time.time() // 60) * 60
     start = now - 1440 * 60
     clock_now = [start]
@@ -112,6 +196,7 @@ def main() -> None:
             f"samples and write {big_nodes * 9:,} rows ({took / big_nodes * 1e6:.0f} us per node sample)"
         )
     big.close()
+    live_cost(folder, args.live_nodes, args.live_seconds, float(args.live_nodes))
 
 
 if __name__ == "__main__":
