@@ -14,6 +14,7 @@ Counters are monotonic totals; rates come from deltas, and a decrease is a reset
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -39,6 +40,12 @@ class Finding:
     value: float | None = None
     severity: Severity | None = None
     detail: str = ""
+
+
+def _may_matter(rule: Rule, value: float) -> bool:
+    """False when the engine would drop a finding with this value anyway (no threshold crossed, outside the
+    hysteresis band): detectors that run on every sample skip allocating it and formatting its detail."""
+    return not rule.thresholds or rule.level(value) is not None or rule.holds(value)
 
 
 class WindowCounter:
@@ -285,7 +292,9 @@ def _chassis_flag(rule: Rule, sample: NodeSample, mem: NodeMemory, t: float) -> 
 
 def _chassis_level(rule: Rule, sample: NodeSample, mem: NodeMemory, t: float) -> list[Finding]:
     value = getattr(sample.chassis, rule.signal)
-    return [] if value is None else [Finding(None, value=float(value))]
+    if value is None or not _may_matter(rule, float(value)):
+        return []
+    return [Finding(None, value=float(value))]
 
 
 def _coolant_flow_fraction(rule: Rule, sample: NodeSample, mem: NodeMemory, t: float) -> list[Finding]:
@@ -294,6 +303,8 @@ def _coolant_flow_fraction(rule: Rule, sample: NodeSample, mem: NodeMemory, t: f
     if chassis.coolant_flow_lpm is None or not rated:
         return []
     fraction = chassis.coolant_flow_lpm / rated
+    if not _may_matter(rule, fraction):
+        return []
     return [Finding(None, value=fraction, detail=f"flow {chassis.coolant_flow_lpm:.1f} of rated {rated:g} L/min")]
 
 
@@ -315,7 +326,7 @@ def _coolant_delta_t_drift(rule: Rule, sample: NodeSample, mem: NodeMemory, t: f
         alpha = min(1.0, max(t - mem.dt_last_t, 0.0) / rule.params["baseline_tau_s"])
         mem.dt_baseline += alpha * (ratio - mem.dt_baseline)
     mem.dt_last_t = t
-    if t - mem.dt_since < rule.params["warmup_s"]:
+    if t - mem.dt_since < rule.params["warmup_s"] or not _may_matter(rule, drift):
         return []
     return [Finding(None, value=drift, detail=f"delta-T {ratio:.2f} C/kW, baseline {mem.dt_baseline:.2f} C/kW")]
 
@@ -335,6 +346,8 @@ def _fan_minimum(rule: Rule, sample: NodeSample, mem: NodeMemory, t: float) -> l
         return []
     slowest = min(range(len(chassis.fans_rpm)), key=chassis.fans_rpm.__getitem__)
     rpm = chassis.fans_rpm[slowest]
+    if not _may_matter(rule, rpm / chassis.fans_min_rpm):
+        return []
     return [
         Finding(
             None,
@@ -346,36 +359,55 @@ def _fan_minimum(rule: Rule, sample: NodeSample, mem: NodeMemory, t: float) -> l
 
 def _cohort(rule: Rule, sample: NodeSample, attribute: str, hotter: bool) -> list[Finding]:
     """Each busy GPU against the median of its siblings drawing similar power on the same node."""
-    busy = [
-        gpu
-        for gpu in sample.gpus
-        if gpu.power_w is not None
-        and gpu.power_w >= rule.params["min_power_w"]
-        and getattr(gpu, attribute) is not None
-        and not gpu.lost
-    ]
-    if len(busy) < rule.params["min_siblings"] + 1:
-        return []
-    tolerance = rule.params["power_tolerance"]
-    found = []
-    for gpu in busy:
-        power = gpu.power_w or 0.0
-        siblings = sorted(
-            getattr(other, attribute)
-            for other in busy
-            if other is not gpu and abs((other.power_w or 0.0) - power) <= tolerance * power
-        )
-        if len(siblings) < rule.params["min_siblings"]:
+    params = rule.params
+    min_power = params["min_power_w"]
+    busy: list[tuple[GpuSample, float, float]] = []  # (gpu, power, the compared value)
+    for gpu in sample.gpus:
+        power = gpu.power_w
+        if power is None or power < min_power or gpu.lost:
             continue
-        mid = len(siblings) // 2
-        median = siblings[mid] if len(siblings) % 2 else (siblings[mid - 1] + siblings[mid]) / 2
         own = getattr(gpu, attribute)
-        if hotter:
-            value = own - median
-            detail = f"{own:.0f} C against {median:.0f} C for {len(siblings)} siblings at similar power"
+        if own is not None:
+            busy.append((gpu, power, own))
+    min_siblings = params["min_siblings"]
+    if len(busy) < min_siblings + 1:
+        return []
+    tolerance = params["power_tolerance"]
+    powers = [power for _, power, _ in busy]
+    values = [own for _, _, own in busy]
+    # The usual node: every busy GPU within the power band of every other (rounding is monotonic, so the widest
+    # pair against the narrowest band decides it for all pairs), no NaN, each GPU once. Then a GPU's siblings are
+    # all the others: one sort serves every GPU.
+    everyone = (
+        max(powers) - min(powers) <= tolerance * min(powers)
+        and not any(math.isnan(v) for v in values)
+        and len({id(gpu) for gpu, _, _ in busy}) == len(busy)
+    )
+    ordered = sorted(values) if everyone else []
+    found = []
+    for gpu, power, own in busy:
+        if everyone:
+            # The others in order are ``ordered`` without one occurrence of its own value, at ``skip``.
+            count = len(ordered) - 1
+            skip = bisect_left(ordered, own)
+            mid = count // 2
+            upper = ordered[mid + (mid >= skip)]
+            median = upper if count % 2 else (ordered[mid - 1 + (mid - 1 >= skip)] + upper) / 2
         else:
-            value = 1.0 - own / median if median > 0 else 0.0
-            detail = f"SM clock {own:.0f} MHz against {median:.0f} MHz for {len(siblings)} siblings at similar power"
+            band = tolerance * power
+            siblings = sorted([v for other, p, v in busy if other is not gpu and abs(p - power) <= band])
+            count = len(siblings)
+            if count < min_siblings:
+                continue
+            mid = count // 2
+            median = siblings[mid] if count % 2 else (siblings[mid - 1] + siblings[mid]) / 2
+        value = own - median if hotter else (1.0 - own / median if median > 0 else 0.0)
+        if not _may_matter(rule, value):
+            continue  # the usual case, a GPU like its siblings: skip building the detail text
+        if hotter:
+            detail = f"{own:.0f} C against {median:.0f} C for {count} siblings at similar power"
+        else:
+            detail = f"SM clock {own:.0f} MHz against {median:.0f} MHz for {count} siblings at similar power"
         found.append(Finding(gpu.uuid, value=value, detail=detail))
     return found
 
@@ -399,6 +431,8 @@ def _unreachable(rule: Rule, result: PollResult, mem: NodeMemory, t: float, inte
 
 def _collector_slow(rule: Rule, result: PollResult, mem: NodeMemory, t: float, interval_s: float) -> list[Finding]:
     fraction = result.latency_s / interval_s if interval_s > 0 else 0.0
+    if not _may_matter(rule, fraction):
+        return []
     return [
         Finding(
             None, value=fraction, detail=f"poll took {result.latency_s * 1000:.0f} ms of a {interval_s:g} s interval"

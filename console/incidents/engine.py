@@ -5,6 +5,9 @@ cheap: per GPU it runs the level detectors and allocates nothing while the GPU i
 second) finds stale nodes, promotes node conditions that need no new sample, resolves what stayed clear long
 enough and flushes evidence batches.
 
+A result that repeats the previous sample (``PollResult.fresh`` False: the exporter served the same bytes) takes a
+light path: liveness and result rules only, while the conditions of that sample are held as still true.
+
 One incident per (node, GPU UUID or none, rule, code) at a time. Severity only escalates during one incident; a
 recurrence after resolution opens a new one with a new id (a hash of node, GPU, rule, code and opening time, so
 ids are stable across databases and ``merge`` can deduplicate).
@@ -16,6 +19,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +32,7 @@ from console.incidents.detectors import (
     NodeMemory,
     Scope,
 )
-from console.incidents.evidence import Recording, SampleBuffer, evidence_json
+from console.incidents.evidence import Recording, SampleBuffer, SampleJson
 from console.incidents.model import (
     ChangeKind,
     EvidencePoint,
@@ -39,7 +43,7 @@ from console.incidents.model import (
     Severity,
     Status,
 )
-from console.incidents.rules import Rule, RuleSet
+from console.incidents.rules import Direction, Rule, RuleSet
 from console.incidents.xid import XidCatalog, load_xid_catalog
 from console.polling import PollResult
 from console.schema import RECOVERY_ACTION_CODES, EventKind, GpuSample, NodeSample, RecoveryAction
@@ -63,6 +67,8 @@ def incident_id(node: str, gpu_uuid: str | None, rule: str, code: str, opened_at
 
 MAX_GPUS_PER_NODE = 64  # an 8-GPU node that churns UUIDs keeps at most this many GPUs' memory
 
+_uuid_of = operator.attrgetter("uuid")
+
 
 @dataclass(slots=True)
 class _Track:
@@ -85,9 +91,12 @@ class _Track:
 
 @dataclass(slots=True)
 class _Plan:
-    """The rules of one (site, provider), sorted by how the engine runs them."""
+    """The rules of one (site, provider), sorted by how the engine runs them.
 
-    gpu_level: list[tuple[Rule, Callable[..., float | None], str]] = field(default_factory=list)
+    A GPU level rule comes with (below, limit): its value can cross a threshold only when it is at or past
+    ``limit`` in its direction, so the usual healthy value skips ``Rule.level``."""
+
+    gpu_level: list[tuple[Rule, Callable[..., float | None], str, bool, float]] = field(default_factory=list)
     gpu_flag: list[tuple[Rule, Callable[..., Finding | None], bool]] = field(default_factory=list)
     node: list[tuple[Rule, Callable[..., list[Finding]], bool]] = field(default_factory=list)
     result: list[tuple[Rule, Callable[..., list[Finding]]]] = field(default_factory=list)
@@ -108,7 +117,11 @@ def _plan(rules: tuple[Rule, ...]) -> _Plan:
                 plan.events[event_kind] = rule
         if detector.scope is Scope.GPU:
             if detector.level:
-                plan.gpu_level.append((rule, detector.fn, rule.signal if detector.code_is_signal else ""))  # type: ignore[arg-type]
+                code = rule.signal if detector.code_is_signal else ""
+                below = rule.direction is Direction.BELOW
+                limits = [threshold for _, threshold in rule.thresholds]
+                limit = max(limits, default=-math.inf) if below else min(limits, default=math.inf)
+                plan.gpu_level.append((rule, detector.fn, code, below, limit))  # type: ignore[arg-type]
             else:
                 plan.gpu_flag.append((rule, detector.fn, detector.event))  # type: ignore[arg-type]
         elif detector.scope is Scope.NODE:
@@ -193,15 +206,25 @@ class IncidentEngine:
         for rule, result_fn in plan.result:
             for finding in result_fn(rule, result, memory, t, ns.interval_s):
                 self._finding(batch, rule, finding, False)
-        if sample is not None:
+        if sample is None:
+            new = False
+        elif not result.fresh and sample is ns.last_sample:
+            # The source served the very measurement it served last time: the node is alive and the conditions
+            # of that measurement still hold. Nothing new to evaluate, buffer or record.
+            new = False
+            if ns.tracks:
+                self._hold(ns, t, batch)
+        else:
+            new = True
             ns.buffer.add(t, sample)
             if result.ok:
                 self._track_enumeration(ns, sample)
             self._observe_sample(ns, plan, sample, t, batch)
             ns.last_sample = sample
-        self._settle_untouched(ns, t, batch)
+        if ns.tracks:
+            self._settle_untouched(ns, t, batch, new)
         if ns.recordings:
-            self._record(ns, t, sample, batch)
+            self._record(ns, t, sample if new else None, batch)
         return batch.changes
 
     def tick(self, now: float) -> list[IncidentChange]:
@@ -274,7 +297,7 @@ class IncidentEngine:
         return _NodeState(name, site, provider, interval_s, plan, SampleBuffer(self._rules.evidence))
 
     def _track_enumeration(self, ns: _NodeState, sample: NodeSample) -> None:
-        ids = tuple(gpu.uuid for gpu in sample.gpus)
+        ids = tuple(map(_uuid_of, sample.gpus))
         if ids == ns.gpu_ids:
             return
         missing = ns.memory.missing
@@ -298,6 +321,9 @@ class IncidentEngine:
     def _observe_sample(self, ns: _NodeState, plan: _Plan, sample: NodeSample, t: float, batch: _Batch) -> None:
         tracks = ns.tracks
         gpu_memory = ns.memory.gpus
+        gpu_level = plan.gpu_level
+        gpu_flag = plan.gpu_flag
+        hit = self._hit
         xid_rule = plan.xid
         xid_seen: set[str | None] = set()
         if sample.events:
@@ -307,11 +333,11 @@ class IncidentEngine:
             mem = gpu_memory.get(uuid)
             if mem is None:
                 mem = gpu_memory[uuid] = GpuMemory()
-            for rule, level_fn, code in plan.gpu_level:
+            for rule, level_fn, code, below, limit in gpu_level:
                 value = level_fn(rule, gpu, mem, t)
                 if value is None:
                     continue
-                severity = rule.level(value)
+                severity = rule.level(value) if (value <= limit if below else value >= limit) else None
                 if severity is None:
                     if not tracks:
                         continue
@@ -319,8 +345,8 @@ class IncidentEngine:
                     if track is None or not rule.holds(value):
                         continue
                     severity = track.severity
-                self._hit(batch, rule, (uuid, rule.id, code), severity, value)
-            for rule, flag_fn, event in plan.gpu_flag:
+                hit(batch, rule, (uuid, rule.id, code), severity, value)
+            for rule, flag_fn, event in gpu_flag:
                 finding = flag_fn(rule, gpu, mem, t)
                 if finding is not None:
                     self._finding(batch, rule, finding, event)
@@ -331,8 +357,9 @@ class IncidentEngine:
                     self._xid(batch, xid_rule, uuid, gpu.xid_last, "")
             mem.prev = gpu
             mem.prev_t = t
+        node_memory = ns.memory
         for rule, node_fn, event in plan.node:
-            for finding in node_fn(rule, sample, ns.memory, t):
+            for finding in node_fn(rule, sample, node_memory, t):
                 self._finding(batch, rule, finding, event)
 
     def _observe_events(
@@ -489,18 +516,39 @@ class IncidentEngine:
         track.last_emit = t
         batch.changes.append(IncidentChange(ChangeKind.UPDATED, incident, t, note))
 
-    def _settle_untouched(self, ns: _NodeState, t: float, batch: _Batch) -> None:
-        """Conditions not seen in this result are inactive; resolve those clear for ``clear_s``."""
-        if not ns.tracks:
-            return
+    def _hold(self, ns: _NodeState, t: float, batch: _Batch) -> None:
+        """A repeated sample: what the last new sample found still holds at ``t``, as if it were seen again.
+
+        Sample conditions stay active and their clocks run: a pending one opens once ``for_s`` has passed, an open
+        one reports ``last_seen_at`` as often as a new sample would, and ``clear_s`` counts from the last repeat."""
+        result_ids = ns.plan.result_ids
         touched = batch.touched
-        have_sample = batch.sample is not None
+        for key, track in list(ns.tracks.items()):
+            if not track.active or key in touched or track.rule.id in result_ids:
+                continue
+            touched.add(key)
+            track.last_active = t
+            incident = track.incident
+            if incident is None:
+                if t - track.pending_since >= track.rule.for_s:
+                    self._open(ns, track, t, batch)
+            elif t - track.last_emit >= self._rules.update_every_s:
+                incident = dataclasses.replace(incident, last_seen_at=t, peak=track.peak)
+                track.incident = incident
+                track.last_emit = t
+                batch.changes.append(IncidentChange(ChangeKind.UPDATED, incident, t, ""))
+
+    def _settle_untouched(self, ns: _NodeState, t: float, batch: _Batch, new_sample: bool) -> None:
+        """Conditions not seen in this result are inactive; resolve those clear for ``clear_s``.
+
+        Without a new sample (a failed poll, or a repeat) only result conditions are known to be absent."""
+        touched = batch.touched
         result_ids = ns.plan.result_ids
         for key, track in list(ns.tracks.items()):
             if key in touched:
                 continue
-            if not have_sample and track.rule.id not in result_ids:
-                continue  # no data about this condition in a failed poll
+            if not new_sample and track.rule.id not in result_ids:
+                continue  # no new data about this condition
             track.active = False
             if track.incident is None:
                 del ns.tracks[key]  # a pending condition that went away: its for_s starts over next time
@@ -533,9 +581,7 @@ class IncidentEngine:
         track.incident = incident
         track.last_emit = t
         self._by_id[new_id] = ns
-        evidence = tuple(
-            EvidencePoint(new_id, when, evidence_json(s, uuid)) for when, s in ns.buffer.samples(ns.name, ns.site)
-        )
+        evidence = tuple(EvidencePoint(new_id, when, text) for when, text in ns.buffer.evidence(ns.name, ns.site, uuid))
         settings = self._rules.evidence
         ns.recordings.append(Recording(incident, uuid, started=t, until=t + settings.after_s, last_point_t=t))
         log.info("incident opened: %s %s %s", ns.name, rule.id, incident.title)
@@ -639,8 +685,9 @@ class IncidentEngine:
     def _record(self, ns: _NodeState, t: float, sample: NodeSample | None, batch: _Batch) -> None:
         settings = self._rules.evidence
         if sample is not None:
+            pieces = SampleJson(sample)  # encodes lazily, once per GPU, for every recording that wants this point
             for recording in ns.recordings:
-                recording.offer(t, sample, settings)
+                recording.offer(t, pieces, settings)
         self._flush_recordings(ns, t, batch)
 
     def _flush_recordings(self, ns: _NodeState, now: float, batch: _Batch) -> None:

@@ -1,9 +1,13 @@
 """Evidence: the samples around an incident, bounded in memory and in points per incident.
 
-Per node the engine keeps references to recent samples (no copies: the poller's samples are immutable), at full
-rate (at most one per ``min_spacing_s``) for the newest ``full_rate_s`` and one per ``older_every_s`` back to
-``before_s``. When an incident opens, those samples become its "before" evidence, filtered to the affected GPU plus
-the chassis; the engine then keeps recording with the same thinning for ``after_s``.
+Per node the engine keeps recent samples as plain tuples (see ``_Kept``), at full rate (at most one per
+``min_spacing_s``) for the newest ``full_rate_s`` and one per ``older_every_s`` back to ``before_s``. When an
+incident opens, those samples become its "before" evidence, filtered to the affected GPU plus the chassis; the
+engine then keeps recording with the same thinning for ``after_s``.
+
+Evidence text is the sample's schema JSON (``evidence_json``). While incidents record, ``SampleJson`` encodes each
+GPU, the chassis and each event of a sample at most once and composes every incident's text from those pieces, so
+several incidents on one node (or one GPU) pay for one encoding.
 """
 
 from __future__ import annotations
@@ -12,15 +16,35 @@ import dataclasses
 import json
 import operator
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
 from console.incidents.model import EvidencePoint, Incident
 from console.incidents.rules import EvidenceSettings
-from console.schema import ChassisSample, GpuEvent, GpuSample, NodeSample, ThrottleReason, sample_to_json
+from console.schema import (
+    EMPTY_CHASSIS,
+    SCHEMA_ID,
+    ChassisSample,
+    GpuEvent,
+    GpuSample,
+    NodeSample,
+    chassis_to_json,
+    event_to_json,
+    gpu_to_json,
+    sample_to_json,
+)
+
+# The encoder json.dumps(obj, separators=(",", ":")) builds on every call, built once. Circular checks are off:
+# samples are trees of tuples and dataclass-derived dicts.
+_encode: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def evidence_json(sample: NodeSample, gpu_uuid: str | None) -> str:
-    """The sample as schema JSON, reduced to one GPU (and its events) plus the chassis for GPU incidents."""
+    """The sample as schema JSON, reduced to one GPU (and its events) plus the chassis for GPU incidents.
+
+    The reference form: ``SampleJson`` composes the same text, byte for byte, from pieces it encodes once."""
     if gpu_uuid is not None:
         sample = dataclasses.replace(
             sample,
@@ -32,68 +56,246 @@ def evidence_json(sample: NodeSample, gpu_uuid: str | None) -> str:
 
 _GPU_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(GpuSample))
 _CHASSIS_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ChassisSample))
+# The fields holding enums, in field order (a kept GPU stores its two in this order).
+_GPU_ENUM_FIELDS = tuple(name for name in _GPU_FIELD_NAMES if name in {"throttle_reasons", "recovery_action"})
+_CHASSIS_ENUM_FIELDS = tuple(name for name in _CHASSIS_FIELD_NAMES if name in {"health", "pump_health", "psu_health"})
+assert _GPU_ENUM_FIELDS == ("throttle_reasons", "recovery_action")
+_GPU_PLAIN_NAMES = tuple(name for name in _GPU_FIELD_NAMES if name not in _GPU_ENUM_FIELDS)
+_CHASSIS_PLAIN_NAMES = tuple(name for name in _CHASSIS_FIELD_NAMES if name not in _CHASSIS_ENUM_FIELDS)
 _gpu_values = operator.attrgetter(*_GPU_FIELD_NAMES)
+_gpu_plain_values = operator.attrgetter(*_GPU_PLAIN_NAMES)
 _chassis_values = operator.attrgetter(*_CHASSIS_FIELD_NAMES)
-_GPU_ENUMS = tuple(_GPU_FIELD_NAMES.index(name) for name in ("throttle_reasons", "recovery_action"))
-_CHASSIS_ENUMS = tuple(_CHASSIS_FIELD_NAMES.index(name) for name in ("health", "pump_health", "psu_health"))
-_REASON_TEXT: dict[tuple[ThrottleReason, ...], tuple[str, ...]] = {}
+_chassis_plain_values = operator.attrgetter(*_CHASSIS_PLAIN_NAMES)
+_chassis_health = operator.attrgetter(*_CHASSIS_ENUM_FIELDS)
+_GPU_UUID_AT = _GPU_PLAIN_NAMES.index("uuid")
+# Where the enum fields go back in when a kept GPU or chassis is restored (ascending: insert them in this order).
+_GPU_ENUM_AT = tuple(_GPU_FIELD_NAMES.index(name) for name in _GPU_ENUM_FIELDS)
+_CHASSIS_ENUM_AT = tuple(_CHASSIS_FIELD_NAMES.index(name) for name in _CHASSIS_ENUM_FIELDS)
+_REASON_TEXT: dict[tuple[str, ...], tuple[str, ...]] = {}
 
-# A kept sample is a tuple of plain values (str, float, int, None, tuples of those): CPython's collector stops
-# tracking such tuples, so five minutes of samples for 1,000 nodes add nothing to garbage-collection pauses,
-# which they did (0.8 s full collections) when the buffer held the samples' dataclass objects.
-_Kept = tuple[float, str, float, tuple[object, ...], tuple[tuple[object, ...], ...], tuple[GpuEvent, ...]]
 
-
-def _plain_gpu(gpu: GpuSample) -> tuple[object, ...]:
-    values = list(_gpu_values(gpu))
-    reasons = gpu.throttle_reasons
+def _reason_text(reasons: tuple[str, ...]) -> tuple[str, ...]:
+    """Throttle reasons as plain strings (StrEnum members hash and compare as their values: one entry per set)."""
     text = _REASON_TEXT.get(reasons)
     if text is None:
-        text = _REASON_TEXT[reasons] = tuple(str(r) for r in reasons)
-    values[_GPU_ENUMS[0]] = text
-    action = gpu.recovery_action
-    values[_GPU_ENUMS[1]] = None if action is None else action.value
-    return tuple(values)
+        text = _REASON_TEXT[reasons] = tuple([r.value if isinstance(r, StrEnum) else r for r in reasons])
+    return text
 
 
-def _plain_chassis(chassis: ChassisSample) -> tuple[object, ...]:
-    values = list(_chassis_values(chassis))
-    for i in _CHASSIS_ENUMS:
-        health = values[i]
-        values[i] = None if health is None else str(health)
-    return tuple(values)
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
-def _restore(node: str, site: str, kept: _Kept) -> NodeSample:
-    _, source, time, chassis, gpus, events = kept
-    return NodeSample(
-        node=node,
-        site=site,
-        source=source,
-        time=time,
-        gpus=tuple(GpuSample(*values) for values in gpus),  # type: ignore[arg-type]
-        chassis=ChassisSample(*chassis),  # type: ignore[arg-type]
-        events=events,
-    )
+# --- encoding pieces -----------------------------------------------------------------------------------------
+# ``gpu_to_json`` + ``json.dumps`` cost ~20 us per GPU, most of it a Python call per field and the encoding of
+# 45 key strings. ``_FieldsJson`` writes the same text from a template holding the keys: all number, bool and
+# None fields go through the C encoder in one call, and strings (names, UUIDs, throttle reasons) repeat from
+# sample to sample, so their JSON is remembered. Any value the schema does not declare takes the reference path.
+
+
+class _Unexpected(Exception):
+    """A value of a type its field does not declare: encode this record the reference way."""
+
+
+_PIECES: dict[object, str] = {}  # the JSON of recurring strings and tuples of strings
+_MAX_PIECES = 100_000  # a fleet's worth of UUIDs, serials and names; a source churning strings resets it
+
+
+def _remember(key: object, text: str) -> str:
+    if len(_PIECES) >= _MAX_PIECES:
+        _PIECES.clear()
+    _PIECES[key] = text
+    return text
+
+
+def _string_piece(value: object) -> str:
+    """A str or StrEnum field (the reference form writes ``str(value)``)."""
+    if value is None:
+        return "null"
+    if not isinstance(value, str):
+        raise _Unexpected
+    text = _PIECES.get(value)  # a StrEnum member hashes and compares as its text: they share one entry
+    return text if text is not None else _remember(value, _encode(str(value)))
+
+
+def _strings_piece(value: object) -> str:
+    """A tuple of strings or StrEnums (the reference form writes a list of them, as text)."""
+    if type(value) is not tuple:
+        raise _Unexpected
+    text = _PIECES.get(value)
+    if text is None:
+        if not all(isinstance(item, str) for item in value):
+            raise _Unexpected
+        text = _remember(value, _encode([str(item) for item in value]))
+    return text
+
+
+def _numbers_piece(value: object) -> str:
+    """A tuple of numbers or None (fan speeds: the reference form keeps them as they are, NaN included)."""
+    if value is None:
+        return "null"
+    if type(value) is not tuple:
+        raise _Unexpected
+    return _encode(value)
+
+
+_SCALAR_TYPES = frozenset({"float | None", "int | None", "bool | None", "float", "int", "bool"})
+_PIECE_FOR_TYPE: dict[str, Callable[[object], str]] = {
+    "str": _string_piece,
+    "str | None": _string_piece,
+    "RecoveryAction | None": _string_piece,
+    "Health | None": _string_piece,
+    "tuple[str, ...]": _strings_piece,
+    "tuple[ThrottleReason, ...]": _strings_piece,
+    "tuple[float, ...] | None": _numbers_piece,
+}
+
+
+class _FieldsJson:
+    """The compact JSON text of ``reference(record)`` for one schema dataclass, byte for byte."""
+
+    def __init__(self, cls: type, reference: Callable[[Any], dict[str, Any]]) -> None:
+        fields = dataclasses.fields(cls)
+        scalar = [i for i, f in enumerate(fields) if f.type in _SCALAR_TYPES]
+        other = [i for i in range(len(fields)) if i not in scalar]
+        unknown = [fields[i].type for i in other if fields[i].type not in _PIECE_FOR_TYPE]
+        if unknown or len(scalar) < 2:
+            raise TypeError(f"{cls.__name__}: no JSON piece for field types {unknown}")  # the schema grew a type
+        self._values = operator.attrgetter(*(f.name for f in fields))
+        self._scalars = operator.itemgetter(*scalar)
+        self._count = len(scalar)
+        self._others = [(i, _PIECE_FOR_TYPE[str(fields[i].type)]) for i in other]
+        order = scalar + other  # the pieces as computed, put back in field order for the template
+        self._in_field_order = operator.itemgetter(*(order.index(i) for i in range(len(fields))))
+        self._template = "{" + ",".join(f"{_encode(f.name)}:%s" for f in fields) + "}"
+        self._reference = reference
+
+    def __call__(self, record: object) -> str:
+        values = self._values(record)
+        scalars = _encode(self._scalars(values))
+        # NaN and Infinity become null in the reference form; a comma inside one value (a string where a number
+        # belongs) would misalign the split. Both are rare: take the reference path.
+        pieces = scalars[1:-1].split(",")
+        if "N" in scalars or "I" in scalars or len(pieces) != self._count:
+            return _encode(self._reference(record))
+        try:
+            for i, piece in self._others:
+                pieces.append(piece(values[i]))
+        except _Unexpected:
+            return _encode(self._reference(record))
+        return self._template % self._in_field_order(pieces)
+
+
+gpu_json = _FieldsJson(GpuSample, gpu_to_json)
+chassis_json = _FieldsJson(ChassisSample, chassis_to_json)
+_EMPTY_CHASSIS_JSON = chassis_json(EMPTY_CHASSIS)
+
+
+class SampleJson:
+    """One sample's evidence texts (``evidence_json`` for any GPU), each piece encoded at most once."""
+
+    __slots__ = ("_events", "_gpus", "_head", "_middle", "sample")
+
+    def __init__(self, sample: NodeSample) -> None:
+        self.sample = sample
+        self._head = ""
+        self._middle = ""
+        self._gpus: list[str | None] = []
+        self._events: list[str | None] = []
+
+    def text(self, gpu_uuid: str | None) -> str:
+        sample = self.sample
+        if not self._head:
+            head: dict[str, object] = {"schema": SCHEMA_ID, "node": sample.node, "site": sample.site}
+            head["source"], head["time"] = sample.source, sample.time
+            self._head = _encode(head)[:-1] + ',"gpus":['  # the same object, left open for its remaining keys
+            chassis = sample.chassis
+            chassis_text = _EMPTY_CHASSIS_JSON if chassis is EMPTY_CHASSIS else chassis_json(chassis)
+            self._middle = '],"chassis":' + chassis_text + ',"events":['
+            self._gpus = [None] * len(sample.gpus)
+            self._events = [None] * len(sample.events)
+        gpus = [self._gpu(i) for i, gpu in enumerate(sample.gpus) if gpu_uuid is None or gpu.uuid == gpu_uuid]
+        events = (
+            [
+                self._event(i)
+                for i, event in enumerate(sample.events)
+                if gpu_uuid is None or event.gpu_uuid in (gpu_uuid, None)
+            ]
+            if sample.events
+            else ()
+        )
+        return f"{self._head}{','.join(gpus)}{self._middle}{','.join(events)}]}}"
+
+    def _gpu(self, i: int) -> str:
+        text = self._gpus[i]
+        if text is None:
+            text = self._gpus[i] = gpu_json(self.sample.gpus[i])
+        return text
+
+    def _event(self, i: int) -> str:
+        text = self._events[i]
+        if text is None:
+            text = self._events[i] = _encode(event_to_json(self.sample.events[i]))
+        return text
+
+
+# --- the per-node buffer ------------------------------------------------------------------------------------------
+
+# A kept sample holds only plain values (str, float, int, None, tuples of those), enums as their text: CPython's
+# collector stops tracking such tuples, so five minutes of samples for 1,000 nodes add nothing to garbage-collection
+# pauses, which they did (0.8 s full collections) when the buffer held the samples' dataclass objects.
+# A GPU is its non-enum fields in field order followed by its throttle reason texts and recovery action text; the
+# chassis likewise with its health texts: one attrgetter call each, no per-field Python work on the hot path.
+_KeptGpu = tuple[object, ...]
+_KeptChassis = tuple[object, ...]
+_Kept = tuple[float, str, float, _KeptChassis, tuple[_KeptGpu, ...], tuple[GpuEvent, ...]]
+
+
+def _kept_chassis(chassis: ChassisSample) -> _KeptChassis:
+    return _chassis_plain_values(chassis) + tuple([None if h is None else h.value for h in _chassis_health(chassis)])
+
+
+def _restore(kept: tuple[object, ...], enum_at: tuple[int, ...]) -> list[object]:
+    """A kept GPU's or chassis' values in field order again (its enums stay text: they encode to the same JSON)."""
+    split = len(kept) - len(enum_at)
+    values = list(kept[:split])
+    for at, text in zip(enum_at, kept[split:], strict=True):
+        values.insert(at, text)
+    return values
 
 
 class SampleBuffer:
     """One node's recent samples, thinned with age so memory per node stays bounded."""
 
-    __slots__ = ("_older", "_recent", "settings")
+    __slots__ = ("_chassis", "_kept_chassis", "_older", "_recent", "settings")
 
     def __init__(self, settings: EvidenceSettings) -> None:
         self.settings = settings
         self._recent: deque[_Kept] = deque()
         self._older: deque[_Kept] = deque()
+        self._chassis: ChassisSample | None = None  # the last chassis object seen, often shared between samples
+        self._kept_chassis: _KeptChassis = ()
 
     def add(self, t: float, sample: NodeSample) -> None:
         s = self.settings
         recent = self._recent
         if recent and t - recent[-1][0] < s.min_spacing_s:
             return
-        gpus = tuple(_plain_gpu(gpu) for gpu in sample.gpus)
-        recent.append((t, sample.source, sample.time, _plain_chassis(sample.chassis), gpus, sample.events))
+        reason_text = _REASON_TEXT.get
+        plain = _gpu_plain_values
+        gpus = []
+        for gpu in sample.gpus:
+            reasons = gpu.throttle_reasons
+            text = reason_text(reasons)
+            if text is None:
+                text = _reason_text(reasons)
+            action = gpu.recovery_action
+            # .value: the enum's own text object, where str() would copy it for every kept GPU.
+            gpus.append(plain(gpu) + (text, None if action is None else action.value))  # noqa: RUF005 (faster)
+        chassis = sample.chassis
+        if chassis is not self._chassis:
+            self._chassis, self._kept_chassis = chassis, _kept_chassis(chassis)
+        recent.append((t, sample.source, sample.time, self._kept_chassis, tuple(gpus), sample.events))
         cutoff = t - s.full_rate_s
         older = self._older
         while recent and recent[0][0] < cutoff:
@@ -105,7 +307,31 @@ class SampleBuffer:
             older.popleft()
 
     def samples(self, node: str, site: str) -> list[tuple[float, NodeSample]]:
-        return [(kept[0], _restore(node, site, kept)) for kept in (*self._older, *self._recent)]
+        return [(kept[0], self._restore(node, site, kept, None)) for kept in (*self._older, *self._recent)]
+
+    def evidence(self, node: str, site: str, gpu_uuid: str | None) -> list[tuple[float, str]]:
+        """``evidence_json`` of every kept sample, restoring only the GPU it names."""
+        return [
+            (kept[0], SampleJson(self._restore(node, site, kept, gpu_uuid)).text(gpu_uuid))
+            for kept in (*self._older, *self._recent)
+        ]
+
+    @staticmethod
+    def _restore(node: str, site: str, kept: _Kept, gpu_uuid: str | None) -> NodeSample:
+        _, source, time, chassis, gpus, events = kept
+        return NodeSample(
+            node=node,
+            site=site,
+            source=source,
+            time=time,
+            gpus=tuple(
+                GpuSample(*_restore(g, _GPU_ENUM_AT))  # type: ignore[arg-type]
+                for g in gpus
+                if gpu_uuid is None or g[_GPU_UUID_AT] == gpu_uuid
+            ),
+            chassis=ChassisSample(*_restore(chassis, _CHASSIS_ENUM_AT)),  # type: ignore[arg-type]
+            events=events,
+        )
 
     def __len__(self) -> int:
         return len(self._older) + len(self._recent)
@@ -123,13 +349,14 @@ class Recording:
     batch: list[EvidencePoint] = field(default_factory=list)
     batch_started: float = 0.0
 
-    def offer(self, t: float, sample: NodeSample, settings: EvidenceSettings) -> None:
+    def offer(self, t: float, sample: SampleJson, settings: EvidenceSettings) -> None:
+        """Record ``sample`` if the thinning wants a point at ``t``; its texts are shared with other recordings."""
         spacing = settings.min_spacing_s if t - self.started <= settings.full_rate_s else settings.older_every_s
         if t - self.last_point_t < spacing or t > self.until:
             return
         if not self.batch:
             self.batch_started = t
-        self.batch.append(EvidencePoint(self.incident.id, t, evidence_json(sample, self.gpu_uuid)))
+        self.batch.append(EvidencePoint(self.incident.id, t, sample.text(self.gpu_uuid)))
         self.last_point_t = t
 
     def due(self, now: float, settings: EvidenceSettings) -> bool:
