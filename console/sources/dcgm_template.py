@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import compress, repeat
+from itertools import compress, filterfalse, repeat
 from operator import call, itemgetter
 
 from console.exposition import Sample
@@ -145,8 +145,9 @@ class PayloadTemplate:
             return None  # the full parser names the bad line
         routed = list(compress(values, self.routed))
         readings = [_fresh(gpu) for gpu in self.readings]
-        total = sum(routed)
-        if total - total == 0.0 and (not routed or (max(routed) < PLAIN_LIMIT and min(routed) > -1e300)):
+        # Values past the plain range are few (energy counters, sentinels, NaN, Inf): only those need a look.
+        unusual = filterfalse(PLAIN_LIMIT.__gt__, routed)
+        if (not routed or min(routed) > -1e300) and all(names.blank_kind(value) is None for value in unusual):
             # No sentinel, NaN or Inf anywhere (the usual case): fill each GPU's dict in one C-level pass.
             ordered = self.by_slot(routed)
             for plan in self.slot_plans:
