@@ -18,6 +18,7 @@ from console.polling import PollResult
 from console.schema import GpuSample, NodeSample
 
 STALE_AFTER_INTERVALS = 3.0
+REPEAT_AGE_STEP_S = 5.0  # while an exporter repeats itself, views refresh its node this often
 # GPUs that left a node's enumeration are kept (an operator wants to see what vanished), up to this many per node,
 # so a node reporting a new UUID on every poll cannot grow the state and the fleet panel without bound.
 MAX_GPUS_PER_NODE = 64
@@ -79,6 +80,7 @@ class NodeState:
     node_severity: Severity | None = None  # incidents on the node itself (unreachable, cooling, ...)
     sources: str = ""
     version: int = 0  # bumped on every change, so views can skip nodes that did not change
+    shown_age_step: int = 0  # how old the repeated values were when the version last moved (REPEAT_AGE_STEP_S)
 
     def status(self, now_mono: float) -> NodeStatus:
         if not self.reachable:
@@ -135,19 +137,31 @@ class FleetState:
         if node is None:
             return
         node.last_result_mono = self._clock()
-        node.version += 1
         node.last_latency_s = result.latency_s
         self._latencies.append(result.latency_s)
         if result.sample is None:
+            node.version += 1
             node.reachable = False
             node.last_error = result.reason
             return
         self.samples_seen += 1
+        if not result.fresh and result.sample is node.sample and node.reachable and node.last_error == result.reason:
+            # The same measurement again: the node answered and nothing a view shows changed, so views (which
+            # redraw nodes whose version moved) skip it, except every few seconds to show how old the values are.
+            node.last_success = result.started
+            unchanged = result.started - (node.last_fresh or result.started)
+            age_step = 0 if unchanged < 2 * node.interval_s else 1 + int(unchanged // REPEAT_AGE_STEP_S)
+            if age_step != node.shown_age_step:
+                node.shown_age_step = age_step
+                node.version += 1
+            return
+        node.shown_age_step = 0
+        node.version += 1
         node.reachable = True
         node.last_error = result.reason  # a partial failure (one of several sources) stays visible
         node.last_success = result.started
         if not result.fresh and result.sample is node.sample:
-            return  # the same measurement again: the node answered, its GPUs did not change
+            return
         node.sample = result.sample
         node.last_fresh = result.started
         now = node.last_result_mono

@@ -1,16 +1,24 @@
 """Polling at scale: the real Poller + dcgm parsing over `gpu-console simulate --nodes N`, then Prometheus on
-the same targets for the same time, and the CPU ratio of the two.
+the same targets for the same time, and the CPU ratio of the two; or, with --app, the whole app.
 
     .venv/bin/python scripts/bench_poll.py [--nodes 1000] [--duration 60] [--interval 1.0] [--no-prometheus]
+        [--sim-refresh S] [--app]
 
 Prints: polls/s, % of polls on time (PollerStats.on_time_polls / polls), p50/p99 poll latency, CPU of this
 process (the poller: everything but a sleeping main thread) as % of one core, its peak RSS, the simulator's
 CPU, then Prometheus' CPU (from /proc/<pid>/stat) over the same duration and the ratio poller / Prometheus.
+--sim-refresh is how often the simulated exporters collect new values (dcgm-exporter's -c: 30 s by default);
+1 makes every payload new every second, the worst case.
+
+--app runs the real main window (offscreen), monitor, incident engine, store and rollup in this process over the
+same fleet and prints polls/s, % on time, the whole process's CPU, the GUI thread's stalls (gaps of a 10 ms
+timer), peak RSS, the garbage collector's runs and time, and CPU by thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -40,6 +48,20 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from /proc/<pid>/stat (fields 14 and 15, after the command name)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of each of this process's threads, by thread name (from /proc/self/task/*/stat)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(task.name), "other threads")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
 
 
 def own_cpu_seconds() -> float:
@@ -154,13 +176,28 @@ def bench_app(base: str, duration: float, simulator_pid: int) -> float:
             time.sleep(0.005)
         stats = app.monitor.poller.stats
         polls0, on_time0 = stats.polls, stats.on_time_polls
+        gc_time = [0.0, 0.0, 0.0]
+        gc_count = [0, 0, 0]
+        gc_started = [0.0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            else:
+                gc_time[info["generation"]] += time.perf_counter() - gc_started[0]
+                gc_count[info["generation"]] += 1
+
+        gc.callbacks.append(on_gc)
         cpu0, sim0, t0 = own_cpu_seconds(), cpu_seconds(simulator_pid), time.monotonic()
+        threads0 = thread_cpu_seconds()
         clock.start()
         ticker.start()
         QTimer.singleShot(int(duration * 1000), qt_app.quit)
         qt_app.exec()
         ticker.stop()
+        gc.callbacks.remove(on_gc)
         cpu1, sim1, t1 = own_cpu_seconds(), cpu_seconds(simulator_pid), time.monotonic()
+        threads1 = thread_cpu_seconds()
         polls, on_time = stats.polls - polls0, stats.on_time_polls - on_time0
         gpus = app.window.state.gpu_count
         app.shutdown()
@@ -170,8 +207,18 @@ def bench_app(base: str, duration: float, simulator_pid: int) -> float:
     print(f"  polls/s            {polls / wall:8.1f}")
     print(f"  on time            {100.0 * on_time / max(polls, 1):8.2f} %")
     print(f"  CPU (whole app)    {app_cpu:8.1f} % of one core  ({(cpu1 - cpu0) / max(polls, 1) * 1e6:.0f} us/poll)")
-    print(f"  longest GUI stall  {max(gaps, default=0.0):8.1f} ms (10 ms timer)")
+    ordered = sorted(gaps)
+    p99 = ordered[int(0.99 * (len(ordered) - 1))] if ordered else 0.0
+    print(
+        f"  GUI stalls         longest {max(gaps, default=0.0):.0f} ms, p99 {p99:.0f} ms, "
+        f"{sum(1 for g in gaps if g > 100)} over 100 ms (gaps of a 10 ms timer)"
+    )
     print(f"  peak RSS           {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:8.1f} MiB")
+    print(
+        "  garbage collector  " + ", ".join(f"gen{g}: {gc_count[g]} runs {gc_time[g] * 1000:.0f} ms" for g in range(3))
+    )
+    shares = {name: (threads1[name] - threads0.get(name, 0.0)) / wall * 100.0 for name in threads1}
+    print("  by thread          " + ", ".join(f"{n} {v:.0f} %" for n, v in sorted(shares.items(), key=lambda i: -i[1])))
     print(f"  simulator CPU      {(sim1 - sim0) / wall * 100.0:8.1f} % of one core")
     return app_cpu
 

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from console.inventory import InventoryError
     from console.monitor import FleetMonitor, MonitorUpdate
     from console.rollup import RollupError, RollupStore, history_path_for
-    from console.startup import resolve_db_path, resolve_fleet
+    from console.startup import resolve_db_path, resolve_fleet, tune_garbage_collector
     from console.store import IncidentStore, StoreError
 
     seed = args.poll_seed if args.poll_seed is not None else args.seed
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"gpu-console poll: chart history disabled: {exc}", file=sys.stderr)
         rollup = None
     engine = IncidentEngine(load_rules(overrides=fleet.rule_overrides), fleet)
+    tune_garbage_collector()
     done = threading.Event()
 
     def on_signal(_signum: int, _frame: object) -> None:
