@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from console.inventory import parse_inventory  # noqa: E402
 from console.polling import Poller, PollResult  # noqa: E402
 from console.sources import make_source  # noqa: E402
+from console.startup import tune_garbage_collector  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -290,6 +291,7 @@ def main() -> int:
         "--app", action="store_true", help="measure the whole app (window, engine, store, rollup), not the poller"
     )
     args = parser.parse_args()
+    tune_garbage_collector()  # as the window and `gpu-console poll` do
     simulator, base = start_simulator(args.nodes, args.faults, args.sim_refresh)
     try:
         if args.app:

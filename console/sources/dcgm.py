@@ -15,7 +15,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
-from console.exposition import ExpositionError, ExpositionParser
+from console.exposition import Exposition, ExpositionError, ExpositionParser
 from console.schema import NodeSample
 from console.sources.base import PollFailure, SourceContext, SourceError
 from console.sources.dcgm_mapping import SOURCE_NAME, Route, XidMemory, map_and_route, map_dcgm_samples
@@ -72,7 +72,14 @@ def parse_dcgm_payload(
     ``previous`` carries Xid state between polls, updated in place (without it every non-zero Xid is new).
     ``parser`` keeps its label cache between polls; ``now`` is used unless the series carry timestamps.
     """
-    return parse_with_template(text, node, site, now, previous, parser=parser, source=source)[0]
+    return map_dcgm_samples(_parse(text, parser).samples, node, site, now, previous, source=source)
+
+
+def _parse(text: str, parser: ExpositionParser | None) -> Exposition:
+    try:
+        return (parser or ExpositionParser()).parse(text)
+    except ExpositionError as exc:
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"not Prometheus text exposition: {exc}") from None
 
 
 def parse_with_template(
@@ -86,10 +93,7 @@ def parse_with_template(
     source: str = SOURCE_NAME,
 ) -> tuple[NodeSample, PayloadTemplate | None]:
     """``parse_dcgm_payload``, plus the payload's template for the node's next payloads (``None``: no template)."""
-    try:
-        exposition = (parser or ExpositionParser()).parse(text)
-    except ExpositionError as exc:
-        raise SourceError(PollFailure.BAD_PAYLOAD, f"not Prometheus text exposition: {exc}") from None
+    exposition = _parse(text, parser)
     routes: list[Route | None] = []
     mapping = map_and_route(exposition.samples, now, previous, node=node, site=site, source=source, routes=routes)
     return mapping.sample, PayloadTemplate.build(text, exposition.samples, routes, mapping)
