@@ -72,6 +72,7 @@ class MonitorCounters:
     polls: int = 0
     ok_polls: int = 0
     failed_polls: int = 0
+    repeated_polls: int = 0  # answered with the same measurement as before (PollResult.fresh False)
     samples: int = 0
     gpu_samples: int = 0
     incidents_opened: int = 0
@@ -172,6 +173,8 @@ class FleetMonitor:
         counters.polls += 1
         if result.sample is not None:
             counters.ok_polls += 1
+            if not result.fresh:
+                counters.repeated_polls += 1
             counters.samples += 1
             counters.gpu_samples += len(result.sample.gpus)
             self._account_exposure(result)

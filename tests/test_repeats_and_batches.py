@@ -6,6 +6,7 @@ node alive at every poll, chart each measurement once, and say in the tooltip th
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -63,3 +64,18 @@ def test_updates_posted_while_the_gui_is_busy_arrive_as_one_batch_in_order(qtbot
     bridge.post(MonitorUpdate(time=1e9))
     qtbot.waitUntil(lambda: len(batches) == 2, timeout=5_000)
     assert [u.time for u in batches[1]] == [1e9]
+
+
+def test_the_headless_poll_counts_repeated_and_on_time_polls(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from console.cli import build_parser, run_command
+
+    with running_simulator("--nodes", "3", "--faults", "none", "--refresh", "3", "--duration", "60") as simulator:
+        inventory = tmp_path / "inventory.toml"
+        inventory.write_bytes(get(f"{simulator.url}/inventory.toml"))
+        db = tmp_path / "incidents.sqlite3"
+        args = build_parser().parse_args(["poll", "--config", str(inventory), "--db", str(db), "--duration", "5.5"])
+        assert run_command(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["nodes"] == 3 and summary["polls"] >= 12 and summary["ok_polls"] == summary["polls"]
+    assert 1 <= summary["repeated_polls"] < summary["polls"], "exporters collecting every 3 s repeat between"
+    assert 0 < summary["on_time_polls"] <= summary["polls"]

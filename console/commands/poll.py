@@ -98,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
                 "polls": counters.polls,
                 "ok_polls": counters.ok_polls,
                 "failed_polls": counters.failed_polls,
+                "repeated_polls": counters.repeated_polls,
+                "on_time_polls": monitor.poller.stats.on_time_polls,
                 "incidents_opened": counters.incidents_opened,
             }
         )
