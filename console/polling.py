@@ -98,7 +98,9 @@ class _LastSamples:
             else:
                 self.last[position] = outcome
                 samples.append(outcome)
-        if complete and samples and repeats == len(samples) and self.merged is not None:
+        if complete and samples and repeats == len(samples):
+            if self.merged is None:  # back after a failed poll with the measurement from before it: not news
+                self.merged = merge_samples(samples)
             return self.merged, False
         self.merged = merge_samples(samples) if samples else None
         return self.merged, True

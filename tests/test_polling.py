@@ -40,6 +40,8 @@ class ScriptedSource:
                 raise SourceError(PollFailure.UNREACHABLE, "connection refused")
             if self.mode == "repeat":  # an exporter that collects every third poll: the same object in between
                 self.polls += 1
+                if self.ctx.spec.option("fail_at", "") == str(self.polls):
+                    raise SourceError(PollFailure.UNREACHABLE, "connection reset")
                 if self.kept is None or self.polls % 3 == 1:
                     xid = GpuEvent(EventKind.XID, time.time(), f"GPU-{name}", 0, 79, "fell off the bus")
                     gpu = GpuSample(0, f"GPU-{name}", power_w=100.0 + self.polls)
@@ -177,3 +179,17 @@ def test_a_repeating_source_beside_a_fresh_one_does_not_report_its_events_twice(
     events = [len(r.sample.events) for r in results[:6] if r.sample is not None]
     assert events == [1, 0, 0, 1, 0, 0], "the Xid comes once per new measurement"
     assert all(r.sample is not None and r.sample.chassis.inlet_c == 24.0 for r in results)
+
+
+def test_the_same_measurement_after_a_failed_poll_is_not_news() -> None:
+    """Charts must not get a point back in time: the exporter's old values after an outage are not fresh."""
+    site = Site("lab", "onprem", interval_s=0.05, timeout_s=0.3)
+    spec = SourceSpec(SourceKind.DEMO, options=(("mode", "repeat"), ("fail_at", "2")))
+    results: list[PollResult] = []
+    poller = Poller(Fleet((site,), (Node("n1", "lab", (spec,)),)), ScriptedSource, results.append, seed=1)
+    poller.start()
+    time.sleep(0.5)
+    poller.stop()
+    assert [r.sample is not None for r in results[:4]] == [True, False, True, True]
+    assert [r.fresh for r in results[:5]] == [True, True, False, True, False]
+    assert results[2].sample is not None and results[2].sample.events == (), "its Xid was reported before the outage"
