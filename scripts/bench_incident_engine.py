@@ -205,10 +205,14 @@ def main() -> int:
     print(f"incidents opened: {opened}, evidence points emitted: {evidence_points}")
     evidence_text_cost(sample(0, 50, rng, 3))
     buffer = SampleBuffer(load_rules().evidence)
+    # A full collection before each reading empties CPython's free lists (spare tuples, floats: process-wide, a few
+    # hundred KiB at most), which would otherwise count towards this one node's buffer depending on what ran before.
+    gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i in range(400):  # more than five minutes: the buffer reaches its bound
         buffer.add(T0 + i, sample(0, i, rng, None))
+    gc.collect()
     held_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     print(

@@ -1,6 +1,6 @@
 """Evidence: the samples around an incident, bounded in memory and in points per incident.
 
-Per node the engine keeps recent samples as plain tuples (see ``_Kept``), at full rate (at most one per
+Per node the engine keeps recent samples as compact tuples (see ``_Kept``), at full rate (at most one per
 ``min_spacing_s``) for the newest ``full_rate_s`` and one per ``older_every_s`` back to ``before_s``. When an
 incident opens, those samples become its "before" evidence, filtered to the affected GPU plus the chassis; the
 engine then keeps recording with the same thinning for ``after_s``.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import operator
+import pickle
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,23 +55,8 @@ def evidence_json(sample: NodeSample, gpu_uuid: str | None) -> str:
     return json.dumps(sample_to_json(sample), separators=(",", ":"))
 
 
-_GPU_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(GpuSample))
-_CHASSIS_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ChassisSample))
-# The fields holding enums, in field order (a kept GPU stores its two in this order).
-_GPU_ENUM_FIELDS = tuple(name for name in _GPU_FIELD_NAMES if name in {"throttle_reasons", "recovery_action"})
-_CHASSIS_ENUM_FIELDS = tuple(name for name in _CHASSIS_FIELD_NAMES if name in {"health", "pump_health", "psu_health"})
-assert _GPU_ENUM_FIELDS == ("throttle_reasons", "recovery_action")
-_GPU_PLAIN_NAMES = tuple(name for name in _GPU_FIELD_NAMES if name not in _GPU_ENUM_FIELDS)
-_CHASSIS_PLAIN_NAMES = tuple(name for name in _CHASSIS_FIELD_NAMES if name not in _CHASSIS_ENUM_FIELDS)
-_gpu_values = operator.attrgetter(*_GPU_FIELD_NAMES)
-_gpu_plain_values = operator.attrgetter(*_GPU_PLAIN_NAMES)
-_chassis_values = operator.attrgetter(*_CHASSIS_FIELD_NAMES)
-_chassis_plain_values = operator.attrgetter(*_CHASSIS_PLAIN_NAMES)
-_chassis_health = operator.attrgetter(*_CHASSIS_ENUM_FIELDS)
-_GPU_UUID_AT = _GPU_PLAIN_NAMES.index("uuid")
-# Where the enum fields go back in when a kept GPU or chassis is restored (ascending: insert them in this order).
-_GPU_ENUM_AT = tuple(_GPU_FIELD_NAMES.index(name) for name in _GPU_ENUM_FIELDS)
-_CHASSIS_ENUM_AT = tuple(_CHASSIS_FIELD_NAMES.index(name) for name in _CHASSIS_ENUM_FIELDS)
+_GPU_FIELDS = dataclasses.fields(GpuSample)
+_CHASSIS_FIELDS = dataclasses.fields(ChassisSample)
 _REASON_TEXT: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
@@ -80,10 +66,6 @@ def _reason_text(reasons: tuple[str, ...]) -> tuple[str, ...]:
     if text is None:
         text = _REASON_TEXT[reasons] = tuple([r.value if isinstance(r, StrEnum) else r for r in reasons])
     return text
-
-
-def _text_or_none(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 # --- encoding pieces -----------------------------------------------------------------------------------------
@@ -240,41 +222,98 @@ class SampleJson:
 
 
 # --- the per-node buffer ------------------------------------------------------------------------------------------
+# A kept sample is a tuple of atoms (bytes, str, float, tuples of those): CPython's collector stops tracking it, so
+# five minutes of samples for 1,000 nodes add nothing to garbage-collection pauses (they did, 0.8 s full
+# collections, when the buffer held the samples' dataclass objects). It is also compact, ~1.6 KiB for 8 GPUs where
+# a tuple of Python values per GPU took ~6 KiB:
+# - the numbers (int, float, bool or None fields) of all GPUs and of the chassis are one pickle: a float is its 8
+#   IEEE bytes (it comes back bit for bit, -0.0 and NaN included), a small int 1 byte, a bool or None 1 byte; every
+#   value comes back with its own type and value, whatever it is (an int where a float is declared, an int beyond 64
+#   bits). Pickling them is one C call (~3 us per sample); only bytes this buffer made are ever unpickled.
+# - the other fields of a GPU (strings, enums as their text, tuples of strings) and of the chassis repeat from
+#   sample to sample: each GPU's are one shared tuple, the previous sample's where equal (a comparison costs less
+#   than hashing fresh strings), else one from a table of those seen. Equal means the same value and type for what
+#   the schema allows there (str, None, tuples of str).
 
-# A kept sample holds only plain values (str, float, int, None, tuples of those), enums as their text: CPython's
-# collector stops tracking such tuples, so five minutes of samples for 1,000 nodes add nothing to garbage-collection
-# pauses, which they did (0.8 s full collections) when the buffer held the samples' dataclass objects.
-# A GPU is its non-enum fields in field order followed by its throttle reason texts and recovery action text; the
-# chassis likewise with its health texts: one attrgetter call each, no per-field Python work on the hot path.
-_KeptGpu = tuple[object, ...]
-_KeptChassis = tuple[object, ...]
-_Kept = tuple[float, str, float, _KeptChassis, tuple[_KeptGpu, ...], tuple[GpuEvent, ...]]
+_NUMBER_TYPES = frozenset({"float | None", "int | None", "bool | None", "float", "int", "bool"})
+_ENUM_NAMES = frozenset({"throttle_reasons", "recovery_action", "health", "pump_health", "psu_health"})
+_GPU_NUMBER_NAMES = tuple(f.name for f in _GPU_FIELDS if f.type in _NUMBER_TYPES)
+_GPU_WORD_NAMES = tuple(f.name for f in _GPU_FIELDS if f.type not in _NUMBER_TYPES and f.name not in _ENUM_NAMES)
+_CHASSIS_NUMBER_NAMES = tuple(f.name for f in _CHASSIS_FIELDS if f.type in _NUMBER_TYPES)
+_CHASSIS_HEALTH_NAMES = ("health", "pump_health", "psu_health")
+_CHASSIS_WORD_NAMES = tuple(
+    f.name for f in _CHASSIS_FIELDS if f.type not in _NUMBER_TYPES and f.name not in {"fans_rpm", *_ENUM_NAMES}
+)
+# The kept order of a GPU: its numbers, its other plain fields, its throttle reason texts, its recovery action
+# text; of a chassis: its numbers, its fans, its health texts, its other plain fields.
+_GPU_KEPT_NAMES = (*_GPU_NUMBER_NAMES, *_GPU_WORD_NAMES, "throttle_reasons", "recovery_action")
+_CHASSIS_KEPT_NAMES = (*_CHASSIS_NUMBER_NAMES, "fans_rpm", *_CHASSIS_HEALTH_NAMES, *_CHASSIS_WORD_NAMES)
+if sorted(_GPU_KEPT_NAMES) != sorted(f.name for f in _GPU_FIELDS) or sorted(_CHASSIS_KEPT_NAMES) != sorted(
+    f.name for f in _CHASSIS_FIELDS
+):
+    raise TypeError("evidence: the schema grew a field of a kind the sample buffer does not keep")
 
 
-def _kept_chassis(chassis: ChassisSample) -> _KeptChassis:
-    return _chassis_plain_values(chassis) + tuple([None if h is None else h.value for h in _chassis_health(chassis)])
+def _values(names: tuple[str, ...]) -> Callable[[object], tuple[object, ...]]:
+    """``attrgetter`` that returns a tuple for one name too."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda record: (getattr(record, name),)
+    return operator.attrgetter(*names)
 
 
-def _restore(kept: tuple[object, ...], enum_at: tuple[int, ...]) -> list[object]:
-    """A kept GPU's or chassis' values in field order again (its enums stay text: they encode to the same JSON)."""
-    split = len(kept) - len(enum_at)
-    values = list(kept[:split])
-    for at, text in zip(enum_at, kept[split:], strict=True):
-        values.insert(at, text)
-    return values
+_gpu_numbers = _values(_GPU_NUMBER_NAMES)
+_gpu_words = _values(_GPU_WORD_NAMES)
+_chassis_numbers = _values(_CHASSIS_NUMBER_NAMES)
+_chassis_health = _values(_CHASSIS_HEALTH_NAMES)
+_chassis_words = _values(_CHASSIS_WORD_NAMES)
+# Kept order -> field order, to build the dataclass again.
+_gpu_in_field_order = operator.itemgetter(*(_GPU_KEPT_NAMES.index(f.name) for f in _GPU_FIELDS))
+_chassis_in_field_order = operator.itemgetter(*(_CHASSIS_KEPT_NAMES.index(f.name) for f in _CHASSIS_FIELDS))
+_UUID_AT = _GPU_WORD_NAMES.index("uuid")
+
+_Words = tuple[object, ...]  # a GPU's or the chassis' other values, in kept order
+# (time, GPUs' numbers, chassis numbers, fans): pickled, or as they are if pickle refuses one of them
+_Numbers = tuple[object, tuple[tuple[object, ...], ...], tuple[object, ...], object]
+# (t, source, numbers, (GPU words..., chassis words), events)
+_Kept = tuple[float, str, bytes | _Numbers, tuple[_Words, ...], tuple[GpuEvent, ...]]
+
+
+_WORDS: dict[_Words, _Words] = {}  # words tuples seen, shared by every node's buffer
+_MAX_WORDS = 100_000  # a large fleet's GPUs a few times over; a source churning strings resets it
+
+
+def _interned(words: _Words) -> _Words:
+    try:
+        kept = _WORDS.get(words)
+    except TypeError:  # an unhashable value where a string belongs: kept as it is
+        return words
+    if kept is None:
+        if len(_WORDS) >= _MAX_WORDS:
+            _WORDS.clear()
+        kept = _WORDS[words] = words
+    return kept
+
+
+def _pickled(numbers: _Numbers) -> bytes | _Numbers:
+    try:
+        return pickle.dumps(numbers, pickle.HIGHEST_PROTOCOL)
+    except Exception:  # a value pickle refuses where a number belongs (a lambda?): kept as it is
+        return numbers
 
 
 class SampleBuffer:
     """One node's recent samples, thinned with age so memory per node stays bounded."""
 
-    __slots__ = ("_chassis", "_kept_chassis", "_older", "_recent", "settings")
+    __slots__ = ("_chassis", "_chassis_kept", "_older", "_recent", "_words", "settings")
 
     def __init__(self, settings: EvidenceSettings) -> None:
         self.settings = settings
         self._recent: deque[_Kept] = deque()
         self._older: deque[_Kept] = deque()
         self._chassis: ChassisSample | None = None  # the last chassis object seen, often shared between samples
-        self._kept_chassis: _KeptChassis = ()
+        self._chassis_kept: tuple[tuple[object, ...], object, _Words] = ((), None, ())
+        self._words: tuple[_Words, ...] = ()  # the last sample's words, shared with the next where they are equal
 
     def add(self, t: float, sample: NodeSample) -> None:
         s = self.settings
@@ -282,20 +321,35 @@ class SampleBuffer:
         if recent and t - recent[-1][0] < s.min_spacing_s:
             return
         reason_text = _REASON_TEXT.get
-        plain = _gpu_plain_values
-        gpus = []
-        for gpu in sample.gpus:
+        numbers, words = _gpu_numbers, _gpu_words
+        last_words = self._words
+        last_count = len(last_words) - 1  # the last entry is the chassis'
+        gpu_numbers = []
+        kept_words = []
+        for i, gpu in enumerate(sample.gpus):
+            gpu_numbers.append(numbers(gpu))
             reasons = gpu.throttle_reasons
             text = reason_text(reasons)
             if text is None:
                 text = _reason_text(reasons)
             action = gpu.recovery_action
-            # .value: the enum's own text object, where str() would copy it for every kept GPU.
-            gpus.append(plain(gpu) + (text, None if action is None else action.value))  # noqa: RUF005 (faster)
+            # .value: the enum's own text object, where str() would copy it for every GPU.
+            gpu_words = words(gpu) + (text, None if action is None else action.value)  # noqa: RUF005 (faster)
+            # The same GPU's last words (the usual case, found without hashing fresh strings), else a tuple seen
+            # before with these words (throttle reasons come and go).
+            same = i < last_count and gpu_words == last_words[i]
+            kept_words.append(last_words[i] if same else _interned(gpu_words))
         chassis = sample.chassis
         if chassis is not self._chassis:
-            self._chassis, self._kept_chassis = chassis, _kept_chassis(chassis)
-        recent.append((t, sample.source, sample.time, self._kept_chassis, tuple(gpus), sample.events))
+            self._chassis, self._chassis_kept = chassis, self._keep_chassis(chassis, self._chassis_kept[2])
+        chassis_numbers, fans, chassis_words = self._chassis_kept
+        kept_words.append(chassis_words)
+        all_words = tuple(kept_words)
+        if all_words == last_words:  # element by element, each the very same object: quick
+            all_words = last_words
+        self._words = all_words
+        packed = _pickled((sample.time, tuple(gpu_numbers), chassis_numbers, fans))
+        recent.append((t, sample.source, packed, all_words, sample.events))
         cutoff = t - s.full_rate_s
         older = self._older
         while recent and recent[0][0] < cutoff:
@@ -305,6 +359,12 @@ class SampleBuffer:
         oldest = t - s.before_s
         while older and older[0][0] < oldest:
             older.popleft()
+
+    @staticmethod
+    def _keep_chassis(chassis: ChassisSample, last_words: _Words) -> tuple[tuple[object, ...], object, _Words]:
+        health = tuple([None if h is None else h.value for h in _chassis_health(chassis)])  # type: ignore[attr-defined]
+        words = health + _chassis_words(chassis)
+        return _chassis_numbers(chassis), chassis.fans_rpm, last_words if words == last_words else _interned(words)
 
     def samples(self, node: str, site: str) -> list[tuple[float, NodeSample]]:
         return [(kept[0], self._restore(node, site, kept, None)) for kept in (*self._older, *self._recent)]
@@ -318,18 +378,21 @@ class SampleBuffer:
 
     @staticmethod
     def _restore(node: str, site: str, kept: _Kept, gpu_uuid: str | None) -> NodeSample:
-        _, source, time, chassis, gpus, events = kept
+        """The sample again, its enums as their text (they compare and encode as the members do)."""
+        _, source, packed, words, events = kept
+        numbers: _Numbers = pickle.loads(packed) if isinstance(packed, bytes) else packed
+        time, gpu_numbers, chassis_numbers, fans = numbers
         return NodeSample(
             node=node,
             site=site,
             source=source,
-            time=time,
+            time=time,  # type: ignore[arg-type]
             gpus=tuple(
-                GpuSample(*_restore(g, _GPU_ENUM_AT))  # type: ignore[arg-type]
-                for g in gpus
-                if gpu_uuid is None or g[_GPU_UUID_AT] == gpu_uuid
+                GpuSample(*_gpu_in_field_order(gpu + gpu_words))
+                for gpu, gpu_words in zip(gpu_numbers, words, strict=False)  # words end with the chassis'
+                if gpu_uuid is None or gpu_words[_UUID_AT] == gpu_uuid
             ),
-            chassis=ChassisSample(*_restore(chassis, _CHASSIS_ENUM_AT)),  # type: ignore[arg-type]
+            chassis=ChassisSample(*_chassis_in_field_order((*chassis_numbers, fans, *words[-1]))),
             events=events,
         )
 
