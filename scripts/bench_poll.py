@@ -147,7 +147,7 @@ def bench_poller(base: str, duration: float, interval: float, simulator_pid: int
     return poller_cpu
 
 
-def bench_app(base: str, duration: float, simulator_pid: int) -> float:
+def bench_app(base: str, duration: float, simulator_pid: int, settle_s: float) -> float:
     """The whole app: the real main window (offscreen), monitor, incident engine, store and rollup, in this process."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QElapsedTimer, QTimer
@@ -171,7 +171,7 @@ def bench_app(base: str, duration: float, simulator_pid: int) -> float:
         app = build_app(fleet, Path(work) / "incidents.sqlite3", seed=1)
         app.start()
         app.window.show()
-        settle = time.monotonic() + 5.0
+        settle = time.monotonic() + settle_s  # start-up (first full parses, incidents opening) is not steady state
         while time.monotonic() < settle:
             qt_app.processEvents()
             time.sleep(0.005)
@@ -287,6 +287,7 @@ def main() -> int:
         "--sim-refresh", type=float, default=1.0, help="simulate --refresh: seconds between value updates"
     )
     parser.add_argument("--no-prometheus", action="store_true", help="skip the Prometheus comparison")
+    parser.add_argument("--settle", type=float, default=15.0, help="--app: seconds to run before measuring")
     parser.add_argument(
         "--app", action="store_true", help="measure the whole app (window, engine, store, rollup), not the poller"
     )
@@ -295,7 +296,7 @@ def main() -> int:
     simulator, base = start_simulator(args.nodes, args.faults, args.sim_refresh)
     try:
         if args.app:
-            bench_app(base, args.duration, simulator.pid)
+            bench_app(base, args.duration, simulator.pid, args.settle)
             return 0
         poller_cpu = bench_poller(base, args.duration, args.interval, simulator.pid)
         if not args.no_prometheus:
