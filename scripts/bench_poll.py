@@ -2,7 +2,7 @@
 the same targets for the same time, and the CPU ratio of the two; or, with --app, the whole app.
 
     .venv/bin/python scripts/bench_poll.py [--nodes 1000] [--duration 60] [--interval 1.0] [--no-prometheus]
-        [--sim-refresh S] [--app]
+        [--sim-refresh S] [--app [--settle S]]
 
 Prints: polls/s, % of polls on time (PollerStats.on_time_polls / polls), p50/p99 poll latency, CPU of this
 process (the poller: everything but a sleeping main thread) as % of one core, its peak RSS, the simulator's
@@ -11,8 +11,9 @@ CPU, then Prometheus' CPU (from /proc/<pid>/stat) over the same duration and the
 1 makes every payload new every second, the worst case.
 
 --app runs the real main window (offscreen), monitor, incident engine, store and rollup in this process over the
-same fleet and prints polls/s, % on time, the whole process's CPU, the GUI thread's stalls (gaps of a 10 ms
-timer), peak RSS, the garbage collector's runs and time, and CPU by thread.
+same fleet and, after --settle seconds (default 15; --settle 0 measures start-up), prints polls/s, % on time, the
+whole process's CPU, the GUI thread's stalls (gaps of a 10 ms timer), peak RSS, the garbage collector's runs and
+time, and CPU by thread.
 """
 
 from __future__ import annotations
