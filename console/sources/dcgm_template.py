@@ -47,12 +47,10 @@ class PayloadTemplate:
     comments: list[str]  # the comment and blank lines, verbatim
     heads: list[str]  # each sample line without its value
     readings: list[GpuReading]  # the GPUs, with their identity and Xid state
-    slots: list[tuple[int, str | None]]  # (reading, MIG instance or None): the values dicts a payload fills
-    # Per routed sample, in parallel tuples (a tuple per sample would be 300 more objects per node for the garbage
-    # collector to scan): its slot, field, converter, reading, and whether the slot is a MIG instance.
-    routes: tuple[tuple[int, ...], tuple[str, ...], tuple[names.Converter, ...], tuple[int, ...], tuple[bool, ...]]
-    routed: list[bool]  # per sample: whether it has a route
+    routed: list[bool]  # per sample: whether its value goes into a GPU's dict
     pinned: list[tuple[int, str]]  # (sample, value text) that must not change: the Xid series
+    # One plan per values dict a payload fills (a GPU's own, or a MIG instance's): its fields and converters, in
+    # tuples rather than a tuple per sample (300 more objects per node for the garbage collector to scan).
     slot_plans: list[_SlotPlan]
     by_slot: Callable[[list[float]], Sequence[float]]  # routed values, ordered by slot
 
@@ -81,15 +79,14 @@ class PayloadTemplate:
             heads.append(head)
             tokens.append(token)
         slot_of: dict[int, int] = {}
-        slots: list[tuple[int, str | None]] = []
+        slots: list[tuple[int, str | None]] = []  # (reading, MIG instance or None)
         for position, gpu in enumerate(mapper_gpus):
             slot_of[id(gpu.values)] = len(slots)
             slots.append((position, None))
             for instance, values in gpu.instances.items():
                 slot_of[id(values)] = len(slots)
                 slots.append((position, instance))
-        position_of = {id(gpu): position for position, gpu in enumerate(mapper_gpus)}
-        compact: list[tuple[int, str, names.Converter, int, bool]] = []
+        compact: list[tuple[int, str, names.Converter]] = []  # (slot, field, converter) per routed sample
         routed: list[bool] = []
         pinned: list[tuple[int, str]] = []
         for index, route in enumerate(routes):
@@ -99,11 +96,11 @@ class PayloadTemplate:
                 routed.append(False)
                 pinned.append((index, tokens[index]))  # a changed Xid value needs the full path's Xid logic
             else:
-                gpu, values, is_instance, field_name, convert = route
-                if id(gpu) not in position_of or id(values) not in slot_of:
-                    return None  # defensive: every route's GPU is one of the mapping's readings
+                gpu, values, _is_instance, field_name, convert = route
+                if id(values) not in slot_of:
+                    return None  # defensive: every route's dict belongs to one of the mapping's readings
                 routed.append(True)
-                compact.append((slot_of[id(values)], field_name, convert, position_of[id(gpu)], is_instance))
+                compact.append((slot_of[id(values)], field_name, convert))
         is_comment = [not flag for flag in is_sample]
         slot_plans, by_slot = _slot_plans(slots, compact)
         return cls(
@@ -114,8 +111,6 @@ class PayloadTemplate:
             comments=list(compress(lines, is_comment)),
             heads=heads,
             readings=mapper_gpus,
-            slots=slots,
-            routes=tuple(zip(*compact, strict=True)) if compact else ((), (), (), (), ()),  # type: ignore[arg-type]
             routed=routed,
             pinned=pinned,
         )
@@ -147,35 +142,22 @@ class PayloadTemplate:
             return None  # the full parser names the bad line
         routed = list(compress(values, self.routed))
         readings = [_fresh(gpu) for gpu in self.readings]
+        ordered = self.by_slot(routed)
         # Values past the plain range are few (energy counters, sentinels, NaN, Inf): only those need a look.
         unusual = filterfalse(PLAIN_LIMIT.__gt__, routed)
-        if (not routed or min(routed) > -1e300) and all(names.blank_kind(value) is None for value in unusual):
-            # No sentinel, NaN or Inf anywhere (the usual case): fill each GPU's dict in one C-level pass.
-            ordered = self.by_slot(routed)
-            for plan in self.slot_plans:
-                filled = dict(zip(plan.fields, map(call, plan.converters, ordered[plan.start : plan.end]), strict=True))
-                reading = readings[plan.reading]
-                if plan.instance is None:
-                    reading.values = filled
-                else:
-                    reading.instances[plan.instance] = filled
-        else:
-            self._route_one_by_one(routed, readings)
+        plain = (not routed or min(routed) > -1e300) and all(names.blank_kind(value) is None for value in unusual)
+        for plan in self.slot_plans:
+            values_of_plan = ordered[plan.start : plan.end]
+            if plain:  # no sentinel, NaN or Inf anywhere (the usual case): one C-level pass per dict
+                filled = dict(zip(plan.fields, map(call, plan.converters, values_of_plan), strict=True))
+            else:
+                filled = plan.fill_one_by_one(values_of_plan, readings[plan.reading].unsupported)
+            reading = readings[plan.reading]
+            if plan.instance is None:
+                reading.values = filled
+            else:
+                reading.instances[plan.instance] = filled
         return node_sample_from(readings, now, memory, node=node, site=site, source=source)
-
-    def _route_one_by_one(self, routed: list[float], readings: list[GpuReading]) -> None:
-        targets = [
-            readings[position].values if instance is None else readings[position].instances[instance]
-            for position, instance in self.slots
-        ]
-        for slot, field_name, convert, position, is_instance, value in zip(*self.routes, routed, strict=True):
-            if not (-1e300 < value < PLAIN_LIMIT):
-                kind = names.blank_kind(value)
-                if kind is not None:
-                    if kind == "not_supported" and not is_instance:
-                        readings[position].unsupported.add(field_name)
-                    continue
-            targets[slot][field_name] = convert(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +171,22 @@ class _SlotPlan:
     fields: tuple[str, ...]
     converters: tuple[names.Converter, ...]
 
+    def fill_one_by_one(self, values: Sequence[float], unsupported: set[str]) -> dict[str, object]:
+        """The dict for values that include DCGM sentinels, NaN or Inf (skipped; NOT_SUPPORTED noted on the GPU)."""
+        filled: dict[str, object] = {}
+        for field_name, convert, value in zip(self.fields, self.converters, values, strict=True):
+            if not (-1e300 < value < PLAIN_LIMIT):
+                kind = names.blank_kind(value)
+                if kind is not None:
+                    if kind == "not_supported" and self.instance is None:
+                        unsupported.add(field_name)
+                    continue
+            filled[field_name] = convert(value)
+        return filled
+
 
 def _slot_plans(
-    slots: list[tuple[int, str | None]], routes: list[tuple[int, str, names.Converter, int, bool]]
+    slots: list[tuple[int, str | None]], routes: list[tuple[int, str, names.Converter]]
 ) -> tuple[list[_SlotPlan], Callable[[list[float]], Sequence[float]]]:
     """Plans per slot, and a getter that orders routed values by slot (payload order within a slot, so a field
     given twice keeps its last value, as on the full path)."""
