@@ -18,7 +18,7 @@ from typing import Protocol
 
 from console.fleet import Fleet
 from console.incidents.model import ChangeKind, Incident, IncidentChange, Outcome, Status
-from console.polling import Poller, PollResult, SourceMaker
+from console.polling import Poller, PollerStats, PollResult, SourceMaker
 from console.schema import NodeSample
 from console.sources import make_source as default_make_source
 
@@ -69,13 +69,30 @@ class HistorySink(Protocol):
 
 @dataclass(slots=True)
 class MonitorCounters:
-    polls: int = 0
-    ok_polls: int = 0
-    failed_polls: int = 0
-    repeated_polls: int = 0  # answered with the same measurement as before (PollResult.fresh False)
-    samples: int = 0
-    gpu_samples: int = 0
+    """The poller's counts (it keeps them already), plus what only the monitor sees."""
+
+    poller: PollerStats
     incidents_opened: int = 0
+
+    @property
+    def polls(self) -> int:
+        return self.poller.polls
+
+    @property
+    def ok_polls(self) -> int:
+        return self.poller.ok_polls
+
+    @property
+    def failed_polls(self) -> int:
+        return self.poller.failed_polls
+
+    @property
+    def repeated_polls(self) -> int:
+        return self.poller.repeated_polls
+
+    @property
+    def samples(self) -> int:
+        return self.poller.ok_polls
 
 
 class FleetMonitor:
@@ -107,7 +124,7 @@ class FleetMonitor:
         self._exposure_flushed = time.monotonic()
         self._providers = {site.name: site.provider for site in fleet.sites}
         self._intervals = {node.name: fleet.interval_s(node) for node in fleet.nodes}
-        self.counters = MonitorCounters()
+        self.counters = MonitorCounters(self._poller.stats)
 
     # -- lifecycle ----
 
@@ -169,22 +186,13 @@ class FleetMonitor:
     def _on_result(self, result: PollResult) -> None:
         with self._lock:
             changes: list[IncidentChange] = self._engine.observe(result)
-        counters = self.counters
-        counters.polls += 1
         if result.sample is not None:
-            counters.ok_polls += 1
-            if not result.fresh:
-                counters.repeated_polls += 1
-            counters.samples += 1
-            counters.gpu_samples += len(result.sample.gpus)
             self._account_exposure(result)
             if self._history is not None and result.fresh:  # a repeat would count one measurement twice
                 try:
                     self._history.observe(result.sample)
                 except Exception:  # history is a convenience: it must never stop polling
                     log.exception("history rollup failed")
-        else:
-            counters.failed_polls += 1
         self._publish(result, changes)
 
     def _account_exposure(self, result: PollResult) -> None:

@@ -68,6 +68,7 @@ class PollerStats:
     polls: int = 0
     ok_polls: int = 0
     failed_polls: int = 0
+    repeated_polls: int = 0  # answered with the same measurement as before (PollResult.fresh False)
     on_time_polls: int = 0
     latencies_s: list[float] = field(default_factory=list)
 
@@ -301,6 +302,8 @@ class Poller:
             stats.polls += 1
             if result.sample is not None:
                 stats.ok_polls += 1
+                if not result.fresh:
+                    stats.repeated_polls += 1
             else:
                 stats.failed_polls += 1
             if result.late_s <= interval * 0.5:
