@@ -400,12 +400,13 @@ async def run_agent(config: AgentConfig, *, nvml: Any = None) -> int:
 
 
 def read_token_file(path: str) -> str:
+    from console.fleet import SecretKind, SecretRef
+    from console.secrets import SecretError, resolve_secret
+
     try:
-        token = open(path, encoding="utf-8").read().strip()  # noqa: SIM115 - tiny file, read once
-    except OSError as exc:
-        raise AgentConfigError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
-    if not token:
-        raise AgentConfigError(f"the token file {path} is empty")
+        token = resolve_secret(SecretRef(SecretKind.FILE, path))
+    except SecretError as exc:
+        raise AgentConfigError(f"--token-file: {exc}") from None
     with contextlib.suppress(OSError):
         if os.stat(path).st_mode & 0o077:
             log.warning("token file %s is readable by other users; chmod 600 it", path)

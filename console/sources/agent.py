@@ -11,14 +11,21 @@ import asyncio
 import dataclasses
 import json
 import logging
-import ssl
 from typing import Any
 
 import aiohttp
 
 from console.schema import GpuEvent, NodeSample, SchemaError, event_from_json, sample_from_json
-from console.secrets import SecretError, resolve_secret
-from console.sources.base import PollFailure, SourceContext, SourceError
+from console.sources.base import (
+    HttpSession,
+    PollFailure,
+    SourceContext,
+    SourceError,
+    http_failure,
+    read_capped,
+    resolve_secret_for_poll,
+    tls_setting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +41,9 @@ class AgentSource:
         self._ctx = ctx
         self._base = ctx.spec.url.rstrip("/")
         self._max_bytes = max_payload_bytes
-        self._own_session: aiohttp.ClientSession | None = None
-        self._ssl = self._ssl_setting()
+        self._http = HttpSession(ctx.http)
+        self._ssl = tls_setting(ctx.spec.verify_tls, ctx.spec.ca_file)
+        self._timeout = aiohttp.ClientTimeout(total=ctx.timeout_s)
         self._cursor = 0
         self._epoch: str | None = None
 
@@ -44,10 +52,7 @@ class AgentSource:
     async def poll(self) -> NodeSample:
         headers = {"Accept": "application/json"}
         if self._ctx.spec.token is not None:
-            try:
-                headers["Authorization"] = f"Bearer {resolve_secret(self._ctx.spec.token)}"
-            except SecretError as exc:
-                raise SourceError(PollFailure.AUTH_REFUSED, f"token: {exc}") from None
+            headers["Authorization"] = f"Bearer {await resolve_secret_for_poll(self._ctx.spec.token, 'token')}"
         sample_doc, events_doc = await asyncio.gather(
             self._get_json(API_SAMPLE, headers), self._get_json(f"{API_EVENTS}?since={self._cursor}", headers)
         )
@@ -61,49 +66,23 @@ class AgentSource:
         )
 
     async def aclose(self) -> None:
-        if self._own_session is not None:
-            await self._own_session.close()
-            self._own_session = None
+        await self._http.aclose()
 
     # -- helpers --------------------------------------------------------------------------------------------
 
-    def _ssl_setting(self) -> ssl.SSLContext | bool:
-        spec = self._ctx.spec
-        if not spec.verify_tls:
-            return False  # turned off for this target only, by the inventory
-        if spec.ca_file:
-            return ssl.create_default_context(cafile=spec.ca_file)
-        return True
-
-    def _session(self) -> aiohttp.ClientSession:
-        if self._ctx.http is not None:
-            return self._ctx.http
-        if self._own_session is None:
-            self._own_session = aiohttp.ClientSession()
-        return self._own_session
-
     async def _get_json(self, path: str, headers: dict[str, str]) -> Any:
         url = f"{self._base}{path}"
-        timeout = aiohttp.ClientTimeout(total=self._ctx.timeout_s)
         try:
-            async with self._session().get(
-                url, headers=headers, ssl=self._ssl, timeout=timeout, allow_redirects=False
+            async with self._http.get().get(
+                url, headers=headers, ssl=self._ssl, timeout=self._timeout, allow_redirects=False
             ) as response:
                 if response.status in (401, 403):
                     raise SourceError(PollFailure.AUTH_REFUSED, f"the agent refused the token (HTTP {response.status})")
                 if response.status != 200:
                     raise SourceError(PollFailure.UNREACHABLE, f"{path}: HTTP {response.status} {response.reason}")
-                body = await self._read_capped(response, path)
-        except aiohttp.ClientSSLError as exc:
-            raise SourceError(PollFailure.UNREACHABLE, f"TLS failed: {exc}") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise SourceError(PollFailure.UNREACHABLE, f"cannot connect: {exc.os_error or exc}") from None
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            raise SourceError(PollFailure.UNREACHABLE, f"{path}: connection broke: {exc}") from None
-        except aiohttp.ClientError as exc:
-            raise SourceError(PollFailure.UNREACHABLE, f"{path}: {exc}") from None
-        except TimeoutError:
-            raise SourceError(PollFailure.TIMEOUT, f"{path}: no answer within {self._ctx.timeout_s:g} s") from None
+                body = await read_capped(response, self._max_bytes, lambda size: self._oversize(path, size))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise http_failure(exc, path, self._ctx.timeout_s) from None
         try:
             return json.loads(body)
         except UnicodeDecodeError:
@@ -111,20 +90,10 @@ class AgentSource:
         except ValueError as exc:
             raise SourceError(PollFailure.BAD_PAYLOAD, f"{path}: invalid JSON: {exc}") from None
 
-    async def _read_capped(self, response: aiohttp.ClientResponse, path: str) -> bytes:
-        if response.content_length is not None and response.content_length > self._max_bytes:
-            raise SourceError(
-                PollFailure.BAD_PAYLOAD,
-                f"{path}: {response.content_length} bytes exceeds the {self._max_bytes} cap",
-            )
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise SourceError(PollFailure.BAD_PAYLOAD, f"{path}: body exceeds the {self._max_bytes} byte cap")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    def _oversize(self, path: str, declared: int | None) -> str:
+        if declared is not None:
+            return f"{path}: {declared} bytes exceeds the {self._max_bytes} cap"
+        return f"{path}: body exceeds the {self._max_bytes} byte cap"
 
     def _take_events(self, doc: Any) -> tuple[GpuEvent, ...]:
         where = API_EVENTS

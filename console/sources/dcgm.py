@@ -8,16 +8,22 @@ fast path in ``console.sources.dcgm_template``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
-import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
 from console.exposition import Exposition, ExpositionError, ExpositionParser
 from console.schema import NodeSample
-from console.sources.base import PollFailure, SourceContext, SourceError
+from console.sources.base import (
+    HttpSession,
+    PollFailure,
+    SourceContext,
+    SourceError,
+    http_failure,
+    read_capped,
+    resolve_secret_for_poll,
+    tls_setting,
+)
 from console.sources.dcgm_mapping import SOURCE_NAME, Route, XidMemory, map_and_route, map_dcgm_samples
 from console.sources.dcgm_template import PayloadTemplate
 
@@ -27,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
-_CHUNK_BYTES = 64 * 1024
 _HEADERS = {"Accept-Encoding": "gzip", "Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"}
 # Series timestamps further from the console's clock than this are a wrong clock, not data to chart.
 MAX_FUTURE_SKEW_S = 300.0
@@ -99,17 +104,6 @@ def parse_with_template(
     return mapping.sample, PayloadTemplate.build(text, exposition.samples, routes, mapping)
 
 
-def _ssl_setting(verify_tls: bool, ca_file: str | None) -> ssl.SSLContext | bool:
-    if not verify_tls:
-        return False
-    if ca_file:
-        try:
-            return ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"cannot load CA file {ca_file!r}: {exc}") from exc
-    return True
-
-
 class DcgmSource:
     """Scrapes one dcgm-exporter endpoint with the poller's shared aiohttp session."""
 
@@ -119,11 +113,11 @@ class DcgmSource:
         self._ctx = ctx
         self._url = ctx.spec.url
         self._max_bytes = max_payload_bytes
-        self._ssl = _ssl_setting(ctx.spec.verify_tls, ctx.spec.ca_file)
+        self._ssl = tls_setting(ctx.spec.verify_tls, ctx.spec.ca_file)
         self._parser = ExpositionParser()
         self._template: PayloadTemplate | None = None  # the last payload's shape: the next one is likely the same
         self._memory = XidMemory()
-        self._own_session: aiohttp.ClientSession | None = None
+        self._http = HttpSession(ctx.http)
         self._timeout: aiohttp.ClientTimeout | None = None
         # dcgm-exporter collects every 30 s by default, so most 1 Hz scrapes return the same bytes: remember the
         # last payload and its sample and skip a repeat (the comparison is a C-level memcmp).
@@ -131,35 +125,20 @@ class DcgmSource:
         self._last_sample: NodeSample | None = None
         self._last_stamped = False  # the series carried the exporter's own timestamps
 
-    async def _session(self) -> aiohttp.ClientSession:
-        if self._ctx.http is not None:
-            return self._ctx.http
-        if self._own_session is None:  # e.g. `probe`, which polls once without a poller
-            import aiohttp
-
-            self._own_session = aiohttp.ClientSession()
-        return self._own_session
-
     async def _auth(self) -> Any:
         spec = self._ctx.spec
         if not spec.user or spec.password is None:
             return None
         import aiohttp
 
-        from console.secrets import SecretError, resolve_secret
-
-        try:
-            # keyring may block: keep it off the event loop
-            password = await asyncio.to_thread(resolve_secret, spec.password)
-        except SecretError as exc:
-            raise SourceError(PollFailure.AUTH_REFUSED, f"cannot read the password: {exc}") from None
+        password = await resolve_secret_for_poll(spec.password, "cannot read the password")
         return aiohttp.BasicAuth(spec.user, password)
 
     async def fetch(self) -> str:
         """GET the payload (gzip accepted), capped at ``max_payload_bytes`` after decompression."""
         import aiohttp
 
-        session = await self._session()
+        session = self._http.get()
         auth = await self._auth()
         if self._timeout is None:
             self._timeout = aiohttp.ClientTimeout(total=self._ctx.timeout_s)
@@ -171,46 +150,15 @@ class DcgmSource:
                     raise SourceError(PollFailure.AUTH_REFUSED, f"HTTP {response.status} {response.reason or ''}")
                 if response.status != 200:
                     raise SourceError(PollFailure.UNREACHABLE, f"HTTP {response.status} {response.reason or ''}")
-                declared = response.content_length
-                plain = not response.headers.get("Content-Encoding")
-                if declared is not None and declared > self._max_bytes and plain:
-                    raise SourceError(PollFailure.BAD_PAYLOAD, self._oversize())
-                if declared is not None and plain:
-                    # The size is known and within the cap: one read, not a loop of chunks (a fifth of a poll's
-                    # CPU at 1,000 nodes a second).
-                    body: bytes | bytearray = await response.read()
-                else:  # chunked or compressed: count as it arrives, so a bomb stops at the cap
-                    body = bytearray()
-                    async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
-                        body += chunk
-                        if len(body) > self._max_bytes:
-                            raise SourceError(PollFailure.BAD_PAYLOAD, self._oversize())
-        except SourceError:
-            raise
-        except TimeoutError:
-            raise SourceError(PollFailure.TIMEOUT, f"no answer within {self._ctx.timeout_s:g} s") from None
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise SourceError(PollFailure.UNREACHABLE, f"TLS certificate rejected: {exc.certificate_error}") from None
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, socket.gaierror):
-                raise SourceError(PollFailure.UNREACHABLE, f"cannot resolve {exc.host}: {exc.os_error}") from None
-            raise SourceError(PollFailure.UNREACHABLE, f"cannot connect: {exc.os_error}") from None
-        except aiohttp.ServerDisconnectedError:
-            raise SourceError(PollFailure.UNREACHABLE, "the server closed the connection") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise SourceError(PollFailure.BAD_PAYLOAD, f"truncated or corrupt response body: {exc}") from None
-        except aiohttp.ClientResponseError as exc:
-            raise SourceError(PollFailure.UNREACHABLE, f"bad HTTP response: {exc.message}") from None
-        except aiohttp.InvalidURL:
-            raise SourceError(PollFailure.UNREACHABLE, f"invalid URL {self._url!r}") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise SourceError(PollFailure.UNREACHABLE, f"{type(exc).__name__}: {exc}") from None
+                body = await read_capped(response, self._max_bytes, self._oversize)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise http_failure(exc, "", self._ctx.timeout_s) from None
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise SourceError(PollFailure.BAD_PAYLOAD, f"payload is not UTF-8 (byte {exc.start})") from None
 
-    def _oversize(self) -> str:
+    def _oversize(self, _declared: int | None = None) -> str:
         limit = self._max_bytes
         size = f"{limit / 2**20:g} MiB" if limit >= 2**20 else f"{limit / 2**10:g} KiB"
         return f"payload larger than the {size} cap; refused"
@@ -241,9 +189,7 @@ class DcgmSource:
         return sample
 
     async def aclose(self) -> None:
-        if self._own_session is not None:
-            await self._own_session.close()
-            self._own_session = None
+        await self._http.aclose()
 
 
 def make_source(ctx: SourceContext) -> DcgmSource:

@@ -39,7 +39,15 @@ from console.exposition import Sample
 from console.history import Series
 from console.schema import NodeSample
 from console.sources import dcgm_names as names
-from console.sources.base import PollFailure, SourceContext, SourceError
+from console.sources.base import (
+    HttpSession,
+    PollFailure,
+    SourceContext,
+    SourceError,
+    http_failure,
+    read_capped,
+    tls_setting,
+)
 from console.sources.dcgm import XidMemory, map_dcgm_samples
 from console.sources.dcgm_render import escape_label_value
 
@@ -180,25 +188,17 @@ class PrometheusSiteReader:
         async with self._limit:
             try:
                 async with self._http.get(url, params=params, timeout=self._timeout, ssl=self._ssl) as response:
-                    declared = response.content_length
-                    if declared is not None and declared > self._max_bytes:
-                        raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: answer larger than {self._max_bytes} B")
-                    body = await response.content.read(self._max_bytes + 1)
+                    body = await read_capped(response, self._max_bytes, lambda _size: self._oversize(url))
                     status, reason = response.status, response.reason or ""
-            except SourceError:
-                raise
-            except TimeoutError:
-                raise SourceError(PollFailure.TIMEOUT, f"{url}: no answer within {self._timeout.total:g} s") from None
-            except aiohttp.ClientConnectorError as exc:
-                raise SourceError(PollFailure.UNREACHABLE, f"{url}: cannot connect: {exc.os_error}") from None
-            except (aiohttp.ClientError, OSError) as exc:
-                raise SourceError(PollFailure.UNREACHABLE, f"{url}: {type(exc).__name__}: {exc}") from None
-        if len(body) > self._max_bytes:
-            raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: answer larger than {self._max_bytes} B")
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise http_failure(exc, url, self._timeout.total) from None
         return self._data(url, status, reason, body)
 
+    def _oversize(self, url: str) -> str:
+        return f"{url}: answer larger than {self._max_bytes} B"
+
     @staticmethod
-    def _data(url: str, status: int, reason: str, body: bytes) -> Any:
+    def _data(url: str, status: int, reason: str, body: bytes | bytearray) -> Any:
         try:
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -421,19 +421,9 @@ def shared_reader(ctx: SourceContext, http: aiohttp.ClientSession) -> Prometheus
             timeout_s=ctx.timeout_s,
             # a little under one interval: every node's poll within an interval shares one read
             ttl_s=interval * 0.9,
-            ssl=_ssl(spec.verify_tls, spec.ca_file),
+            ssl=tls_setting(spec.verify_tls, spec.ca_file),
         )
     return reader
-
-
-def _ssl(verify_tls: bool, ca_file: str | None) -> Any:
-    if not verify_tls:
-        return False
-    if ca_file:
-        import ssl
-
-        return ssl.create_default_context(cafile=ca_file)
-    return True
 
 
 class PrometheusSource:
@@ -445,17 +435,15 @@ class PrometheusSource:
         check_url(ctx.spec.url)  # a malformed URL fails when the inventory is loaded, not at every poll
         self._ctx = ctx
         self.host = ctx.spec.option("host", ctx.node.name) or ctx.node.name
-        self._own_http: aiohttp.ClientSession | None = None
+        self._http = HttpSession(ctx.http)
         self._reader: PrometheusSiteReader | None = None
         self._last_serial = 0
 
     @property
     def reader(self) -> PrometheusSiteReader:
         if self._reader is None:
-            http = self._ctx.http
-            if http is None:  # a probe outside the poller: its own session and reader, closed in aclose()
-                http = self._own_http = aiohttp.ClientSession()
-            self._reader = shared_reader(self._ctx, http)
+            # without the poller's session (a test): a session and reader of its own, closed in aclose()
+            self._reader = shared_reader(self._ctx, self._http.get())
         return self._reader
 
     async def poll(self) -> NodeSample:
@@ -475,9 +463,7 @@ class PrometheusSource:
         return sample
 
     async def aclose(self) -> None:
-        if self._own_http is not None:
-            await self._own_http.close()
-            self._own_http = None
+        await self._http.aclose()
 
 
 def _without_events(sample: NodeSample) -> NodeSample:

@@ -21,10 +21,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aiohttp
-
 from console.schema import ChassisSample, NodeSample
-from console.sources.base import PollFailure, Source, SourceContext, SourceError
+from console.sources.base import HttpSession, PollFailure, Source, SourceContext, SourceError
 from console.sources.redfish_http import (
     DEFAULT_MAX_BYTES,
     SERVICE_ROOT,
@@ -301,7 +299,7 @@ class RedfishSource:
         except ValueError as exc:
             raise ValueError(f"redfish options: {exc}") from None
         split_base_url(spec.url)  # a malformed URL fails here, when the inventory is loaded, not at every poll
-        self._own_http: aiohttp.ClientSession | None = None
+        self._http = HttpSession(ctx.http)
         self._client_instance: RedfishClient | None = None
         self._discovery: Discovery | None = None
         self._discovering: asyncio.Task[Discovery] | None = None
@@ -309,12 +307,10 @@ class RedfishSource:
     @property
     def _client(self) -> RedfishClient:
         if self._client_instance is None:
-            spec, http = self._ctx.spec, self._ctx.http
-            if http is None:  # a probe outside the poller: our own session, closed in aclose()
-                http = self._own_http = aiohttp.ClientSession()
+            spec = self._ctx.spec
             self._client_instance = RedfishClient(
                 spec.url or "",
-                http=http,
+                http=self._http.get(),
                 timeout_s=self._ctx.timeout_s,
                 credentials=Credentials(spec.user, spec.password) if spec.user else None,
                 auth_mode=self._auth_mode,
@@ -387,8 +383,7 @@ class RedfishSource:
                 await task
         if self._client_instance is not None:
             await self._client_instance.aclose()
-        if self._own_http is not None:
-            await self._own_http.close()
+        await self._http.aclose()
 
 
 def make_source(ctx: SourceContext) -> Source:

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import json
 import logging
-import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -20,8 +19,14 @@ import aiohttp
 import yarl
 
 from console.fleet import SecretRef
-from console.secrets import SecretError, resolve_secret
-from console.sources.base import PollFailure, SourceError
+from console.sources.base import (
+    PollFailure,
+    SourceError,
+    http_failure,
+    read_capped,
+    resolve_secret_for_poll,
+    tls_setting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +105,7 @@ class RedfishClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._credentials = credentials
         self._auth_mode = auth_mode
-        self._verify_tls = verify_tls
-        self._ca_file = ca_file
-        self._ssl: ssl.SSLContext | bool | None = None
+        self._ssl = tls_setting(verify_tls, ca_file)
         self._max_bytes = max_bytes
         self._token: str | None = None
         self._session_url: str | None = None
@@ -152,7 +155,7 @@ class RedfishClient:
             async with self._http.delete(
                 yarl.URL(session_url, encoded=True),
                 headers={"X-Auth-Token": token},
-                ssl=self._ssl_setting(),
+                ssl=self._ssl,
                 timeout=aiohttp.ClientTimeout(total=2.0),
             ):
                 pass
@@ -178,10 +181,10 @@ class RedfishClient:
                 return  # another fetch logged in (again) while this one waited
             assert self._credentials is not None
             url = self.url_for(self._sessions_path)
-            payload = {"UserName": self._credentials.user, "Password": self._password()}
+            payload = {"UserName": self._credentials.user, "Password": await self._password()}
             try:
                 async with self._http.post(
-                    yarl.URL(url, encoded=True), json=payload, ssl=self._ssl_setting(), timeout=self._timeout
+                    yarl.URL(url, encoded=True), json=payload, ssl=self._ssl, timeout=self._timeout
                 ) as resp:
                     await resp.read()
                     status, token, location = (
@@ -189,8 +192,8 @@ class RedfishClient:
                         resp.headers.get("X-Auth-Token"),
                         resp.headers.get("Location"),
                     )
-            except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
-                raise _transport_error(url, exc, self._timeout.total) from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise http_failure(exc, url, self._timeout.total) from None
             if status in (404, 405, 501) and self._auth_mode is AuthMode.AUTO:
                 log.info("%s offers no Redfish sessions (HTTP %s); using basic auth", self.origin, status)
                 self._use_basic = True
@@ -207,63 +210,42 @@ class RedfishClient:
             self._token = token
             self._session_url = self.url_for(odata_path(location, url, "Location")) if location else None
 
-    def _password(self) -> str:
+    async def _password(self) -> str:
         assert self._credentials is not None
         if self._credentials.password is None:
             raise SourceError(PollFailure.AUTH_REFUSED, f"no password reference for user {self._credentials.user!r}")
-        try:
-            return resolve_secret(self._credentials.password)
-        except SecretError as exc:
-            raise SourceError(PollFailure.AUTH_REFUSED, str(exc)) from None
+        return await resolve_secret_for_poll(self._credentials.password, f"password of {self._credentials.user!r}")
 
-    def _ssl_setting(self) -> ssl.SSLContext | bool:
-        if self._ssl is None:
-            if not self._verify_tls:
-                self._ssl = False
-            elif self._ca_file:
-                self._ssl = ssl.create_default_context(cafile=self._ca_file)
-            else:
-                self._ssl = True
-        return self._ssl
-
-    async def _request(self, method: str, url: str) -> tuple[int, bytes]:
+    async def _request(self, method: str, url: str) -> tuple[int, bytes | bytearray]:
         headers = {"Accept": "application/json", "OData-Version": "4.0"}
         if self._credentials is not None:
             if self._token is not None:
                 headers["X-Auth-Token"] = self._token
             elif self._use_basic:
-                pair = f"{self._credentials.user}:{self._password()}".encode()
+                pair = f"{self._credentials.user}:{await self._password()}".encode()
                 headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         try:
             async with self._http.request(
                 method,
                 yarl.URL(url, encoded=True),
                 headers=headers,
-                ssl=self._ssl_setting(),
+                ssl=self._ssl,
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as resp:
                 if resp.status >= 300:
                     return resp.status, b""
-                return resp.status, await self._read_capped(url, resp)
-        except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
-            raise _transport_error(url, exc, self._timeout.total) from None
+                return resp.status, await read_capped(resp, self._max_bytes, lambda size: self._oversize(url, size))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise http_failure(exc, url, self._timeout.total) from None
 
-    async def _read_capped(self, url: str, resp: aiohttp.ClientResponse) -> bytes:
-        limit = self._max_bytes
-        if resp.content_length is not None and resp.content_length > limit:
-            raise bad_payload(url, f"response of {resp.content_length} bytes exceeds the {limit}-byte cap")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise bad_payload(url, f"response exceeds the {limit}-byte cap")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    def _oversize(self, url: str, declared: int | None) -> str:
+        if declared is not None:
+            return f"{url}: response of {declared} bytes exceeds the {self._max_bytes}-byte cap"
+        return f"{url}: response exceeds the {self._max_bytes}-byte cap"
 
 
-def _decode_object(url: str, body: bytes) -> dict[str, Any]:
+def _decode_object(url: str, body: bytes | bytearray) -> dict[str, Any]:
     try:
         doc = json.loads(body)
     except UnicodeDecodeError:
@@ -273,17 +255,3 @@ def _decode_object(url: str, body: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise bad_payload(url, f"expected a JSON object, got {type(doc).__name__}")
     return doc
-
-
-def _transport_error(url: str, exc: BaseException, timeout_s: float | None) -> SourceError:
-    if isinstance(exc, TimeoutError):
-        return SourceError(PollFailure.TIMEOUT, f"{url}: no answer within {timeout_s:g} s")
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
-        return SourceError(
-            PollFailure.UNREACHABLE,
-            f"{url}: TLS certificate not trusted ({exc}); set ca_file, or verify_tls = false for this BMC",
-        )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error)
-        return SourceError(PollFailure.UNREACHABLE, f"{url}: cannot connect ({reason})")
-    return SourceError(PollFailure.UNREACHABLE, f"{url}: {type(exc).__name__}: {exc}")
