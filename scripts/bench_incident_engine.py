@@ -17,6 +17,7 @@ The output lines are the same from one version of the engine to the next, to com
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import random
 import statistics
@@ -30,79 +31,28 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from console.fleet import Fleet, Node, Site, SourceKind, SourceSpec
 from console.incidents import evidence
 from console.incidents.engine import IncidentEngine
 from console.incidents.evidence import SampleBuffer
 from console.incidents.model import ChangeKind
 from console.incidents.rules import load_rules
 from console.polling import PollResult
-from console.schema import ChassisSample, GpuSample, Health, NodeSample, RecoveryAction, ThrottleReason
-
-T0 = 1_800_000_000.0
-
-
-def gpu(node: int, index: int, step: int, rng: random.Random, hot: bool) -> GpuSample:
-    jitter = rng.uniform(-1, 1)
-    temp = 60.0 + jitter + (25.0 if hot and step > 30 else 0.0)
-    return GpuSample(
-        index=index,
-        uuid=f"GPU-{node:06d}-{index:02d}",
-        name="NVIDIA H100 80GB HBM3",
-        serial=f"{node:08d}{index:02d}",
-        pci_bus_id=f"00000000:{0x18 + index * 0x10:02X}:00.0",
-        driver_version="590.48.01",
-        vbios_version="96.00.99.00.01",
-        utilization_pct=100.0,
-        memory_used_mib=70000.0,
-        memory_total_mib=81559.0,
-        power_w=630.0 + 5 * jitter,
-        power_limit_w=700.0,
-        power_default_limit_w=700.0,
-        energy_j=1e6 + step * 630.0,
-        temperature_c=temp,
-        memory_temperature_c=55.0 + jitter,
-        thermal_margin_c=86.0 - temp,
-        sm_clock_mhz=1980.0 + 10 * jitter,
-        memory_clock_mhz=2619.0,
-        pstate=0,
-        throttle_reasons=(ThrottleReason.SW_POWER_CAP,),
-        ecc_sbe_volatile=0,
-        ecc_dbe_volatile=0,
-        remapped_rows_pending=False,
-        remapped_rows_failure=False,
-        pcie_replays=9,
-        pcie_link_gen=5,
-        pcie_link_gen_max=5,
-        pcie_link_width=16,
-        pcie_link_width_max=16,
-        nvlink_crc_errors=0,
-        nvlink_replay_errors=0,
-        nvlink_recovery_errors=0,
-        xid_last=0,
-        recovery_action=RecoveryAction.NONE,
-    )
+from console.schema import NodeSample
+from tests.traces import SITE, T0, healthy_chassis, healthy_gpu, make_fleet
 
 
 def sample(node: int, step: int, rng: random.Random, hot_gpu: int | None) -> NodeSample:
-    gpus = tuple(gpu(node, i, step, rng, i == hot_gpu) for i in range(8))
-    power = sum(g.power_w or 0.0 for g in gpus) + 1500.0
-    chassis = ChassisSample(
-        inlet_c=24.0,
-        exhaust_c=40.0,
-        coolant_supply_c=30.0,
-        coolant_return_c=30.0 + 1.6 * power / 1000.0,
-        coolant_flow_lpm=28.0,
-        coolant_flow_rated_lpm=30.0,
-        leak_detected=False,
-        fans_rpm=(9000.0,) * 6,
-        fans_min_rpm=3000.0,
-        power_w=power,
-        health=Health.OK,
-        pump_health=Health.OK,
-        psu_health=Health.OK,
-    )
-    return NodeSample(f"node-{node:04d}", "site-a", "bench", T0 + step, gpus, chassis)
+    """The incident tests' healthy H100 node (loaded 300 s, idle 100 s); ``hot_gpu`` runs 25 C hotter after 30 s."""
+    name = f"node-{node:04d}"
+    energy = 1e6 + step * 630.0
+    gpus = [healthy_gpu(i, step, energy, rng, name) for i in range(8)]
+    if hot_gpu is not None and step > 30:
+        hot = gpus[hot_gpu]
+        gpus[hot_gpu] = dataclasses.replace(
+            hot, temperature_c=(hot.temperature_c or 0.0) + 25.0, thermal_margin_c=(hot.thermal_margin_c or 0.0) - 25.0
+        )
+    chassis = healthy_chassis(step, sum(g.power_w or 0.0 for g in gpus), rng)
+    return NodeSample(name, SITE, "bench", T0 + step, tuple(gpus), chassis)
 
 
 def evidence_text_cost(s: NodeSample) -> None:
@@ -137,10 +87,7 @@ def main() -> int:
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after warm-up, as an app may")
     args = parser.parse_args()
     rng = random.Random(1)
-    fleet = Fleet(
-        sites=(Site("site-a", "provider-a"),),
-        nodes=tuple(Node(f"node-{n:04d}", "site-a", (SourceSpec(SourceKind.DEMO),)) for n in range(args.nodes)),
-    )
+    fleet = make_fleet(nodes=[(f"node-{n:04d}", SITE) for n in range(args.nodes)])
     engine = IncidentEngine(load_rules(), fleet, clock=lambda: T0)
     hot = {n: 3 for n in range(args.nodes) if rng.random() < args.faulty}
     observe_us: list[float] = []

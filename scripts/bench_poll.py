@@ -46,10 +46,14 @@ from console.startup import tune_garbage_collector  # noqa: E402
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/<pid>/stat (fields 14 and 15, after the command name)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def stat_cpu_seconds(stat: Path) -> float:
+    """utime + stime from a /proc stat file (fields 14 and 15; split after the command name, which may hold spaces)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    return stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
 
 
 def thread_cpu_seconds() -> dict[str, float]:
@@ -58,11 +62,11 @@ def thread_cpu_seconds() -> dict[str, float]:
     out: dict[str, float] = {}
     for task in Path("/proc/self/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            seconds = stat_cpu_seconds(task / "stat")
+        except OSError:  # the thread ended meanwhile
             continue
         name = names.get(int(task.name), "other threads")
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        out[name] = out.get(name, 0.0) + seconds
     return out
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 import threading
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from aiohttp import web
 from console.fleet import Fleet, Node, Site, SourceKind, SourceSpec
 from console.schema import GpuSample, NodeSample, ThrottleReason
 from console.sources.dcgm_render import render_dcgm_exposition
+from tests.builders import free_port
 
 _T = TypeVar("_T")
 
@@ -327,10 +327,7 @@ def hostile_fleet(server: HostileServer, nodes: int = 100, hanging: int = 30) ->
 
 def refused_url() -> str:
     """A loopback URL whose port was just free: connecting to it is refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/metrics"
+    return f"http://127.0.0.1:{free_port()}/metrics"
 
 
 class LoopThread:

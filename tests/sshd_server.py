@@ -17,7 +17,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from tests.builders import free_port
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NVIDIA_SMI_CAPTURES = FIXTURES / "nvidia_smi"
@@ -148,13 +151,6 @@ def ssh_keygen(path: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _descendants(pid: int) -> list[int]:
     """Child processes of ``pid`` (sshd forks one per connection, each in its own session)."""
     children: dict[int, list[int]] = {}
@@ -251,3 +247,19 @@ class SshServer:
 
     def accepted_logins(self) -> int:
         return self.log_path.read_text().count("Accepted publickey")
+
+
+@contextlib.contextmanager
+def running_sshd(root: Path) -> Iterator[tuple[SshServer, NvidiaSmiStandIn, Path, Path]]:
+    """A started sshd whose PATH has an nvidia-smi stand-in replaying the H100 load capture; yields it, the
+    stand-in, a client key it accepts and a known_hosts file that trusts it. Stopped at the end."""
+    nvidia_smi = NvidiaSmiStandIn(root, capture_rows(H100_LOAD_CSV))
+    client_key = ssh_keygen(root / "client_key")
+    server = SshServer(root, [nvidia_smi.bin_dir], client_key)
+    known_hosts = root / "known_hosts"
+    known_hosts.write_text(server.known_hosts_line())
+    server.start()
+    try:
+        yield server, nvidia_smi, client_key, known_hosts
+    finally:
+        server.stop()

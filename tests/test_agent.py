@@ -8,7 +8,6 @@ import http.client
 import ipaddress
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from console.sources.agent import AgentSource
 from console.sources.base import PollFailure, SourceContext, SourceError
 from console.sources.nvml import NvmlSource
 from tests import fake_pynvml as F
+from tests.builders import free_port
 from tests.fake_pynvml import FakeGpu, FakeNvml
 
 TOKEN = "s3cret-token-0123456789abcdef"
@@ -364,13 +364,6 @@ async def _failure(source: AgentSource) -> SourceError:
         await source.aclose()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_agent_source_errors_unreachable_bad_json_schema_and_size() -> None:
     events_ok = {"epoch": "e1", "cursor": 0, "events": []}
     bodies: dict[str, Any] = {}
@@ -392,7 +385,7 @@ def test_agent_source_errors_unreachable_bad_json_schema_and_size() -> None:
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         out = {}
         try:
-            out["refused"] = await _failure(AgentSource(_ctx(SourceKind.AGENT, url=f"http://127.0.0.1:{_free_port()}")))
+            out["refused"] = await _failure(AgentSource(_ctx(SourceKind.AGENT, url=f"http://127.0.0.1:{free_port()}")))
             bodies["sample"] = b'{"schema": "gpu-console.sample/1", "node": "x", "time": 1.0, "gpus": [{"ind'
             out["truncated"] = await _failure(AgentSource(_ctx(SourceKind.AGENT, url=url)))
             doc = {
@@ -474,7 +467,7 @@ def test_real_prometheus_scrapes_the_agent_with_the_bearer_token(tmp_path: Path)
             f"    authorization:\n      type: Bearer\n      credentials_file: {token_file}\n"
             f"    static_configs:\n      - targets: ['127.0.0.1:{running.server.port}']\n"
         )
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(
             [
                 prometheus,

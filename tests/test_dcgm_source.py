@@ -23,6 +23,7 @@ from console.sources import make_source
 from console.sources.base import PollFailure, SourceContext, SourceError
 from console.sources.dcgm import DcgmSource, XidMemory, parse_dcgm_payload
 from console.sources.dcgm_render import render_dcgm_exposition
+from tests.builders import free_port, h100_dcgm_sample
 
 # The L4 capture is from cncf/k8s-ai-conformance (Apache-2.0); see tests/fixtures/SOURCES.md.
 L4_FIXTURE = "dcgm_exporter_sample_cncf_kops_nvidia_L4.txt"
@@ -42,64 +43,6 @@ def _payload(lines: Mapping[str, float | str], labels: str = H100_LABELS) -> str
 
 def _parse(text: str, memory: XidMemory | None = None) -> NodeSample:
     return parse_dcgm_payload(text, "p5-017", "aws-use1", 1000.0, memory)
-
-
-def _h100_sample(node: str = "p5-017", gpus: int = 8) -> NodeSample:
-    """A loaded 8-GPU H100 SXM node with every field the schema has a DCGM name for."""
-    return NodeSample(
-        node=node,
-        site="aws-use1",
-        source="dcgm",
-        time=1_760_000_000.0,
-        gpus=tuple(
-            GpuSample(
-                index=i,
-                uuid=f"GPU-22dbdd79-f55a-92a8-aa39-3221{i:08x}",
-                name="NVIDIA H100 80GB HBM3",
-                serial=f"165232300{i:04d}",
-                pci_bus_id=f"00000000:{0x53 + i:02X}:00.0",
-                driver_version="590.48.01",
-                vbios_version="96.00.99.00.01",
-                utilization_pct=100.0 - i,
-                memory_used_mib=74213.0 + i,
-                memory_total_mib=81559.0,
-                power_w=631.95 + i,
-                power_limit_w=700.0,
-                power_default_limit_w=700.0,
-                energy_j=123456789.123,
-                temperature_c=59.0 + i,
-                memory_temperature_c=55.0,
-                thermal_margin_c=26.0 - i,
-                slowdown_temp_c=87.0,
-                shutdown_temp_c=92.0,
-                memory_max_temp_c=95.0,
-                sm_clock_mhz=1980.0,
-                memory_clock_mhz=2619.0,
-                pstate=0,
-                throttle_reasons=(ThrottleReason.SW_POWER_CAP,) if i % 2 else (),
-                ecc_sbe_volatile=i,
-                ecc_dbe_volatile=0,
-                ecc_sbe_aggregate=10 + i,
-                ecc_dbe_aggregate=0,
-                remapped_rows_correctable=0,
-                remapped_rows_uncorrectable=0,
-                remapped_rows_pending=False,
-                remapped_rows_failure=False,
-                pcie_replays=9,
-                pcie_link_gen=5,
-                pcie_link_gen_max=5,
-                pcie_link_width=16,
-                pcie_link_width_max=16,
-                nvlink_crc_errors=3,
-                nvlink_replay_errors=0,
-                nvlink_recovery_errors=0,
-                xid_last=79 if i == 3 else 0,
-                recovery_action=RecoveryAction.NONE,
-                mig_mode=False,
-            )
-            for i in range(gpus)
-        ),
-    )
 
 
 # --- mapping ---------------------------------------------------------------------------------------------------
@@ -293,7 +236,7 @@ def test_bad_payloads_are_bad_payload_errors_with_a_reason(text: str, words: str
 
 
 def test_render_then_parse_gives_back_every_value() -> None:
-    original = _h100_sample()
+    original = h100_dcgm_sample()
     text = render_dcgm_exposition([original])
     parsed = parse_dcgm_payload(text, original.node, original.site, original.time)
     assert len(parsed.gpus) == 8
@@ -322,7 +265,7 @@ def test_promtool_accepts_the_rendered_payload(fixtures_dir: Path) -> None:
         return [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
 
     real = check((fixtures_dir / L4_FIXTURE).read_text())
-    ours = check(render_dcgm_exposition([_h100_sample(), _h100_sample("p5-018", 2)]))
+    ours = check(render_dcgm_exposition([h100_dcgm_sample(), h100_dcgm_sample("p5-018", 2)]))
     assert real and ours
     unexpected = [line for line in ours if not any(rule in line for rule in _EXPORTER_LINT)]
     assert unexpected == []
@@ -446,9 +389,7 @@ def test_http_failures_become_source_errors(fixtures_dir: Path, path: str, failu
 
 
 def test_refused_port_is_unreachable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again before the poll: nothing listens there
+    port = free_port()  # closed again before the poll: nothing listens there
 
     async def main() -> None:
         async with aiohttp.ClientSession() as http:

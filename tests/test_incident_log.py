@@ -26,13 +26,13 @@ from console.incidents.model import (
     EvidencePoint,
     Incident,
     IncidentChange,
-    IncidentContext,
     Outcome,
     Severity,
     Status,
 )
 from console.schema import GpuSample, NodeSample, ThrottleReason, sample_to_json
 from console.store import IncidentStore
+from tests.builders import make_incident
 from widgets.incident_detail import SeenBox
 from widgets.incident_log import IncidentLogWindow
 from widgets.style import SEVERITY_COLORS
@@ -41,50 +41,17 @@ T0 = 1_750_000_000.0
 WAIT_MS = 10_000
 
 
-def make(
-    incident_id: str,
-    opened_at: float,
-    *,
-    site: str = "iad-hyperscaler",
-    provider: str = "hyperscaler",
-    node: str = "node01",
-    gpu_index: int | None = 0,
-    model: str | None = "NVIDIA H100 80GB HBM3",
-    driver: str | None = "550.127.05",
-    rule: str = "xid",
-    code: str = "79",
-    kind: str = "xid",
-    severity: Severity = Severity.CRITICAL,
-    status: Status = Status.OPEN,
-    title: str = "GPU fell off the bus (Xid 79)",
-    **changes: object,
-) -> Incident:
-    base = Incident(
-        id=incident_id,
-        rule=rule,
-        code=code,
-        kind=kind,
-        severity=severity,
-        status=status,
-        title=title,
-        detail="Xid 79 reported by the driver",
-        context=IncidentContext(
-            site=site,
-            provider=provider,
-            node=node,
-            gpu_uuid=None if gpu_index is None else f"GPU-{node}-{gpu_index}",
-            gpu_index=gpu_index,
-            gpu_model=model,
-            serial="1650123456789",
-            driver_version=driver,
-            vbios_version="96.00.99.00.01",
-            pci_bus_id="0000:18:00.0",
-        ),
-        opened_at=opened_at,
-        last_seen_at=opened_at + 30,
-        recommended_action="Drain the node and reset the GPU",
+def make(incident_id: str, opened_at: float, **fields: Any) -> Incident:
+    return make_incident(
+        incident_id,
+        opened_at,
+        **{
+            "driver": "550.127.05",
+            "last_seen_at": opened_at + 30,
+            "recommended_action": "Drain the node and reset the GPU",
+            **fields,
+        },
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def resolved(incident: Incident, outcome: Outcome, note: str) -> Incident:

@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,12 +19,12 @@ from console.incidents.model import (
     EvidencePoint,
     Incident,
     IncidentChange,
-    IncidentContext,
     Outcome,
     Severity,
     Status,
 )
 from console.store import IncidentStore
+from tests.builders import make_incident
 
 SCRIPT = Path(sys.executable).with_name("gpu-console")
 T0 = 1_750_003_200.0  # an hour boundary
@@ -48,30 +49,26 @@ LIST_FIELDS = {
 }
 
 
-def make(incident_id: str, opened_at: float, *, site: str, provider: str, **changes: object) -> Incident:
-    base = Incident(
-        id=incident_id,
-        rule="xid",
-        code="79",
-        kind="xid",
-        severity=Severity.CRITICAL,
-        status=Status.OPEN,
-        title="GPU has fallen off the bus (Xid 79)",
-        detail="NVRM: Xid (PCI:0000:18:00): 79, GPU has fallen off the bus.",
-        context=IncidentContext(
-            site=site,
-            provider=provider,
-            node=f"{site}-node01",
-            gpu_uuid=f"GPU-{incident_id}",
-            gpu_index=2,
-            gpu_model="NVIDIA H100 80GB HBM3",
-            driver_version="590.48.01",
-        ),
-        opened_at=opened_at,
-        last_seen_at=opened_at + 30,
-        recommended_action="drain the node, reset the GPU; RMA if it recurs",
+def make(incident_id: str, opened_at: float, *, site: str, provider: str, **changes: Any) -> Incident:
+    return make_incident(
+        incident_id,
+        opened_at,
+        site=site,
+        provider=provider,
+        node=f"{site}-node01",
+        gpu_index=2,
+        gpu_uuid=f"GPU-{incident_id}",
+        serial=None,
+        vbios=None,
+        pci_bus_id=None,
+        **{
+            "title": "GPU has fallen off the bus (Xid 79)",
+            "detail": "NVRM: Xid (PCI:0000:18:00): 79, GPU has fallen off the bus.",
+            "last_seen_at": opened_at + 30,
+            "recommended_action": "drain the node, reset the GPU; RMA if it recurs",
+            **changes,
+        },
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def gpu_console(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

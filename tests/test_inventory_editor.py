@@ -2,85 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLineEdit, QTreeWidgetItem
 from pytestqt.qtbot import QtBot
 
 from console.fleet import Fleet, Node, Site, SourceKind, SourceSpec
 from console.inventory import load_inventory
+from tests.builders import ExporterStandIn, free_port
 from widgets.inventory_editor import TESTING_TEXT, InventoryEditor
 
 # The offscreen platform warns when a dialog is shown; a real display does not.
 pytestmark = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")
 
 
-class LocalExporter:
-    """A real aiohttp server on 127.0.0.1 in its own thread: the dcgm-exporter sample, and a hanging path."""
-
-    def __init__(self, payload: str) -> None:
-        self.payload = payload
-        self.port = 0
-        self._started = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="local-exporter", daemon=True)
-
-    def __enter__(self) -> LocalExporter:
-        self._thread.start()
-        assert self._started.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
-
-    async def _serve(self) -> None:
-        async def metrics(_request: web.Request) -> web.Response:
-            return web.Response(text=self.payload, content_type="text/plain")
-
-        async def silent(_request: web.Request) -> web.Response:
-            await asyncio.sleep(30)
-            return web.Response(text="late")
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/silent", silent)
-        runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        self.port = runner.addresses[0][1]
-        self._stop = asyncio.Event()
-        self._started.set()
-        await self._stop.wait()
-        await runner.cleanup()
-
-
 @pytest.fixture
-def exporter(fixtures_dir: Path) -> Iterator[LocalExporter]:
+def exporter(fixtures_dir: Path) -> Iterator[ExporterStandIn]:
     payload = (fixtures_dir / "dcgm_exporter_sample_cncf_kops_nvidia_L4.txt").read_text(encoding="utf-8")
-    with LocalExporter(payload) as server:
+    with ExporterStandIn(payload) as server:
         yield server
-
-
-def refused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def type_into(qtbot: QtBot, edit: QLineEdit, text: str) -> None:
@@ -110,7 +54,7 @@ def open_editor(qtbot: QtBot, path: Path, fleet: Fleet | None = None) -> Invento
     return dialog
 
 
-def test_build_a_fleet_test_its_source_and_save(qtbot: QtBot, exporter: LocalExporter, tmp_path: Path) -> None:
+def test_build_a_fleet_test_its_source_and_save(qtbot: QtBot, exporter: ExporterStandIn, tmp_path: Path) -> None:
     path = tmp_path / "config" / "fleet.toml"
     dialog = open_editor(qtbot, path)
     assert dialog.save_button.isEnabled()  # an empty fleet is valid
@@ -148,7 +92,7 @@ def test_build_a_fleet_test_its_source_and_save(qtbot: QtBot, exporter: LocalExp
     assert form.test_button.isEnabled()
     assert form.test_result.textFormat() == Qt.TextFormat.PlainText
 
-    type_into(qtbot, form.edits["url"], f"http://127.0.0.1:{refused_port()}/metrics")
+    type_into(qtbot, form.edits["url"], f"http://127.0.0.1:{free_port()}/metrics")
     assert form.test_result.text() == ""  # the old result no longer describes these settings
     qtbot.mouseClick(form.test_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: form.test_result.text().startswith("Failed: unreachable: "), timeout=10_000)
@@ -173,7 +117,7 @@ def test_build_a_fleet_test_its_source_and_save(qtbot: QtBot, exporter: LocalExp
     assert load_inventory(path) == expected
 
 
-def test_a_slow_target_never_blocks_the_window(qtbot: QtBot, exporter: LocalExporter, tmp_path: Path) -> None:
+def test_a_slow_target_never_blocks_the_window(qtbot: QtBot, exporter: ExporterStandIn, tmp_path: Path) -> None:
     fleet = Fleet(
         sites=(Site("lab", "onprem", timeout_s=1.0),),
         nodes=(Node("n1", "lab", (SourceSpec(SourceKind.DCGM, url=f"http://127.0.0.1:{exporter.port}/silent"),)),),

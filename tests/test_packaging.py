@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import struct
 import subprocess
@@ -25,6 +24,7 @@ import pytest
 
 from console.cli import COMMANDS
 from console.sources import SOURCE_FACTORIES
+from tests.builders import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGING = ROOT / "resources" / "packaging"
@@ -305,13 +305,6 @@ def test_smoke_script_fails_on_a_wrong_version_and_a_missing_deb(
 # --- the node agent installs and runs without the GUI stack ---
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _get(url: str) -> tuple[int, str, str]:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.status, response.headers.get("Content-Type", ""), response.read().decode()
@@ -338,7 +331,7 @@ def test_agent_installs_and_serves_without_pyside6_or_pyqtgraph(tmp_path: Path) 
         probe = subprocess.run([python, "-c", f"import {gui_module}"], capture_output=True, text=True)
         assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, f"{gui_module} is importable"
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
     env.pop("PYTHONPATH", None)
     agent = subprocess.Popen(

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from sshd_server import H100_LOAD_CSV, NvidiaSmiStandIn, SshServer, capture_rows, ssh_keygen
+from sshd_server import H100_LOAD_CSV, SshServer, capture_rows, running_sshd, ssh_keygen
 
 from console.cli import build_parser
 from console.commands.probe import ProbeUsageError, build_spec
@@ -23,82 +19,17 @@ from console.fleet import SecretKind, SecretRef, SourceKind, SourceSpec
 from console.probe import format_sample_table, probe
 from console.schema import ChassisSample, EventKind, GpuEvent, GpuSample, NodeSample, ThrottleReason
 from console.sources.base import PollFailure
+from tests.builders import ExporterStandIn, free_port
 
 GPU_CONSOLE = Path(sys.executable).with_name("gpu-console")
 DCGM_FIXTURE = "dcgm_exporter_sample_cncf_kops_nvidia_L4.txt"
 L4_UUID = "GPU-c2f76b33-7953-256e-8f33-1343419b1a1c"
 
 
-class ExporterStandIn:
-    """A real HTTP server in its own thread: a dcgm-exporter payload, and the ways a target goes wrong."""
-
-    def __init__(self, payload: str) -> None:
-        self.payload = payload
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="exporter-stand-in", daemon=True)
-
-    def url(self, path: str = "/metrics") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def __enter__(self) -> ExporterStandIn:
-        self._thread.start()
-        assert self._started.wait(10), "server did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
-
-    async def _serve(self) -> None:
-        async def metrics(_request: web.Request) -> web.Response:
-            return web.Response(text=self.payload, content_type="text/plain")
-
-        async def needs_auth(_request: web.Request) -> web.Response:
-            return web.Response(status=401, text="Unauthorized", headers={"WWW-Authenticate": "Basic"})
-
-        async def garbage(_request: web.Request) -> web.Response:
-            return web.Response(text="<html><body>It works!</body></html>", content_type="text/html")
-
-        async def silent(_request: web.Request) -> web.Response:
-            await asyncio.sleep(30)  # never answers within any probe timeout
-            return web.Response(text="late")
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/auth", needs_auth)
-        app.router.add_get("/garbage", garbage)
-        app.router.add_get("/silent", silent)
-        runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = runner.addresses[0][1]
-        self._stop = asyncio.Event()
-        self._started.set()
-        await self._stop.wait()
-        await runner.cleanup()
-
-
 @pytest.fixture
 def exporter(fixtures_dir: Path) -> Iterator[ExporterStandIn]:
     with ExporterStandIn((fixtures_dir / DCGM_FIXTURE).read_text(encoding="utf-8")) as server:
         yield server
-
-
-def refused_port() -> int:
-    """A loopback port with nothing listening (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def run_probe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -144,7 +75,7 @@ def test_probe_json_is_the_schema_document(exporter: ExporterStandIn) -> None:
 
 
 def test_probe_exit_2_when_the_port_refuses() -> None:
-    url = f"http://127.0.0.1:{refused_port()}/metrics"
+    url = f"http://127.0.0.1:{free_port()}/metrics"
     result = run_probe("dcgm", url)
     assert result.returncode == 2
     assert result.stdout == ""
@@ -196,7 +127,7 @@ def test_probe_function_returns_the_sample_and_closes_everything(exporter: Expor
 
 
 def test_probe_function_reports_failures_as_data() -> None:
-    outcome = probe(SourceSpec(SourceKind.DCGM, url=f"http://127.0.0.1:{refused_port()}/"), timeout_s=5)
+    outcome = probe(SourceSpec(SourceKind.DCGM, url=f"http://127.0.0.1:{free_port()}/"), timeout_s=5)
     assert not outcome.ok
     assert outcome.failure is PollFailure.UNREACHABLE
     assert outcome.exit_code == 2
@@ -296,16 +227,8 @@ def test_the_table_shows_units_na_and_not_supported() -> None:
 def sshd(tmp_path: Path) -> Iterator[tuple[SshServer, Path, Path]]:
     if shutil.which("/usr/sbin/sshd") is None or shutil.which("ssh-keygen") is None:
         pytest.skip("needs Debian's openssh-server (/usr/sbin/sshd) and ssh-keygen")
-    nvidia_smi = NvidiaSmiStandIn(tmp_path, capture_rows(H100_LOAD_CSV))
-    client_key = ssh_keygen(tmp_path / "client_key")
-    server = SshServer(tmp_path, [nvidia_smi.bin_dir], client_key)
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(server.known_hosts_line())
-    server.start()
-    try:
+    with running_sshd(tmp_path) as (server, _nvidia_smi, client_key, known_hosts):
         yield server, client_key, known_hosts
-    finally:
-        server.stop()
 
 
 @pytest.mark.slow

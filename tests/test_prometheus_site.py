@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -23,16 +22,10 @@ from console.sources import make_source
 from console.sources.base import PollFailure, SourceContext, SourceError
 from console.sources.dcgm import parse_dcgm_payload
 from console.sources.prometheus import METRIC_GROUPS, PrometheusSiteReader
+from tests.builders import free_port
 
 NODES = 4
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True, slots=True)

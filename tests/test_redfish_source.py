@@ -21,6 +21,7 @@ from console.schema import ChassisSample, Health
 from console.sources.base import PollFailure, SourceContext, SourceError
 from console.sources.redfish import RedfishSource, make_source
 from console.sources.redfish_readings import classify_temperature
+from tests.builders import free_port
 from tests.redfish_server import RedfishMockServer, ThreadedRedfishServer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "redfish"
@@ -451,16 +452,10 @@ def test_a_response_over_the_size_cap_is_bad_payload() -> None:
     _serve(scenario, LIQUID)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_refused_connection_is_unreachable() -> None:
     async def main() -> None:
         async with aiohttp.ClientSession() as http:
-            error = await _failure(_spec(f"http://127.0.0.1:{_free_port()}"), http)
+            error = await _failure(_spec(f"http://127.0.0.1:{free_port()}"), http)
         assert error.failure is PollFailure.UNREACHABLE
         assert "cannot connect" in error.reason
 
@@ -479,7 +474,7 @@ def sushy_https(tmp_path: Path) -> Any:
          "-addext", "subjectAltName=IP:127.0.0.1"],
         check=True, capture_output=True, timeout=30,
     )  # fmt: skip
-    port = _free_port()
+    port = free_port()
     sushy = Path(sys.executable).parent / "sushy-static"
     process = subprocess.Popen(
         [
@@ -537,7 +532,7 @@ def test_sushy_static_over_https_verifies_the_certificate(sushy_https: tuple[str
 
 
 def test_the_poller_delivers_bmc_readings_and_a_dead_bmc_as_a_failure() -> None:
-    dead_url = f"http://127.0.0.1:{_free_port()}"
+    dead_url = f"http://127.0.0.1:{free_port()}"
     with ThreadedRedfishServer(RedfishMockServer(CDU)) as server:
         site = Site("lab", "onprem", interval_s=0.2, timeout_s=2.0)
         fleet = Fleet(

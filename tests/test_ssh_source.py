@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from sshd_server import H100_LOAD_CSV, NvidiaSmiStandIn, SshServer, capture_rows, ssh_keygen
+from sshd_server import NvidiaSmiStandIn, SshServer, running_sshd, ssh_keygen
 
 from console.fleet import Fleet, Node, Site, SourceKind, SourceSpec
 from console.polling import Poller, PollResult
@@ -58,16 +58,8 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    nvidia_smi = NvidiaSmiStandIn(tmp_path, capture_rows(H100_LOAD_CSV))
-    client_key = ssh_keygen(tmp_path / "client_key")
-    server = SshServer(tmp_path, [nvidia_smi.bin_dir], client_key)
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(server.known_hosts_line())
-    server.start()
-    try:
+    with running_sshd(tmp_path) as (server, nvidia_smi, client_key, known_hosts):
         yield Rig(tmp_path, server, nvidia_smi, client_key, known_hosts)
-    finally:
-        server.stop()
 
 
 async def _polls(source: SshSource, count: int = 1) -> list[NodeSample]:

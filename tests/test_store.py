@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,61 +20,18 @@ from console.incidents.model import (
     EvidencePoint,
     Incident,
     IncidentChange,
-    IncidentContext,
     Outcome,
     Severity,
     Status,
 )
 from console.store import IncidentFilter, IncidentStore, StoreError, default_db_path
+from tests.builders import make_incident
 
 T0 = 1_750_000_000.0
 
 
-def incident(
-    incident_id: str,
-    *,
-    opened_at: float = T0,
-    site: str = "iad-hyperscaler",
-    provider: str = "hyperscaler",
-    node: str = "node01",
-    gpu_index: int | None = 0,
-    model: str | None = "NVIDIA H100 80GB HBM3",
-    driver: str | None = "590.48.01",
-    rule: str = "xid",
-    code: str = "79",
-    kind: str = "xid",
-    severity: Severity = Severity.CRITICAL,
-    status: Status = Status.OPEN,
-    title: str = "GPU fell off the bus (Xid 79)",
-    detail: str = "Xid 79 reported by the driver",
-    **changes: object,
-) -> Incident:
-    base = Incident(
-        id=incident_id,
-        rule=rule,
-        code=code,
-        kind=kind,
-        severity=severity,
-        status=status,
-        title=title,
-        detail=detail,
-        context=IncidentContext(
-            site=site,
-            provider=provider,
-            node=node,
-            gpu_uuid=None if gpu_index is None else f"GPU-{node}-{gpu_index}",
-            gpu_index=gpu_index,
-            gpu_model=model,
-            serial="1650123456789",
-            driver_version=driver,
-            vbios_version="96.00.99.00.01",
-            pci_bus_id="0000:18:00.0",
-        ),
-        opened_at=opened_at,
-        last_seen_at=opened_at,
-        recommended_action="drain the node and reset the GPU",
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
+def incident(incident_id: str, *, opened_at: float = T0, **fields: Any) -> Incident:
+    return make_incident(incident_id, opened_at, **fields)
 
 
 def opened(inc: Incident, evidence: int = 0) -> IncidentChange:
