@@ -309,21 +309,13 @@ class ChartPanel(QWidget):
         self, node: NodeHistory, cache: _RollupCache | None, uuid: str, metric: str, since: float
     ) -> tuple[np.ndarray, np.ndarray]:
         series = node.gpu_series(uuid, metric, since)
-        earlier = self._earlier(cache, uuid, metric)
-        cut = float(series.t[0]) if len(series.t) else np.inf
-        if earlier is not None:
-            earlier = _clip(earlier, since)
-        return join_rollup(earlier, earlier.mean if earlier else np.zeros(0), series.t, series.y, cut)
+        return _join_mean(self._earlier(cache, uuid, metric), series.t, series.y, since)
 
     def _chassis_xy(
         self, node: NodeHistory, cache: _RollupCache | None, metric: str, since: float
     ) -> tuple[np.ndarray, np.ndarray]:
         series = node.chassis_series(metric, since)
-        earlier = self._earlier(cache, None, metric)
-        cut = float(series.t[0]) if len(series.t) else np.inf
-        if earlier is not None:
-            earlier = _clip(earlier, since)
-        return join_rollup(earlier, earlier.mean if earlier else np.zeros(0), series.t, series.y, cut)
+        return _join_mean(self._earlier(cache, None, metric), series.t, series.y, since)
 
     def _rollup_slowdowns(
         self, node: NodeHistory, cache: _RollupCache | None, uuids: list[str], since: float
@@ -454,6 +446,7 @@ class ChartPanel(QWidget):
         masks: list[np.ndarray] = []
         t_axis: np.ndarray | None = None
         legend = []
+        first_xy: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # the first GPU's lines, reused for its threshold
         for slot in range(MAX_GPU_CURVES):
             if slot < len(gpus):
                 index, uuid = gpus[slot]
@@ -464,6 +457,8 @@ class ChartPanel(QWidget):
                     (self.hbm_curves[slot], "memory_temperature_c", middle),
                 ):
                     t, y = self._gpu_xy(node, cache, uuid, metric, since)
+                    if slot == 0:
+                        first_xy[metric] = t, y
                     group.append(partial(curve.setPen, _pen(gpu_color(index), curve.opts["pen"].style())))
                     group.append(partial(curve.setData, *peak_decimate(t, y, self.max_points)))
                 mask_series = node.gpu_series(uuid, "throttle_mask", since)
@@ -487,7 +482,7 @@ class ChartPanel(QWidget):
         if gpus:
             first = gpus[0][1]
             top.append(partial(self.limit_curve.setData, *self._gpu_xy(node, cache, first, "power_limit_w", since)))
-            temp_t, temp_y = self._gpu_xy(node, cache, first, "temperature_c", since)
+            temp_t, temp_y = first_xy["temperature_c"]
             _margin_t, margin_y = self._gpu_xy(node, cache, first, "thermal_margin_c", since)
             if len(margin_y) == len(temp_y):
                 middle.append(partial(self.threshold_curve.setData, temp_t, temp_y + margin_y))
@@ -536,6 +531,16 @@ class ChartPanel(QWidget):
         ):
             group.append(partial(plot.item.setXRange, since, now, padding=0))
         return groups
+
+
+def _join_mean(
+    earlier: RollupSeries | None, t: np.ndarray, y: np.ndarray, since: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rollup's per-minute means inside the window, then the ring's points (``join_rollup``)."""
+    cut = float(t[0]) if len(t) else np.inf
+    if earlier is not None:
+        earlier = _clip(earlier, since)
+    return join_rollup(earlier, earlier.mean if earlier else np.zeros(0), t, y, cut)
 
 
 def _clip(series: RollupSeries, since: float) -> RollupSeries:

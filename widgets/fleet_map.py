@@ -14,6 +14,7 @@ import functools
 import html
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from operator import attrgetter
@@ -40,7 +41,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QTool
 
 from console.fleet_state import FleetState, GpuState, NodeState, NodeStatus
 from console.incidents.model import Severity
-from widgets.style import SEVERITY_COLORS, STATUS_COLORS, fmt
+from widgets.style import SEVERITY_COLORS, STATUS_COLORS, fmt, plain_tooltip
 
 # --- metrics and colour scales ---------------------------------------------------------------------------------
 
@@ -142,8 +143,11 @@ class FleetArrays:
 _BY_INDEX = attrgetter("index")
 
 
-def read_fleet(state: FleetState) -> FleetArrays:
-    """Everything the map draws, read in one pass; this runs every second, so one comprehension per field."""
+def read_fleet(state: FleetState, statuses: Mapping[str, NodeStatus] | None = None) -> FleetArrays:
+    """Everything the map draws, read in one pass; this runs every second, so one comprehension per field.
+
+    ``statuses`` are the nodes' statuses when the caller has just computed them (the main window's fleet panel).
+    """
     ordered: list[NodeState] = []
     sites = []
     for site in state.fleet.sites:
@@ -185,6 +189,7 @@ def read_fleet(state: FleetState) -> FleetArrays:
     has_gpu[where] = True
     limits = np.array([s.power_limit_w for s in samples], dtype=float)
     top = float(np.nanmax(limits)) if limits.size and not np.isnan(limits).all() else DEFAULT_POWER_TOP_W
+    status_of = state.node_status if statuses is None else statuses.__getitem__
     return FleetArrays(
         nodes=tuple(n.name for n in ordered),
         sites=tuple(sites),
@@ -193,7 +198,7 @@ def read_fleet(state: FleetState) -> FleetArrays:
         has_gpu=has_gpu,
         values=values,
         severity=severity,
-        node_status=np.array([_STATUS_CODE[state.node_status(n.name)] for n in ordered], dtype=np.int8),
+        node_status=np.array([_STATUS_CODE[status_of(n.name)] for n in ordered], dtype=np.int8),
         power_top_w=math.ceil(top / 50.0) * 50.0,
     )
 
@@ -386,9 +391,7 @@ def compute_layout(arrays: FleetArrays, width: int, height: int) -> MapLayout:
 # --- the painted canvas -----------------------------------------------------------------------------------------
 
 
-def literal_tooltip(text: str) -> str:
-    """Plain text for QToolTip, which would otherwise guess rich text from node names that came off the network."""
-    return f"<p style='white-space:pre'>{html.escape(text)}</p>"
+literal_tooltip = plain_tooltip  # the name this module's callers know
 
 
 class FleetMapCanvas(QWidget):
@@ -418,8 +421,8 @@ class FleetMapCanvas(QWidget):
 
     # -- data ------------------------------------------------------------------------------------------------
 
-    def reload(self) -> None:
-        arrays = read_fleet(self._state)
+    def reload(self, statuses: Mapping[str, NodeStatus] | None = None) -> None:
+        arrays = read_fleet(self._state, statuses)
         shape_changed = self.arrays is None or (arrays.sites, arrays.slots_per_node) != (
             self.arrays.sites,
             self.arrays.slots_per_node,
@@ -606,7 +609,7 @@ class FleetMapCanvas(QWidget):
                 QToolTip.hideText()
                 event.ignore()
             else:
-                QToolTip.showText(event.globalPos(), literal_tooltip(text), self)
+                QToolTip.showText(event.globalPos(), plain_tooltip(text), self)
             return True
         return super().event(event)
 
@@ -732,13 +735,16 @@ class FleetMapWidget(QWidget):
     def set_metric(self, metric: MapMetric) -> None:
         self.metric_combo.setCurrentIndex(list(MapMetric).index(metric))
 
-    def refresh(self) -> None:
-        """Re-read the FleetState and repaint once. Skipped while hidden (done on show instead)."""
+    def refresh(self, statuses: Mapping[str, NodeStatus] | None = None) -> None:
+        """Re-read the FleetState and repaint once. Skipped while hidden (done on show instead).
+
+        ``statuses``: node -> status computed in this same tick by the caller, so the map need not walk every
+        node's GPUs again."""
         if not self.isVisible():
             self._stale = True
             return
         self._stale = False
-        self.canvas.reload()
+        self.canvas.reload(statuses)
         self.legend.set_scale(self.colour_metric, scale_for(self.colour_metric, self.canvas.arrays))
 
     def tooltip_text(self, pos: QPoint) -> str | None:

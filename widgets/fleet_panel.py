@@ -7,7 +7,6 @@ from a worker.
 
 from __future__ import annotations
 
-import html
 import time
 
 from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, Signal
@@ -15,8 +14,8 @@ from PySide6.QtGui import QBrush, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTreeView, QVBoxLayout, QWidget
 
 from console.fleet import SourceKind
-from console.fleet_state import STATUS_RANK, FleetState, GpuState, NodeState, NodeStatus
-from widgets.style import fmt, status_color
+from console.fleet_state import STATUS_RANK, FleetState, GpuState, NodeState, NodeStatus, SiteCounts
+from widgets.style import fmt, plain_tooltip, status_color
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 NODE_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -35,12 +34,6 @@ _STATUS_ORDER = (
 # Kinds that talk HTTP(S) and so have a ``verify_tls`` that an inventory may turn off.
 _TLS_KINDS = frozenset({SourceKind.DCGM, SourceKind.AGENT, SourceKind.REDFISH, SourceKind.PROMETHEUS})
 TLS_OFF = "TLS verification off"
-
-
-def plain_tooltip(text: str) -> str:
-    """A tooltip that shows ``text`` literally: Qt renders a tooltip that merely looks like HTML as rich text,
-    and node text (model names, errors, serials) is not ours to trust."""
-    return "<p style='white-space:pre'>" + html.escape(text).replace("\n", "<br>") + "</p>"
 
 
 def _plain(text: str) -> QStandardItem:
@@ -62,6 +55,10 @@ class FleetModel(QStandardItemModel):
         # updating them every second was most of the panel's cost.
         self.expanded: set[str] = set()
         self.order_changed = False
+        # What the last refresh() saw, for the window's fleet map and status bar in the same tick: every node's
+        # status walks its GPUs, and the three views computing it apiece was two passes too many.
+        self.statuses: dict[str, NodeStatus] = {}
+        self.site_counts: list[SiteCounts] = []
         self._tls_off: dict[str, str] = {
             node.name: ", ".join(spec.target() for spec in insecure)
             for node in state.fleet.nodes
@@ -83,9 +80,13 @@ class FleetModel(QStandardItemModel):
     def refresh(self) -> None:
         """Bring every row up to date; only cells whose text or colour changed emit dataChanged."""
         now = time.monotonic()
+        statuses: dict[str, NodeStatus] = {}
         for node in self._state.nodes.values():
-            self._refresh_node(node, node.status(now))
-        for counts in self._state.site_counts():
+            status = statuses[node.name] = node.status(now)
+            self._refresh_node(node, status)
+        self.statuses = statuses
+        self.site_counts = self._state.site_counts()
+        for counts in self.site_counts:
             row = self._site_rows[counts.site]
             parts = [f"{counts.counts[s]} {s}" for s in _STATUS_ORDER if counts.counts[s]]
             worst = next((s for s in _STATUS_ORDER if counts.counts[s]), NodeStatus.OK)

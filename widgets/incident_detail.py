@@ -27,10 +27,9 @@ from PySide6.QtWidgets import (
 
 from console.incidents.model import Incident, Status
 from console.store import IncidentStore, SeenBefore, SeenGroup, TimelineEntry
-from widgets.fleet_panel import plain_tooltip
 from widgets.incident_evidence import EvidenceChart, EvidenceSeries, evidence_series
-from widgets.incident_table import outcome_text, utc
-from widgets.style import SEVERITY_COLORS
+from widgets.incident_table import outcome_label, outcome_text, utc
+from widgets.style import SEVERITY_COLORS, plain_tooltip, severity_text_color
 
 SAME_COLOR = "#2e7d32"
 ELSEWHERE_COLOR = "#8d6e00"
@@ -133,11 +132,7 @@ class SeenBox(QGroupBox):
         )
         items = []
         for past in group.incidents:
-            outcome = (
-                "unresolved"
-                if past.status is not Status.RESOLVED
-                else (str(past.outcome).replace("_", " ") if past.outcome else "resolved")
-            )
+            outcome = "unresolved" if past.status is not Status.RESOLVED else outcome_label(past.outcome) or "resolved"
             item = QTreeWidgetItem(
                 [
                     utc(past.opened_at)[:16],
@@ -288,9 +283,10 @@ class IncidentDetail(QWidget):
         ctx = incident.context
         self.title.setText(incident.title)
         color = SEVERITY_COLORS[incident.severity]
-        text_color = "#000" if incident.severity.label == "warning" else "#fff"
         self.badge.setText(f" {incident.severity.label.upper()} ")
-        self.badge.setStyleSheet(f"background: {color}; color: {text_color}; font-weight: 700; padding: 3px;")
+        self.badge.setStyleSheet(
+            f"background: {color}; color: {severity_text_color(incident.severity)}; font-weight: 700; padding: 3px;"
+        )
         gpu = "node-level" if ctx.gpu_index is None else f"{ctx.gpu_index}  {ctx.gpu_uuid or ''}".strip()
         peak = "" if incident.peak is None else f" / peak {incident.peak:g}"
         values = {

@@ -356,7 +356,10 @@ class IncidentLogWindow(QMainWindow):
             return
         incident = self.model.incident(current.row())
         self.detail.show_incident(incident)
-        store, incident_id = self.store, incident.id
+        self._request_detail(incident.id)
+
+    def _request_detail(self, incident_id: str) -> None:
+        store = self.store
         self.jobs.submit("query", "detail", lambda: load_detail(store, incident_id), self._on_detail)
 
     def _on_detail(self, answer: DetailData | JobError | None) -> None:
@@ -382,8 +385,7 @@ class IncidentLogWindow(QMainWindow):
         selected = self.detail.incident
         if selected is not None and selected.id == answer.id:
             self.detail.show_incident(answer)
-            store, incident_id = self.store, answer.id
-            self.jobs.submit("query", "detail", lambda: load_detail(store, incident_id), self._on_detail)
+            self._request_detail(answer.id)
 
     def _on_rates(self, group: str, answer: list[RateRow] | JobError) -> None:
         if isinstance(answer, JobError):

@@ -12,11 +12,10 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 
-from console.incidents.model import Incident, Status
+from console.incidents.model import Incident, Outcome, Status
 from console.store import IncidentFilter, IncidentPage, IncidentStore, PageCursor
-from widgets.fleet_panel import plain_tooltip
 from widgets.incident_jobs import JobError, StoreJobs
-from widgets.style import severity_color
+from widgets.style import incident_tooltip, severity_color, severity_text_color
 
 PAGE_SIZE = 100
 COLUMNS = (
@@ -48,8 +47,12 @@ def gpu_text(incident: Incident) -> str:
     return "node" if index is None else str(index)
 
 
+def outcome_label(outcome: Outcome | None) -> str:
+    return "" if outcome is None else str(outcome).replace("_", " ")
+
+
 def outcome_text(incident: Incident) -> str:
-    return "" if incident.outcome is None else str(incident.outcome).replace("_", " ")
+    return outcome_label(incident.outcome)
 
 
 def _cells(incident: Incident) -> tuple[str, ...]:
@@ -190,13 +193,13 @@ class IncidentTableModel(QAbstractTableModel):
             if role == Qt.ItemDataRole.BackgroundRole:
                 return QBrush(severity_color(incident.severity))
             if role == Qt.ItemDataRole.ForegroundRole:
-                return QBrush(QColor("#000000" if incident.severity.label == "warning" else "#ffffff"))
+                return QBrush(QColor(severity_text_color(incident.severity)))
             if role == Qt.ItemDataRole.FontRole:
                 return self._bold
         if role == Qt.ItemDataRole.ForegroundRole and incident.status is Status.RESOLVED and column != 0:
             return QBrush(QColor("#5f5f5f"))  # resolved rows recede; open ones stand out
         if role == Qt.ItemDataRole.ToolTipRole:
-            return plain_tooltip(f"{incident.title}\n{incident.detail}\nAction: {incident.recommended_action}")
+            return incident_tooltip(incident)
         if role == Qt.ItemDataRole.TextAlignmentRole and COLUMNS[column] in ("Count", "GPU", "Code"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None

@@ -200,7 +200,6 @@ class MainWindow(QMainWindow):
     def _on_fleet_map_gpu_selected(self, node: str, uuid: str) -> None:
         self.fleet_panel.reveal(node, uuid)
         self.select_gpu(node, uuid)
-        self.center_tabs.setCurrentWidget(self.charts)
 
     def _on_incidents_gpu_requested(self, node: str, uuid: str) -> None:
         if node not in self.state.nodes:
@@ -218,13 +217,14 @@ class MainWindow(QMainWindow):
 
     def _on_refresh_timer_timeout(self) -> None:
         self.fleet_panel.refresh()
-        self.fleet_map.refresh()  # nearly free while its tab is hidden
+        # The map and the status bar show the statuses the panel has just computed, not a pass of their own.
+        self.fleet_map.refresh(self.fleet_panel.model.statuses)  # nearly free while its tab is hidden
         self._refresh_status()
 
     def _refresh_status(self) -> None:
-        counts = self.state.fleet_counts()
+        sites = self.fleet_panel.model.site_counts  # as of the panel's last refresh, which runs just before
         parts = [
-            f'<span style="color:{STATUS_COLORS[status]}">{counts[status]} {status}</span>'
+            f'<span style="color:{STATUS_COLORS[status]}">{sum(site.counts[status] for site in sites)} {status}</span>'
             for status in (
                 NodeStatus.OK,
                 NodeStatus.WARNING,
@@ -234,7 +234,7 @@ class MainWindow(QMainWindow):
             )
         ]
         self.status_nodes.setText(
-            f"Nodes: {' · '.join(parts)} &nbsp;|&nbsp; {self.state.gpu_count} GPUs &nbsp;|&nbsp; "
+            f"Nodes: {' · '.join(parts)} &nbsp;|&nbsp; {sum(site.gpus for site in sites)} GPUs &nbsp;|&nbsp; "
             f"{len(self.state.open_incidents)} open incidents"
         )
         latency = self.state.latency_summary()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtGui import QColor
 
 from console.fleet_state import NodeStatus
-from console.incidents.model import Severity
+from console.incidents.model import Incident, Severity
 
 STATUS_COLORS: dict[NodeStatus, str] = {
     NodeStatus.OK: "#2e7d32",
@@ -43,6 +45,11 @@ def severity_color(severity: Severity) -> QColor:
     return QColor(SEVERITY_COLORS[severity])
 
 
+def severity_text_color(severity: Severity) -> str:
+    """Text on a ``SEVERITY_COLORS`` background: dark on the light warning amber, white on the others."""
+    return "#000000" if severity is Severity.WARNING else "#ffffff"
+
+
 def gpu_color(index: int) -> str:
     return GPU_COLORS[index % len(GPU_COLORS)]
 
@@ -52,3 +59,13 @@ def fmt(value: float | int | None, digits: int = 0, unit: str = "") -> str:
         return "n/a"
     text = f"{value:.{digits}f}"
     return f"{text} {unit}" if unit else text
+
+
+def plain_tooltip(text: str) -> str:
+    """A tooltip that shows ``text`` literally: Qt renders a tooltip that merely looks like HTML as rich text,
+    and node text (model names, errors, serials) is not ours to trust."""
+    return "<p style='white-space:pre'>" + html.escape(text).replace("\n", "<br>") + "</p>"
+
+
+def incident_tooltip(incident: Incident) -> str:
+    return plain_tooltip(f"{incident.title}\n{incident.detail}\nAction: {incident.recommended_action}")
