@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from console.fleet import Fleet
+
+if TYPE_CHECKING:
+    from console.incidents.engine import IncidentEngine
+    from console.rollup import RollupStore
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +47,23 @@ GC_THRESHOLDS = (20_000, 20, 100)
 def tune_garbage_collector() -> None:
     """Collector thresholds for a process that polls many nodes (the window and the headless ``poll``)."""
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def incident_engine_for(fleet: Fleet) -> IncidentEngine:
+    """The built-in rules with the inventory's per-site and per-provider overrides."""
+    from console.incidents.engine import IncidentEngine
+    from console.incidents.rules import load_rules
+
+    return IncidentEngine(load_rules(overrides=fleet.rule_overrides), fleet)
+
+
+def open_chart_history(path: Path, retention_h: float, on_unavailable: Callable[[str], None]) -> RollupStore | None:
+    """The per-minute chart history, or None (said through ``on_unavailable``): charts are a convenience, so a
+    history file that cannot be opened never stops polling or incident recording."""
+    from console.rollup import RollupError, RollupStore
+
+    try:
+        return RollupStore.open(path, retention_h=retention_h)
+    except RollupError as exc:
+        on_unavailable(f"chart history disabled: {exc}")
+        return None

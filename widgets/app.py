@@ -20,8 +20,8 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 from console.fleet import Fleet
 from console.history import ASSUMED_GPUS_PER_NODE, FleetHistory
 from console.monitor import FleetMonitor
-from console.rollup import DEFAULT_RETENTION_H, RollupError, RollupStore, history_path_for
-from console.startup import tune_garbage_collector
+from console.rollup import DEFAULT_RETENTION_H, RollupStore, history_path_for
+from console.startup import incident_engine_for, open_chart_history, tune_garbage_collector
 from console.store import IncidentStore
 from widgets.bridge import MonitorBridge
 from widgets.main_window import MainWindow
@@ -103,9 +103,6 @@ def build_app(
     history_retention_h: float = DEFAULT_RETENTION_H,
     history_budget_bytes: int = HISTORY_BUDGET_BYTES,
 ) -> ConsoleApp:
-    from console.incidents.engine import IncidentEngine
-    from console.incidents.rules import load_rules
-
     # The GUI thread re-takes the GIL after each call into Qt; with the poller busy (1,000 nodes a second) it waited
     # up to the 5 ms switch interval every time, and a repaint made of hundreds of such calls stalled for seconds
     # (scripts/bench_poll.py --app: longest stall 1.9 s at 5 ms, 0.4 s at 1 ms).
@@ -114,14 +111,8 @@ def build_app(
     bridge = MonitorBridge()
     # A failing disk is reported by the store's writer thread; the bridge carries it to the banner.
     store = IncidentStore.open(db_path, on_error=bridge.report_problem)
-    try:
-        rollup: RollupStore | None = RollupStore.open(
-            history_path or history_path_for(db_path), retention_h=history_retention_h
-        )
-    except RollupError as exc:  # chart history is a convenience: watch the fleet without it
-        log.warning("chart history disabled: %s", exc)
-        rollup = None
-    engine = IncidentEngine(load_rules(overrides=fleet.rule_overrides), fleet)
+    rollup = open_chart_history(history_path or history_path_for(db_path), history_retention_h, log.warning)
+    engine = incident_engine_for(fleet)
     history = FleetHistory(budget_bytes=history_budget_bytes, expected_gpus=len(fleet.nodes) * ASSUMED_GPUS_PER_NODE)
     window = MainWindow(fleet, db_path, history)
     bridge.setParent(window)

@@ -29,12 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from console.incidents.engine import IncidentEngine
-    from console.incidents.rules import load_rules
     from console.inventory import InventoryError
     from console.monitor import FleetMonitor, MonitorUpdate
-    from console.rollup import RollupError, RollupStore, history_path_for
-    from console.startup import resolve_db_path, resolve_fleet, tune_garbage_collector
+    from console.rollup import history_path_for
+    from console.startup import (
+        incident_engine_for,
+        open_chart_history,
+        resolve_db_path,
+        resolve_fleet,
+        tune_garbage_collector,
+    )
     from console.store import IncidentStore, StoreError
 
     seed = args.poll_seed if args.poll_seed is not None else args.seed
@@ -55,14 +59,12 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"gpu-console poll: {exc}", file=sys.stderr)
         return 2
-    try:
-        rollup: RollupStore | None = RollupStore.open(
-            history_path_for(db_path), retention_h=args.poll_history_retention_h
-        )
-    except RollupError as exc:  # charts history is a convenience: poll and record incidents without it
-        print(f"gpu-console poll: chart history disabled: {exc}", file=sys.stderr)
-        rollup = None
-    engine = IncidentEngine(load_rules(overrides=fleet.rule_overrides), fleet)
+    rollup = open_chart_history(
+        history_path_for(db_path),
+        args.poll_history_retention_h,
+        lambda problem: print(f"gpu-console poll: {problem}", file=sys.stderr),
+    )
+    engine = incident_engine_for(fleet)
     tune_garbage_collector()
     done = threading.Event()
 
