@@ -274,3 +274,13 @@ def test_a_budgeted_fleet_history_stays_under_its_budget_even_when_the_fleet_out
     assert np.all(np.diff(series.t) == 1.0)
     unbudgeted = FleetHistory()
     assert unbudgeted.capacity == 3600
+
+
+def test_the_headless_poll_goes_on_without_chart_history_it_cannot_open(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "incidents.sqlite3"
+    history_path_for(db).mkdir()  # a directory where the history file should be
+    args = build_parser().parse_args(["poll", "--demo", "--duration", "1.5", "--db", str(db), "--seed", "3"])
+    assert run_command(args) == 0
+    out = capsys.readouterr()
+    assert "gpu-console poll: chart history disabled:" in out.err
+    assert '"ok_polls"' in out.out.splitlines()[-1]
