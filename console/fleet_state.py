@@ -15,13 +15,12 @@ from enum import StrEnum
 from console.fleet import Fleet
 from console.incidents.model import ChangeKind, Incident, IncidentChange, Severity, Status
 from console.polling import PollResult
-from console.schema import GpuSample, NodeSample
+from console.schema import MAX_GPUS_PER_NODE, GpuSample, NodeSample
 
 STALE_AFTER_INTERVALS = 3.0
 REPEAT_AGE_STEP_S = 5.0  # while an exporter repeats itself, views refresh its node this often
-# GPUs that left a node's enumeration are kept (an operator wants to see what vanished), up to this many per node,
-# so a node reporting a new UUID on every poll cannot grow the state and the fleet panel without bound.
-MAX_GPUS_PER_NODE = 64
+# GPUs that left a node's enumeration are kept (an operator wants to see what vanished), up to MAX_GPUS_PER_NODE
+# per node, so a node reporting a new UUID on every poll cannot grow the state and the fleet panel without bound.
 
 
 class NodeStatus(StrEnum):

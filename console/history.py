@@ -7,12 +7,13 @@ of whatever it is given, and the ring keeps changing).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from console.schema import ChassisSample, GpuSample, NodeSample, throttle_mask
+from console.schema import MAX_GPUS_PER_NODE, ChassisSample, GpuSample, NodeSample, ThrottleReason, throttle_mask
 
 GPU_METRICS: tuple[str, ...] = (
     "utilization_pct",
@@ -36,33 +37,40 @@ CHASSIS_METRICS: tuple[str, ...] = (
     *(f"fan{i}_rpm" for i in range(MAX_CHASSIS_FANS)),
 )
 _GPU_INDEX = {name: i for i, name in enumerate(GPU_METRICS)}
-# A node that reports a new UUID on every poll (a broken exporter) must not add a ring per poll forever.
-MAX_GPUS_PER_NODE = 64
 _CHASSIS_INDEX = {name: i for i, name in enumerate(CHASSIS_METRICS)}
 
-
-def _num(value: float | int | None) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def gpu_row(gpu: GpuSample) -> list[float]:
-    row = [_num(getattr(gpu, name)) for name in GPU_METRICS[:-1]]
-    row.append(float(throttle_mask(gpu.throttle_reasons)))
-    return row
+# Rows are read with C-level attrgetter calls and keep None for "not reported" (NaN once in a float array): the GUI
+# thread records every GPU of every poll here, and the rollup writer reads the whole fleet's samples the same way.
+gpu_values = operator.attrgetter(*GPU_METRICS[:-1])  # every GPU metric but the throttle mask (the last)
+_CHASSIS_VALUES = operator.attrgetter(*CHASSIS_METRICS[:-MAX_CHASSIS_FANS])  # named as ChassisSample's fields
+_NO_FANS = (None,) * MAX_CHASSIS_FANS
 
 
-def chassis_row(chassis: ChassisSample) -> list[float]:
-    fans = [_num(f) for f in (chassis.fans_rpm or ())][:MAX_CHASSIS_FANS]
-    fans += [float("nan")] * (MAX_CHASSIS_FANS - len(fans))
-    return [
-        _num(chassis.inlet_c),
-        _num(chassis.exhaust_c),
-        _num(chassis.coolant_supply_c),
-        _num(chassis.coolant_return_c),
-        _num(chassis.coolant_flow_lpm),
-        _num(chassis.power_w),
-        *fans,
-    ]
+class _ThrottleMasks(dict[tuple[ThrottleReason, ...], int]):
+    """A GPU's slowdown reasons -> its mask, remembered: a fleet at its power cap repeats the same few tuples."""
+
+    def __missing__(self, reasons: tuple[ThrottleReason, ...]) -> int:
+        if len(self) >= 4096:  # reasons in every order would still be bounded, but keep it small
+            self.clear()
+        mask = self[reasons] = throttle_mask(reasons)
+        return mask
+
+
+THROTTLE_MASKS = _ThrottleMasks()
+
+
+def gpu_row(gpu: GpuSample) -> tuple[float | None, ...]:
+    """The GPU's GPU_METRICS, None where not reported."""
+    return (*gpu_values(gpu), THROTTLE_MASKS[gpu.throttle_reasons])
+
+
+def chassis_row(chassis: ChassisSample) -> tuple[float | None, ...]:
+    """The chassis' CHASSIS_METRICS, None where not reported: fans past MAX_CHASSIS_FANS are dropped."""
+    reported = chassis.fans_rpm
+    fans: tuple[float | None, ...] = _NO_FANS if reported is None else reported
+    if len(fans) != MAX_CHASSIS_FANS:
+        fans = (*fans[:MAX_CHASSIS_FANS], *_NO_FANS[len(fans) :])
+    return (*_CHASSIS_VALUES(chassis), *fans)
 
 
 class Ring:
@@ -76,8 +84,8 @@ class Ring:
         self._head = 0
         self._count = 0
 
-    def append(self, row: Iterable[float]) -> None:
-        self._values[self._head] = tuple(row)
+    def append(self, row: Iterable[float | None]) -> None:
+        self._values[self._head] = tuple(row)  # None -> NaN
         self._head = (self._head + 1) % self.capacity
         self._count = min(self._count + 1, self.capacity)
 

@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from console.history import CHASSIS_METRICS, GPU_METRICS, MAX_CHASSIS_FANS
-from console.schema import ChassisSample, NodeSample, ThrottleReason, throttle_mask
-from console.store.opening import connect, damage_reason, explain, move_aside
+from console.history import CHASSIS_METRICS, GPU_METRICS, THROTTLE_MASKS, chassis_row, gpu_values
+from console.schema import NodeSample
+from console.store.opening import ReadConnections, connect, explain, recover_if_damaged
+from console.store.types import StoreRecovered
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +51,11 @@ CHASSIS = ""  # the entity "GPU" of a node's chassis row
 _STATS = 4  # count, min, mean, max
 _THROTTLE = len(GPU_METRICS) - 1
 assert GPU_METRICS[_THROTTLE] == "throttle_mask", "the accumulator puts the mask in the last GPU column"
-_GPU_VALUES = operator.attrgetter(*GPU_METRICS[:_THROTTLE])  # every metric but the mask (the last), in one C call
 _UUID = operator.attrgetter("uuid")
 _GPUS = operator.attrgetter("gpus")
 _CHASSIS = operator.attrgetter("chassis")
-_CHASSIS_SCALARS = CHASSIS_METRICS[:-MAX_CHASSIS_FANS]  # named as ChassisSample's fields; the fans follow
-_CHASSIS_VALUES = operator.attrgetter(*_CHASSIS_SCALARS)
-_NO_FANS = (None,) * MAX_CHASSIS_FANS
 _REASONS = operator.attrgetter("throttle_reasons")
 BATCH_WINDOW_S = 0.25  # the writer lets samples gather this long, so one batch's numpy work serves hundreds
-_DAMAGE_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entities (id INTEGER PRIMARY KEY, node TEXT NOT NULL, gpu TEXT NOT NULL, "
@@ -77,20 +73,6 @@ _UPSERT = (
 
 class RollupError(Exception):
     """The history database cannot be opened or used; the message says which file and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class RollupRecovered:
-    path: Path
-    moved_to: Path
-    reason: str
-
-    @property
-    def message(self) -> str:
-        return (
-            f"The history database {self.path} was damaged ({self.reason}); it was moved to {self.moved_to} "
-            "and a new, empty one was started."
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,19 +114,6 @@ def merge_stats(old: bytes, new: bytes) -> bytes:
             lo[_THROTTLE] = int(a[1, _THROTTLE]) & int(b[1, _THROTTLE])
             hi[_THROTTLE] = int(a[3, _THROTTLE]) | int(b[3, _THROTTLE])
     return _combine(n, lo, mean, hi).tobytes()
-
-
-class _MaskOf(dict[tuple[ThrottleReason, ...], int]):
-    """A GPU's slowdown reasons -> its mask, remembered: a fleet at its power cap repeats the same few tuples."""
-
-    def __missing__(self, reasons: tuple[ThrottleReason, ...]) -> int:
-        if len(self) >= 4096:  # reasons in every order would still be bounded, but keep it small
-            self.clear()
-        mask = self[reasons] = throttle_mask(reasons)
-        return mask
-
-
-_MASK_OF = _MaskOf()
 
 
 class _Block:
@@ -226,15 +195,6 @@ def _grow(array: np.ndarray, rows: int, fill: float) -> np.ndarray:
     return grown
 
 
-def _chassis_values(chassis: ChassisSample) -> tuple[float | None, ...]:
-    """``history.chassis_row`` as a tuple, None for not reported (NaN once in an array): a quarter of its cost."""
-    reported = chassis.fans_rpm
-    fans: tuple[float | None, ...] = _NO_FANS if reported is None else reported
-    if len(fans) != MAX_CHASSIS_FANS:
-        fans = (*fans[:MAX_CHASSIS_FANS], *_NO_FANS[len(fans) :])
-    return (*_CHASSIS_VALUES(chassis), *fans)
-
-
 class _Minute:
     """One minute of the whole fleet: a GPU block and a chassis block, filled a drained batch at a time.
 
@@ -280,14 +240,14 @@ class _Minute:
         if gpu_slots:
             every_gpu = list(chain.from_iterable(map(_GPUS, samples)))
             values = np.empty((len(every_gpu), len(GPU_METRICS)))
-            flat = list(chain.from_iterable(map(_GPU_VALUES, every_gpu)))  # a flat list converts faster than rows
+            flat = list(chain.from_iterable(map(gpu_values, every_gpu)))  # a flat list converts faster than rows
             values[:, :_THROTTLE] = np.array(flat, dtype=np.float64).reshape(len(every_gpu), _THROTTLE)  # None -> NaN
             masks = np.fromiter(
-                map(_MASK_OF.__getitem__, map(_REASONS, every_gpu)), dtype=np.int64, count=len(every_gpu)
+                map(THROTTLE_MASKS.__getitem__, map(_REASONS, every_gpu)), dtype=np.int64, count=len(every_gpu)
             )
             values[:, _THROTTLE] = masks
             gpu_part = (np.array(gpu_slots, dtype=np.intp), values, masks)
-        chassis = np.array(list(map(_chassis_values, map(_CHASSIS, samples))), dtype=np.float64)
+        chassis = np.array(list(map(chassis_row, map(_CHASSIS, samples))), dtype=np.float64)  # None -> NaN
         if gpu_part is not None:
             self.gpus.add(*gpu_part)
         if chassis_slots:
@@ -311,25 +271,8 @@ class _Minute:
 # --- opening -----------------------------------------------------------------------------------------------
 
 
-def _damage_reason(path: Path) -> str | None:
-    return damage_reason(path, "history database", RollupError)
-
-
-def _move_aside(path: Path, reason: str) -> RollupRecovered:
-    recovered = RollupRecovered(path, move_aside(path, reason, "history database", RollupError), reason)
-    log.warning("%s", recovered.message)
-    return recovered
-
-
-def _prepare(path: Path) -> tuple[sqlite3.Connection, RollupRecovered | None]:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RollupError(f"cannot create the folder for the history database {path}: {exc.strerror}") from exc
-    if path.exists() and not path.is_file():
-        raise RollupError(f"the history database path {path} is not a file")
-    reason = _damage_reason(path)
-    recovered = _move_aside(path, reason) if reason is not None else None
+def _prepare(path: Path) -> tuple[sqlite3.Connection, StoreRecovered | None]:
+    recovered = recover_if_damaged(path, "history database", RollupError)
     try:
         conn = connect(path)
     except sqlite3.Error as exc:
@@ -374,22 +317,11 @@ class RollupReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._readers = ReadConnections(path, "history database", RollupError)
         self._layout: dict[str, dict[str, int]] | None = None
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = connect(self.path, readonly=True)
-            except sqlite3.Error as exc:
-                raise RollupError(f"cannot read the history database {self.path}: {explain(exc)}") from exc
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
-        return conn
+        return self._readers.get()
 
     def _columns(self, kind: str) -> dict[str, int]:
         if self._layout is None:
@@ -441,10 +373,7 @@ class RollupReader:
         return int(self._conn().execute("SELECT count(*) FROM minutes").fetchone()[0])
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
+        self._readers.close()
 
 
 # --- writing -----------------------------------------------------------------------------------------------
@@ -466,7 +395,7 @@ class RollupStore:
         self,
         path: Path,
         conn: sqlite3.Connection,
-        recovered: RollupRecovered | None,
+        recovered: StoreRecovered | None,
         *,
         retention_h: float,
         clock: Callable[[], float],

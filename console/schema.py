@@ -198,6 +198,9 @@ class GpuEvent:
 
 
 EMPTY_CHASSIS = ChassisSample()
+# The most GPUs of one node that the history, the fleet state and the incident engine each remember: a node
+# reporting a new UUID on every poll (a broken exporter) must not grow any of them without bound.
+MAX_GPUS_PER_NODE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,6 +482,7 @@ def sample_from_json(data: Any) -> NodeSample:
 
 __all__ = [
     "EMPTY_CHASSIS",
+    "MAX_GPUS_PER_NODE",
     "RECOVERY_ACTION_CODES",
     "SCHEMA_ID",
     "SLOWDOWN_REASONS",

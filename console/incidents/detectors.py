@@ -275,14 +275,15 @@ def _gpu_lost(rule: Rule, sample: NodeSample, mem: NodeMemory, t: float) -> list
     found = [Finding(gpu.uuid, detail="GPU reported lost (fell off the bus)") for gpu in sample.gpus if gpu.lost]
     found += [Finding(uuid, detail="GPU vanished from enumeration") for uuid in mem.missing]
     found += [
-        Finding(e.gpu_uuid or _uuid_of(sample, e.gpu_index), detail=e.message or "GPU lost event")
+        Finding(e.gpu_uuid or uuid_at_index(sample, e.gpu_index), detail=e.message or "GPU lost event")
         for e in sample.events
         if e.kind is EventKind.GPU_LOST
     ]
     return found
 
 
-def _uuid_of(sample: NodeSample, index: int | None) -> str | None:
+def uuid_at_index(sample: NodeSample, index: int | None) -> str | None:
+    """The UUID of the sample's GPU with this index (events may name a GPU by index only)."""
     return next((gpu.uuid for gpu in sample.gpus if gpu.index == index), None)
 
 

@@ -31,6 +31,7 @@ from console.incidents.detectors import (
     GpuMemory,
     NodeMemory,
     Scope,
+    uuid_at_index,
 )
 from console.incidents.evidence import Recording, SampleBuffer, SampleJson
 from console.incidents.model import (
@@ -46,7 +47,7 @@ from console.incidents.model import (
 from console.incidents.rules import Direction, Rule, RuleSet
 from console.incidents.xid import XidCatalog, load_xid_catalog
 from console.polling import PollResult
-from console.schema import RECOVERY_ACTION_CODES, EventKind, GpuSample, NodeSample, RecoveryAction
+from console.schema import MAX_GPUS_PER_NODE, RECOVERY_ACTION_CODES, EventKind, GpuSample, NodeSample, RecoveryAction
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,6 @@ def incident_id(node: str, gpu_uuid: str | None, rule: str, code: str, opened_at
     text = f"{node}\x1f{gpu_uuid or ''}\x1f{rule}\x1f{code}\x1f{opened_at:.3f}"
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
-
-MAX_GPUS_PER_NODE = 64  # an 8-GPU node that churns UUIDs keeps at most this many GPUs' memory
 
 _uuid_of = operator.attrgetter("uuid")
 
@@ -369,7 +368,7 @@ class IncidentEngine:
         for event in sample.events:
             uuid = event.gpu_uuid
             if uuid is None and event.gpu_index is not None:
-                uuid = next((gpu.uuid for gpu in sample.gpus if gpu.index == event.gpu_index), None)
+                uuid = uuid_at_index(sample, event.gpu_index)
             if event.kind is EventKind.XID:
                 if plan.xid is not None and event.code is not None:
                     xid_seen.add(uuid)

@@ -57,6 +57,8 @@ def evidence_json(sample: NodeSample, gpu_uuid: str | None) -> str:
 
 _GPU_FIELDS = dataclasses.fields(GpuSample)
 _CHASSIS_FIELDS = dataclasses.fields(ChassisSample)
+# Field types (as annotated) whose values are numbers, bools or None: the C encoder and pickle take them in one call.
+_NUMBER_TYPES = frozenset({"float | None", "int | None", "bool | None", "float", "int", "bool"})
 _REASON_TEXT: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
@@ -121,7 +123,6 @@ def _numbers_piece(value: object) -> str:
     return _encode(value)
 
 
-_SCALAR_TYPES = frozenset({"float | None", "int | None", "bool | None", "float", "int", "bool"})
 _PIECE_FOR_TYPE: dict[str, Callable[[object], str]] = {
     "str": _string_piece,
     "str | None": _string_piece,
@@ -138,7 +139,7 @@ class _FieldsJson:
 
     def __init__(self, cls: type, reference: Callable[[Any], dict[str, Any]]) -> None:
         fields = dataclasses.fields(cls)
-        scalar = [i for i, f in enumerate(fields) if f.type in _SCALAR_TYPES]
+        scalar = [i for i, f in enumerate(fields) if f.type in _NUMBER_TYPES]
         other = [i for i in range(len(fields)) if i not in scalar]
         unknown = [fields[i].type for i in other if fields[i].type not in _PIECE_FOR_TYPE]
         if unknown or len(scalar) < 2:
@@ -235,7 +236,6 @@ class SampleJson:
 #   than hashing fresh strings), else one from a table of those seen. Equal means the same value and type for what
 #   the schema allows there (str, None, tuples of str).
 
-_NUMBER_TYPES = frozenset({"float | None", "int | None", "bool | None", "float", "int", "bool"})
 _ENUM_NAMES = frozenset({"throttle_reasons", "recovery_action", "health", "pump_health", "psu_health"})
 _GPU_NUMBER_NAMES = tuple(f.name for f in _GPU_FIELDS if f.type in _NUMBER_TYPES)
 _GPU_WORD_NAMES = tuple(f.name for f in _GPU_FIELDS if f.type not in _NUMBER_TYPES and f.name not in _ENUM_NAMES)

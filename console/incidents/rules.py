@@ -347,7 +347,11 @@ def load_rules(path: Path | None = None, overrides: Iterable[tuple[str, str, str
     for key in sorted(set(data) - {"rules", "evidence", "engine"}):
         problems.append(f"{path}: {key}: unknown top-level key")
     evidence_values: dict[str, float] = {}
-    for section, allowed, target in (("evidence", _EVIDENCE_KEYS, evidence_values), ("engine", _ENGINE_KEYS, None)):
+    engine_values: dict[str, float] = {}
+    for section, allowed, target in (
+        ("evidence", _EVIDENCE_KEYS, evidence_values),
+        ("engine", _ENGINE_KEYS, engine_values),
+    ):
         table = data.get(section, {})
         if not isinstance(table, dict):
             problems.append(f"{path}: {section}: expected a table")
@@ -355,9 +359,8 @@ def load_rules(path: Path | None = None, overrides: Iterable[tuple[str, str, str
         for key, value in table.items():
             if key not in allowed:
                 problems.append(f"{path}: {section}.{key}: unknown key")
-            elif target is not None:
+            else:
                 target[key] = _number(problems, f"{path}: {section}.{key}", value)
-    engine = data.get("engine", {}) if isinstance(data.get("engine", {}), dict) else {}
     raw_rules = data.get("rules", [])
     if not isinstance(raw_rules, list) or not raw_rules:
         problems.append(f"{path}: rules: expected a non-empty array of tables ([[rules]])")
@@ -372,11 +375,10 @@ def load_rules(path: Path | None = None, overrides: Iterable[tuple[str, str, str
     _check_overrides(problems, rules, overrides)
     if problems:
         raise RuleError(problems)
-    update_every = engine.get("update_every_s", 10.0)
     return RuleSet(
         rules=tuple(rules),
         evidence=EvidenceSettings(**evidence_values),
-        update_every_s=float(update_every),
+        update_every_s=engine_values.get("update_every_s", 10.0),
         overrides=overrides,
         origin=str(path),
     )

@@ -1,9 +1,11 @@
-"""Opening the database file: pragmas, damage detection and recovery, version checks, migrations."""
+"""Opening the database files (the incident store's, and the chart history's beside it): pragmas, damage detection
+and recovery, per-thread read connections, version checks, migrations."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -66,7 +68,6 @@ def damage_reason(path: Path, what: str, error: type[Exception]) -> str | None:
     """None when the file is a healthy SQLite database (or absent/empty); otherwise what is wrong with it.
 
     ``what`` names the file for people ("incident database"); an unreadable, undamaged file raises ``error``.
-    Shared by the incident store and the chart-history rollup.
     """
     if not path.exists() or path.stat().st_size == 0:
         return None
@@ -108,15 +109,54 @@ def move_aside(path: Path, reason: str, what: str, error: type[Exception]) -> Pa
     return moved_to
 
 
-def _damage_reason(path: Path) -> str | None:
-    return damage_reason(path, "incident database", StoreError)
+def recover_if_damaged(path: Path, what: str, error: type[Exception]) -> StoreRecovered | None:
+    """Make the file's folder and refuse a path that is not a file; move a damaged file aside and say so.
 
-
-def _move_aside(path: Path, reason: str) -> StoreRecovered:
-    moved_to = move_aside(path, reason, "incident database", StoreError)
-    recovered = StoreRecovered(path=path, moved_to=moved_to, reason=reason)
+    ``what`` names the file for people ("incident database"); a problem raises ``error``. Shared by the incident
+    store and the chart-history rollup.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"cannot create the folder for the {what} {path}: {exc.strerror}") from exc
+    if path.exists() and not path.is_file():
+        raise error(f"the {what} path {path} is not a file")
+    reason = damage_reason(path, what, error)
+    if reason is None:
+        return None
+    recovered = StoreRecovered(path, move_aside(path, reason, what, error), reason, what)
     log.warning("%s", recovered.message)
     return recovered
+
+
+class ReadConnections:
+    """One read-only connection per thread (readers run beside the writer thanks to WAL), all closed together."""
+
+    def __init__(self, path: Path, what: str, error: type[Exception]) -> None:
+        self.path = path
+        self._what = what
+        self._error = error
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = connect(self.path, readonly=True)
+            except sqlite3.Error as exc:
+                raise self._error(f"cannot read the {self._what} {self.path}: {explain(exc)}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
 
 
 def _check_version(path: Path, version: int) -> None:
@@ -143,14 +183,7 @@ def _refuse_newer(path: Path) -> None:
 
 def prepare(path: Path) -> tuple[sqlite3.Connection, StoreRecovered | None]:
     """Check, recover and migrate the file; return the write connection. Raises StoreError with the cause."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create the folder for the incident database {path}: {exc.strerror}") from exc
-    if path.exists() and not path.is_file():
-        raise StoreError(f"the incident database path {path} is not a file")
-    reason = _damage_reason(path)
-    recovered = _move_aside(path, reason) if reason is not None else None
+    recovered = recover_if_damaged(path, "incident database", StoreError)
     if recovered is None:
         _refuse_newer(path)  # before opening for writing: a newer console's file is left exactly as it was
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -22,7 +21,7 @@ from console.incidents.model import EvidencePoint, Incident, IncidentChange
 from console.store import export as exporting
 from console.store import merge as merging
 from console.store import queries
-from console.store.opening import connect, prepare
+from console.store.opening import ReadConnections, prepare
 from console.store.types import (
     IncidentFilter,
     IncidentPage,
@@ -55,9 +54,7 @@ class IncidentStore:
         self.recovered = recovered  # set when a damaged file was moved aside at open (show its .message)
         self._write_conn = write_conn
         self._writer = writer
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        self._readers = ReadConnections(path, "incident database", StoreError)
         self._closed = False
 
     @classmethod
@@ -95,10 +92,7 @@ class IncidentStore:
             return
         self._closed = True
         stopped = self._writer.stop(timeout_s=30)
-        with self._readers_lock:
-            readers, self._readers = self._readers, []
-        for conn in readers:
-            conn.close()
+        self._readers.close()
         if stopped:
             with contextlib.suppress(sqlite3.Error):
                 self._write_conn.execute("PRAGMA optimize")  # keeps the planner's statistics fresh; cheap
@@ -191,13 +185,4 @@ class IncidentStore:
 
     def _reader(self) -> sqlite3.Connection:
         self._check_open()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = connect(self.path, readonly=True)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot read the incident database {self.path}: {exc}") from exc
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+        return self._readers.get()

@@ -14,16 +14,19 @@ class StoreError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class StoreRecovered:
-    """A damaged database was moved aside at open and a new one started (the app shows ``message``)."""
+    """A damaged database was moved aside at open and a new one started (the app shows ``message``).
+
+    ``what`` names the file: the incident store's, or the chart history's beside it."""
 
     path: Path
     moved_to: Path
     reason: str
+    what: str = "incident database"
 
     @property
     def message(self) -> str:
         return (
-            f"The incident database {self.path} was damaged ({self.reason}); it was moved to {self.moved_to} "
+            f"The {self.what} {self.path} was damaged ({self.reason}); it was moved to {self.moved_to} "
             "and a new, empty database was started."
         )
 
