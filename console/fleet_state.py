@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -81,6 +81,15 @@ class NodeState:
     version: int = 0  # bumped on every change, so views can skip nodes that did not change
     shown_age_step: int = 0  # how old the repeated values were when the version last moved (REPEAT_AGE_STEP_S)
 
+    @property
+    def values_unchanged_s(self) -> float | None:
+        """How long the node has answered with the same measurement, once that is two intervals or more (the
+        exporter collects less often than we poll); None while its values keep changing."""
+        if self.last_fresh is None or self.last_success is None:
+            return None
+        unchanged = self.last_success - self.last_fresh
+        return unchanged if unchanged >= 2 * self.interval_s else None
+
     def status(self, now_mono: float) -> NodeStatus:
         if not self.reachable:
             return NodeStatus.UNREACHABLE
@@ -148,8 +157,8 @@ class FleetState:
             # The same measurement again: the node answered and nothing a view shows changed, so views (which
             # redraw nodes whose version moved) skip it, except every few seconds to show how old the values are.
             node.last_success = result.started
-            unchanged = result.started - (node.last_fresh or result.started)
-            age_step = 0 if unchanged < 2 * node.interval_s else 1 + int(unchanged // REPEAT_AGE_STEP_S)
+            unchanged = node.values_unchanged_s
+            age_step = 0 if unchanged is None else 1 + int(unchanged // REPEAT_AGE_STEP_S)
             if age_step != node.shown_age_step:
                 node.shown_age_step = age_step
                 node.version += 1
@@ -222,24 +231,25 @@ class FleetState:
         chosen = [n for n in self.nodes.values() if site is None or n.site == site]
         return sorted(chosen, key=lambda n: (STATUS_RANK[n.status(now)], n.name))
 
-    def site_counts(self) -> list[SiteCounts]:
+    def statuses(self) -> dict[str, NodeStatus]:
+        """Every node's status now: one pass that the views of one refresh share."""
         now = self._clock()
-        out = []
-        for site in self.fleet.sites:
-            counts = dict.fromkeys(NodeStatus, 0)
-            gpus = 0
-            for node in self.nodes.values():
-                if node.site == site.name:
-                    counts[node.status(now)] += 1
-                    gpus += len(node.gpus)
-            out.append(SiteCounts(site.name, site.provider, counts, gpus))
-        return out
+        return {name: node.status(now) for name, node in self.nodes.items()}
 
-    def fleet_counts(self) -> dict[NodeStatus, int]:
-        now = self._clock()
+    def site_counts(self, statuses: Mapping[str, NodeStatus] | None = None) -> list[SiteCounts]:
+        """Nodes per status and GPUs, per site; ``statuses`` from ``statuses()`` when the caller has them."""
+        status_of = self.statuses() if statuses is None else statuses
+        counts = {site.name: dict.fromkeys(NodeStatus, 0) for site in self.fleet.sites}
+        gpus = dict.fromkeys(counts, 0)
+        for name, node in self.nodes.items():
+            counts[node.site][status_of[name]] += 1
+            gpus[node.site] += len(node.gpus)
+        return [SiteCounts(site.name, site.provider, counts[site.name], gpus[site.name]) for site in self.fleet.sites]
+
+    def fleet_counts(self, statuses: Mapping[str, NodeStatus] | None = None) -> dict[NodeStatus, int]:
         counts = dict.fromkeys(NodeStatus, 0)
-        for node in self.nodes.values():
-            counts[node.status(now)] += 1
+        for status in (self.statuses() if statuses is None else statuses).values():
+            counts[status] += 1
         return counts
 
     def latency_summary(self) -> tuple[float, float] | None:

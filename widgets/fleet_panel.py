@@ -79,13 +79,11 @@ class FleetModel(QStandardItemModel):
 
     def refresh(self) -> None:
         """Bring every row up to date; only cells whose text or colour changed emit dataChanged."""
-        now = time.monotonic()
-        statuses: dict[str, NodeStatus] = {}
-        for node in self._state.nodes.values():
-            status = statuses[node.name] = node.status(now)
-            self._refresh_node(node, status)
+        statuses = self._state.statuses()
+        for name, node in self._state.nodes.items():
+            self._refresh_node(node, statuses[name])
         self.statuses = statuses
-        self.site_counts = self._state.site_counts()
+        self.site_counts = self._state.site_counts(statuses)
         for counts in self.site_counts:
             row = self._site_rows[counts.site]
             parts = [f"{counts.counts[s]} {s}" for s in _STATUS_ORDER if counts.counts[s]]
@@ -123,10 +121,9 @@ class FleetModel(QStandardItemModel):
             f"sources: {node.sources}\nlast success: {last_ok}\nlast poll latency: {latency}\n"
             f"last error: {node.last_error or 'none'}"
         )
-        if node.last_fresh is not None and node.last_success is not None:
-            unchanged = node.last_success - node.last_fresh
-            if unchanged >= 2 * node.interval_s:  # the exporter collects less often than we poll
-                tip += f"\nvalues unchanged for {unchanged:.0f} s (the exporter has not collected since)"
+        unchanged = node.values_unchanged_s
+        if unchanged is not None:
+            tip += f"\nvalues unchanged for {unchanged:.0f} s (the exporter has not collected since)"
         insecure = self._tls_off.get(node.name)
         if insecure:
             detail += f" · {TLS_OFF}"
