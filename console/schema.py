@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import repeat
+from operator import call, itemgetter
 from typing import Any, TypeVar
 
 SCHEMA_ID = "gpu-console.sample/1"
@@ -163,6 +166,27 @@ class GpuSample:
     mig_mode: bool | None = None
     lost: bool = False  # the GPU fell off the bus (NVML GpuIsLost, or vanished from enumeration)
     unsupported: tuple[str, ...] = ()  # capability flags: fields the device does not report
+
+
+_GPU_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(GpuSample))
+_GPU_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GpuSample) if f.default is not dataclasses.MISSING}
+_gpu_values_in_field_order = itemgetter(*_GPU_FIELD_NAMES)
+# The slots' own setters: the frozen class's __setattr__ refuses, and the generated __init__ pays a frozen-check
+# call per field (46 of them) on every GPU of every poll.
+_GPU_SLOT_SETTERS = tuple(GpuSample.__dict__[name].__set__ for name in _GPU_FIELD_NAMES)
+
+
+def gpu_sample_from_fields(fields: dict[str, Any]) -> GpuSample:
+    """``GpuSample(**fields)`` at about half the cost, for sources that build thousands a second.
+
+    Fields not given take their defaults; keys that are not fields are ignored (a source's intermediate values).
+    ``index`` and ``uuid`` are required (``KeyError`` without them); types are the caller's business, as with
+    keywords.
+    """
+    sample = object.__new__(GpuSample)
+    values = _gpu_values_in_field_order(_GPU_DEFAULTS | fields)
+    deque(map(call, _GPU_SLOT_SETTERS, repeat(sample, len(_GPU_SLOT_SETTERS)), values), maxlen=0)
+    return sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,6 +520,7 @@ __all__ = [
     "RecoveryAction",
     "SchemaError",
     "ThrottleReason",
+    "gpu_sample_from_fields",
     "merge_samples",
     "sample_from_json",
     "sample_to_json",

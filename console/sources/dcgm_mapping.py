@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from console.exposition import Labels, Sample
-from console.schema import EventKind, GpuEvent, GpuSample, NodeSample
+from console.schema import EventKind, GpuEvent, GpuSample, NodeSample, gpu_sample_from_fields
 from console.sources import dcgm_names as names
 from console.sources.base import PollFailure, SourceError
 
@@ -188,6 +188,13 @@ def _combine(gpu: GpuReading) -> dict[str, Any]:
         for key, total in sums.items():
             values.setdefault(key, total)
         values["mig_mode"] = True
+    resolve_derived(values, gpu.unsupported)
+    return values
+
+
+def resolve_derived(values: dict[str, Any], unsupported: set[str]) -> None:
+    """Turn the intermediate fields into sample fields, in place (framebuffer total, requested power limit, NVLink
+    CRC sum), and drop a GDDR board's placeholder memory temperature into ``unsupported``."""
     free = values.pop(names.FB_FREE, None)
     reserved = values.pop(names.FB_RESERVED, None)
     total = values.pop(names.FB_TOTAL, None)
@@ -206,8 +213,7 @@ def _combine(gpu: GpuReading) -> dict[str, Any]:
     # dcgm-exporter reports 0 for the memory temperature of GDDR boards that have no sensor (real L4 capture).
     if values.get("memory_temperature_c") == 0:
         del values["memory_temperature_c"]
-        gpu.unsupported.add("memory_temperature_c")
-    return values
+        unsupported.add("memory_temperature_c")
 
 
 def _xid_events(gpu: GpuReading, index: int, when: float, memory: XidMemory) -> list[GpuEvent]:
@@ -306,12 +312,13 @@ def node_sample_from(
         values = _combine(gpu)
         if gpu.xid is not None:
             values["xid_last"] = gpu.xid[0]
-        kwargs = {key: value for key, value in values.items() if key in _GPU_FIELDS}
-        kwargs.update(gpu.identity)
-        unsupported = tuple(
-            sorted(name for name in gpu.unsupported if name in _GPU_FIELDS and kwargs.get(name) is None)
+        values.update(gpu.identity)
+        values["unsupported"] = tuple(
+            sorted(name for name in gpu.unsupported if name in _GPU_FIELDS and values.get(name) is None)
         )
-        gpus.append(GpuSample(index=gpu.index, uuid=gpu.uuid, unsupported=unsupported, **kwargs))
+        values["index"] = gpu.index
+        values["uuid"] = gpu.uuid
+        gpus.append(gpu_sample_from_fields(values))  # intermediate keys left in ``values`` are not fields: ignored
         events.extend(_xid_events(gpu, gpu.index, sample_time, memory))
     gpus.sort(key=lambda g: g.index)
     return NodeSample(node=node, site=site, source=source, time=sample_time, gpus=tuple(gpus), events=tuple(events))

@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import compress, filterfalse, repeat
 from operator import call, itemgetter
+from typing import Any
 
 from console.exposition import Sample
-from console.schema import NodeSample
+from console.schema import GpuSample, NodeSample, gpu_sample_from_fields
 from console.sources import dcgm_names as names
 from console.sources.dcgm_mapping import (
     PLAIN_LIMIT,
@@ -26,6 +27,7 @@ from console.sources.dcgm_mapping import (
     RoutedMapping,
     XidMemory,
     node_sample_from,
+    resolve_derived,
 )
 
 _head = itemgetter(0)
@@ -53,6 +55,9 @@ class PayloadTemplate:
     # tuples rather than a tuple per sample (300 more objects per node for the garbage collector to scan).
     slot_plans: list[_SlotPlan]
     by_slot: Callable[[list[float]], Sequence[float]]  # routed values, ordered by slot
+    # Without MIG instances, a payload with no sentinel, NaN or Inf maps straight to GpuSamples: one plan per GPU in
+    # the sample's order, with what the pinned lines fix (identity, index, last Xid). None: take the readings path.
+    plain_gpus: tuple[_PlainGpu, ...] | None
 
     @classmethod
     def build(
@@ -106,6 +111,7 @@ class PayloadTemplate:
         return cls(
             slot_plans=slot_plans,
             by_slot=by_slot,
+            plain_gpus=_plain_gpus(mapper_gpus, slot_plans),
             is_sample=is_sample,
             is_comment=is_comment,
             comments=list(compress(lines, is_comment)),
@@ -141,11 +147,16 @@ class PayloadTemplate:
         except ValueError:
             return None  # the full parser names the bad line
         routed = list(compress(values, self.routed))
-        readings = [_fresh(gpu) for gpu in self.readings]
         ordered = self.by_slot(routed)
         # Values past the plain range are few (energy counters, sentinels, NaN, Inf): only those need a look.
         unusual = filterfalse(PLAIN_LIMIT.__gt__, routed)
         plain = (not routed or min(routed) > -1e300) and all(names.blank_kind(value) is None for value in unusual)
+        if plain and self.plain_gpus is not None:
+            # The pinned lines hold every Xid series as the full parse saw it, and that parse left ``memory``
+            # agreeing with them: there is no Xid event to emit.
+            gpus = tuple(gpu.sample(ordered) for gpu in self.plain_gpus)
+            return NodeSample(node=node, site=site, source=source, time=now, gpus=gpus)
+        readings = [_fresh(gpu) for gpu in self.readings]
         for plan in self.slot_plans:
             values_of_plan = ordered[plan.start : plan.end]
             if plain:  # no sentinel, NaN or Inf anywhere (the usual case): one C-level pass per dict
@@ -209,6 +220,37 @@ def _slot_plans(
     if len(order) >= 2:
         return plans, itemgetter(*order)
     return plans, lambda values: [values[i] for i in order]
+
+
+@dataclass(frozen=True, slots=True)
+class _PlainGpu:
+    """One GPU without MIG instances: its plan, and the fields its template fixes."""
+
+    plan: _SlotPlan
+    fixed: dict[str, Any]  # index, uuid, identity labels, last Xid
+
+    def sample(self, ordered: Sequence[float]) -> GpuSample:
+        plan = self.plan
+        values = dict(zip(plan.fields, map(call, plan.converters, ordered[plan.start : plan.end]), strict=True))
+        unsupported: set[str] = set()
+        resolve_derived(values, unsupported)
+        values.update(self.fixed)
+        if unsupported:
+            values["unsupported"] = tuple(sorted(unsupported))
+        return gpu_sample_from_fields(values)
+
+
+def _plain_gpus(readings: list[GpuReading], plans: list[_SlotPlan]) -> tuple[_PlainGpu, ...] | None:
+    if len(plans) != len(readings) or any(gpu.instances or gpu.index is None for gpu in readings):
+        return None
+    gpus = []
+    for plan in plans:
+        gpu = readings[plan.reading]
+        fixed: dict[str, Any] = {**gpu.identity, "index": gpu.index, "uuid": gpu.uuid}
+        if gpu.xid is not None:
+            fixed["xid_last"] = gpu.xid[0]
+        gpus.append((gpu.index, _PlainGpu(plan, fixed)))
+    return tuple(gpu for _index, gpu in sorted(gpus, key=itemgetter(0)))  # stable: as node_sample_from orders
 
 
 def _fresh(gpu: GpuReading) -> GpuReading:
