@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
+FIRST_POLL_COST_S = 0.003  # CPU seconds of a large node's first poll, whole app (scripts/bench_poll.py --settle 0)
+MAX_START_RAMP_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,21 @@ def backoff_delay(interval_s: float, consecutive_failures: int, rng: random.Rand
     return delay * rng.uniform(0.8, 1.2)
 
 
+def start_ramp_s(node_count: int) -> float:
+    """How long a fleet's first polls take to spread over at least: ``FIRST_POLL_COST_S`` per node, at most
+    ``MAX_START_RAMP_S``. A node's first poll costs a few times a later one (its payload is parsed in full and every
+    view meets its GPUs for the first time): a thousand of them in one second put the whole app seconds behind."""
+    return min(MAX_START_RAMP_S, node_count * FIRST_POLL_COST_S)
+
+
+def first_poll_fractions(node_count: int, rng: random.Random) -> list[float]:
+    """Where in its start stretch each node's first poll falls: evenly spread, jittered, in random order (a uniform
+    draw per node clusters some of them)."""
+    fractions = [(i + rng.random()) / node_count for i in range(node_count)]
+    rng.shuffle(fractions)
+    return fractions
+
+
 class Poller:
     """Owns the polling thread. ``start()``, then ``stop()`` from any thread; results arrive via ``on_result``."""
 
@@ -188,7 +205,13 @@ class Poller:
         http = await self._open_http()
         self._ready.set()
         try:
-            tasks = [asyncio.create_task(self._poll_node(node, http), name=node.name) for node in self._fleet.nodes]
+            nodes = self._fleet.nodes
+            ramp_s = start_ramp_s(len(nodes))
+            fractions = first_poll_fractions(len(nodes), self._rng)
+            tasks = [
+                asyncio.create_task(self._poll_node(node, http, fraction, ramp_s), name=node.name)
+                for node, fraction in zip(nodes, fractions, strict=True)
+            ]
             await self._stopping.wait()
             for task in tasks:
                 task.cancel()
@@ -206,7 +229,9 @@ class Poller:
         connector = aiohttp.TCPConnector(limit=self._http_limit, limit_per_host=0, ttl_dns_cache=300)
         return aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
-    async def _poll_node(self, node: Node, http: aiohttp.ClientSession | None) -> None:
+    async def _poll_node(
+        self, node: Node, http: aiohttp.ClientSession | None, first_fraction: float, ramp_s: float
+    ) -> None:
         site = self._fleet.site(node.site)
         interval = self._fleet.interval_s(node)
         timeout = self._fleet.timeout_s(node)
@@ -217,8 +242,8 @@ class Poller:
                 sources.append((spec, self._make_source(ctx), ""))
             except Exception as exc:  # a broken spec fails that node's polls with a reason, not the poller
                 sources.append((spec, None, f"cannot create source: {exc}"))
-        # Spread the first polls over one interval so a thousand nodes do not fire in the same millisecond.
-        next_due = time.monotonic() + self._rng.uniform(0, interval)
+        # First polls spread over the node's interval, or over the fleet's start ramp when that is longer.
+        next_due = time.monotonic() + first_fraction * max(interval, ramp_s)
         seen = _LastSamples(len(sources))
         failures_in_row = 0
         stopping = self._stopping

@@ -193,3 +193,18 @@ def test_the_same_measurement_after_a_failed_poll_is_not_news() -> None:
     assert [r.sample is not None for r in results[:4]] == [True, False, True, True]
     assert [r.fresh for r in results[:5]] == [True, True, False, True, False]
     assert results[2].sample is not None and results[2].sample.events == (), "its Xid was reported before the outage"
+
+
+def test_a_large_fleet_spreads_its_first_polls_over_a_start_ramp() -> None:
+    # 400 nodes: a 1.2 s ramp (3 ms per node) instead of all first polls, each a full parse, inside one 0.5 s interval.
+    fleet = _fleet({f"n{i:03d}": ("ok",) for i in range(400)}, interval=0.5, timeout=0.3)
+    results = _run(fleet, 2.0)
+    first: dict[str, float] = {}
+    for r in results:
+        first[r.node] = min(first.get(r.node, r.started), r.started)
+    assert len(first) == 400, "every node is polled within the ramp"
+    start = min(first.values())
+    offsets = sorted(t - start for t in first.values())
+    assert offsets[-1] >= 0.9, f"first polls end {offsets[-1]:.2f} s after the first one: no ramp"
+    early = sum(1 for t in offsets if t < 0.3)
+    assert early <= 0.4 * len(offsets), f"{early} of 400 first polls in the first 0.3 s: not evenly spread"
