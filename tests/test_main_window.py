@@ -44,7 +44,8 @@ def test_window_opens_on_the_demo_fleet_and_says_so(console_app, qtbot) -> None:
     assert window.banner.isVisible() and "DEMO FLEET" in window.banner.text()
     qtbot.waitUntil(lambda: window.state.gpu_count == 256, timeout=15_000)
     window._on_refresh_timer_timeout()
-    sites = [window.fleet_panel.model.item(row, 0).text() for row in range(window.fleet_panel.model.rowCount())]
+    model = window.fleet_panel.model
+    sites = [model.index(row, 0).data() for row in range(model.rowCount())]
     assert len(sites) >= 3
     assert "DB:" in window.status_db.text() and "incidents.sqlite3" in window.status_db.text()
     assert "256 GPUs" in window.status_nodes.text()
@@ -94,13 +95,13 @@ def test_a_scripted_fault_becomes_an_incident_in_the_panel_and_in_sqlite(console
     window._on_refresh_timer_timeout()
     assert window.state.node_status(fault.node) is NodeStatus.CRITICAL
     # worst first: within its site the faulty node is listed above the healthy ones (unless another is worse)
-    proxy = window.fleet_panel.proxy
+    model = window.fleet_panel.view.model()
     site_row = next(
-        proxy.index(r, 0)
-        for r in range(proxy.rowCount())
-        if proxy.index(r, 0).data().startswith(window.state.nodes[fault.node].site)
+        model.index(r, 0)
+        for r in range(model.rowCount())
+        if model.index(r, 0).data().startswith(window.state.nodes[fault.node].site)
     )
-    listed = [proxy.index(r, 1, site_row).data() for r in range(proxy.rowCount(site_row))]
+    listed = [model.index(r, 1, site_row).data() for r in range(model.rowCount(site_row))]
     assert listed[0] in ("critical", "unreachable"), listed
     assert listed == sorted(listed, key=["unreachable", "critical", "stale", "warning", "ok"].index)
     # double-click selects that GPU's charts
@@ -149,9 +150,9 @@ def test_each_node_shows_its_source_status(console_app, qtbot) -> None:  # type:
     qtbot.waitUntil(lambda: window.state.gpu_count == 256, timeout=15_000)
     window._on_refresh_timer_timeout()
     node = next(n for n in window.state.nodes.values() if n.reachable and n.gpus)
-    detail = window.fleet_panel.model.node_row(node.name)[5]
-    assert "polled in" in detail.text() and "ms" in detail.text()
-    tip = detail.toolTip()
+    detail = window.fleet_panel.model.node_index(node.name, 5)
+    assert "polled in" in detail.data() and "ms" in detail.data()
+    tip = detail.data(Qt.ItemDataRole.ToolTipRole)
     assert "sources: demo" in tip and "last success:" in tip and "UTC" in tip and "last error: none" in tip
 
 

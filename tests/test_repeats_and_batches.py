@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from PySide6.QtCore import Qt
+
 from console.inventory import parse_inventory
 from console.monitor import MonitorUpdate
 from tests.test_simulate import get, running_simulator
@@ -40,7 +42,7 @@ def test_repeated_payloads_keep_the_node_alive_without_charting_them_again(qtbot
             assert node.last_success is not None and time.time() - node.last_success < 2.0, "alive at every poll"
             qtbot.waitUntil(lambda: (node.last_success or 0) - (node.last_fresh or 0) >= 1.5, timeout=6_000)
             window.fleet_panel.model.refresh()
-            tip = window.fleet_panel.model._node_rows[name][5].toolTip()
+            tip = window.fleet_panel.model.node_index(name, 5).data(Qt.ItemDataRole.ToolTipRole)
             assert "values unchanged for" in tip and "has not collected since" in tip
         finally:
             app.shutdown()

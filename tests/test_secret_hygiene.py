@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtWidgets import QLabel
 
 from console.agent_server import AgentConfig, AgentServer
@@ -336,17 +336,15 @@ def _assert_plain_text_views(window) -> None:  # type: ignore[no-untyped-def]
     display = Qt.ItemDataRole.DisplayRole
     texts: list[str] = []
     tips: list[str] = []
-    stack = [model.invisibleRootItem()]
+    stack = [QModelIndex()]  # every row, collapsed nodes' GPU rows included
     while stack:
-        item = stack.pop()
-        for row in range(item.rowCount()):
-            for column in range(item.columnCount()):
-                child = item.child(row, column)
-                if child is not None:
-                    texts.append(str(model.data(child.index(), display) or ""))
-                    tips.append(child.toolTip())
-            if item.child(row, 0) is not None:
-                stack.append(item.child(row, 0))
+        parent = stack.pop()
+        for row in range(model.rowCount(parent)):
+            for column in range(model.columnCount(parent)):
+                child = model.index(row, column, parent)
+                texts.append(str(child.data(display) or ""))
+                tips.append(str(child.data(Qt.ItemDataRole.ToolTipRole) or ""))
+            stack.append(model.index(row, 0, parent))
     # the model name and the HTTP reason arrive verbatim, as text a delegate paints literally
     assert any(t.startswith("GPU ") and HTML_TEXT in t for t in texts), texts
     assert any(HTML_TEXT in t for t in texts if "503" in t), "the last error with the node's reason phrase"

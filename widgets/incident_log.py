@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QPushButton,
     QSplitter,
-    QTableView,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -44,6 +43,7 @@ from widgets.incident_filters import IncidentFilterBar
 from widgets.incident_jobs import JobError, StoreJobs
 from widgets.incident_rates import GROUPS, RatesPanel
 from widgets.incident_table import COLUMN_WIDTHS, TITLE_COLUMN, IncidentTableModel, utc
+from widgets.views import TableView
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class IncidentLogWindow(QMainWindow):
 
         self.filters = IncidentFilterBar()
         self.model = IncidentTableModel(store, self.jobs)
-        self.view = QTableView()
+        self.view = TableView()
         self.view.setModel(self.model)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)

@@ -9,10 +9,11 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QVBoxLayout, QWidget
 
 from console.incidents.model import ChangeKind, Incident, IncidentChange, Status
 from widgets.style import incident_tooltip, severity_color
+from widgets.views import TableView
 
 COLUMNS = ("Severity", "Site", "Node", "GPU", "Kind", "Title", "Started (UTC)", "Count", "Status")
 COLUMN_WIDTHS = (70, 130, 120, 60, 110, 400, 100, 55, 90)
@@ -122,7 +123,7 @@ class IncidentsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.model = OpenIncidentsModel()
-        self.view = QTableView()
+        self.view = TableView()
         self.view.setModel(self.model)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
