@@ -80,7 +80,10 @@ class Ring:
 
     def __init__(self, capacity: int, width: int) -> None:
         self.capacity = capacity
-        self._values = np.full((capacity, width), np.nan, dtype=np.float32)
+        # Uninitialised: only the ``_count`` rows written are ever read. Filling 8,000 GPUs' rings with NaN up
+        # front touched the whole budget's pages (256 MiB) on the GUI thread as the first samples arrived: a
+        # 1-2 s stall at start; the pages now fill as the rows do.
+        self._values = np.empty((capacity, width), dtype=np.float32)
         self._head = 0
         self._count = 0
 
@@ -114,7 +117,7 @@ class Ring:
     def resize(self, capacity: int) -> None:
         """Keep the newest ``capacity`` rows (a fleet that grew past the memory budget gets shorter rings)."""
         kept = self._values[self._order()][-capacity:] if capacity else self._values[:0]
-        values = np.full((capacity, self._values.shape[1]), np.nan, dtype=self._values.dtype)
+        values = np.empty((capacity, self._values.shape[1]), dtype=self._values.dtype)
         values[: len(kept)] = kept
         self._values = values
         self.capacity = capacity
@@ -127,7 +130,7 @@ class TimeRing(Ring):
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._values = np.full((capacity, 1), np.nan, dtype=np.float64)
+        self._values = np.empty((capacity, 1), dtype=np.float64)
         self._head = 0
         self._count = 0
 

@@ -21,6 +21,7 @@ The JSON form (``sample_to_json`` / ``sample_from_json``) is what ``probe --json
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -72,8 +73,10 @@ SLOWDOWN_REASONS: frozenset[ThrottleReason] = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=256)
 def throttle_reasons_from_mask(mask: int) -> tuple[ThrottleReason, ...]:
-    """Names of the bits set in an NVML/DCGM clock-event bitmask, in bit order."""
+    """Names of the bits set in an NVML/DCGM clock-event bitmask, in bit order (cached: a fleet shows a handful of
+    masks, and every GPU of every poll asks)."""
     return tuple(reason for reason, bit in THROTTLE_REASON_BITS.items() if mask & bit)
 
 
