@@ -119,6 +119,19 @@ def test_a_simulated_hour_of_a_faulty_node_matches_the_full_parse_poll_for_poll(
         assert fast_hits >= polls * 0.8, f"{name}: only {fast_hits} of {polls} payloads took the fast path"
 
 
+def _most_values_new(payload: str) -> str:
+    """Every value but the temperature (59, which the changes below aim at) and the Xid gauge's 0, plus one."""
+    values = [m.group(2) for m in VALUE.finditer(payload)]
+    return _with_values(payload, [v if v in ("59", "0") else f"{float(v) + 1:g}" for v in values])
+
+
+def test_most_values_new_still_takes_the_fast_path() -> None:
+    memory = XidMemory()
+    template = _template(MIG_PAYLOAD, memory)
+    new = _most_values_new(MIG_PAYLOAD)
+    assert _fast(template, new, copy.deepcopy(memory)) == _full(new, copy.deepcopy(memory))
+
+
 def _one_changed(payload: str, index: int, value: str) -> str:
     values = [m.group(2) for m in VALUE.finditer(payload)]
     values[index] = value
@@ -139,17 +152,35 @@ def _one_changed(payload: str, index: int, value: str) -> str:
         (lambda p: p.replace('err_code="0",err_msg="No Error"} 0', 'err_code="0",err_msg="No Error"} 79'), "Xid"),
     ],
 )
-def test_anything_but_new_values_goes_to_the_full_path(change: object, why: str) -> None:
+@pytest.mark.parametrize("most_values_new", [False, True], ids=["few lines changed", "most lines changed"])
+def test_anything_but_new_values_goes_to_the_full_path(change: object, why: str, most_values_new: bool) -> None:
     memory = XidMemory()
     template = _template(MIG_PAYLOAD, memory)
-    changed = change(MIG_PAYLOAD)  # type: ignore[operator]
-    assert changed != MIG_PAYLOAD, why
+    # The fast path looks at changed lines one by one when few changed, and at every line when most did.
+    base = _most_values_new(MIG_PAYLOAD) if most_values_new else MIG_PAYLOAD
+    changed = change(base)  # type: ignore[operator]
+    assert changed != base, why
     assert _fast(template, changed, copy.deepcopy(memory)) is None, why
     if why in {"a digit separator Go rejects", "a non-ASCII digit", "not a number"}:
         with pytest.raises(SourceError, match="line 1: value"):  # the full path names the line at fault
             _full(changed, copy.deepcopy(memory))
     else:
         assert _full(changed, copy.deepcopy(memory)).gpus, why
+
+
+@pytest.mark.parametrize("most_values_new", [False, True], ids=["few lines changed", "most lines changed"])
+def test_a_series_in_place_of_a_comment_line_goes_to_the_full_path(most_values_new: bool) -> None:
+    memory = XidMemory()
+    template = _template(L4_PAYLOAD, memory)
+    base = L4_PAYLOAD
+    if most_values_new:
+        base = _with_values(base, [f"{float(m.group(2)) + 1:g}" for m in VALUE.finditer(base)])
+    first_sample = next(line for line in base.splitlines() if not line.startswith("#"))
+    fan = first_sample.replace("DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_FAN_SPEED").rpartition(" ")[0] + " 55"
+    changed = base.replace("# HELP DCGM_FI_DEV_SM_CLOCK SM clock frequency (in MHz).", fan, 1)
+    assert changed != base
+    assert _fast(template, changed, copy.deepcopy(memory)) is None
+    assert _full(changed, copy.deepcopy(memory)).gpus[0].fan_pct == 55.0
 
 
 def test_a_changed_xid_gets_its_event_through_the_full_path() -> None:

@@ -1,12 +1,14 @@
 """The fast path for a node's next payload: the same series in the same order, only the values changed.
 
 An exporter writes the same lines every time (same metric names, same label sets, same order); only the numbers
-after the last space change. After a full parse, ``PayloadTemplate.build`` remembers every line but its value and
-where each value went (which GPU, which field, which converter). The next payload is checked against it with a
-few C-level passes (split, rpartition, list comparison) and, when every line matches, its values are converted and
-routed without parsing labels or resolving GPUs again: about a quarter of the cost of the full path at 1,000 nodes
-a second. Anything different (a new GPU, a changed label, an Xid, a timestamp, a malformed value) makes
-``sample`` return ``None`` and the caller parses in full, so both paths always give the same ``NodeSample``.
+after the last space change, and from one collection to the next most of them repeat too (clocks, limits, ECC
+and PCIe counters). After a full parse, ``PayloadTemplate.build`` remembers where each value goes (which GPU, which
+field, which converter) and keeps the payload's lines. The next payload is compared with the last one line by line
+(a C-level memcmp each); only the lines that differ are checked (same head, a value Go would take, no Xid) and
+read, or, when most of them differ, every line is checked against the shape's heads and comments. The values are
+then converted and routed without parsing labels or resolving GPUs again. Anything different (a new GPU, a changed
+label, an Xid, a timestamp, a malformed value) makes ``sample`` return ``None`` and the caller parses in full, so
+both paths always give the same ``NodeSample``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import compress, filterfalse, repeat
-from operator import call, itemgetter
+from operator import call, itemgetter, ne
 from typing import Any
 
 from console.exposition import Sample
@@ -40,17 +42,34 @@ def _is_comment(line: str) -> bool:
     return not line or line[0] == "#"
 
 
+@dataclass(slots=True)
+class _LastPayload:
+    """The node's last payload that had the template's shape: its lines, and the value of each sample line."""
+
+    lines: list[str]
+    values: list[float]
+    # The shape's sample lines without their values, and its comment lines: the same for every matching payload,
+    # taken from ``lines`` the first time a payload with most of its lines changed needs them.
+    heads: list[str] | None = None
+    comments: list[str] | None = None
+
+
+# When more than this share of the sample lines changed, whole-payload passes beat looking at the changed lines one
+# by one (a dcgm node collecting every second changes about a tenth: temperatures, power, energy, utilisation).
+_MOST_LINES_CHANGED = 1 / 3
+
+
 @dataclass(frozen=True, slots=True)
 class PayloadTemplate:
     """One node's payload shape: its lines without values, and where each value goes."""
 
     is_sample: list[bool]  # per line: a sample (else a comment or blank line)
     is_comment: list[bool]
-    comments: list[str]  # the comment and blank lines, verbatim
-    heads: list[str]  # each sample line without its value
+    sample_at_line: list[int]  # per line: the sample it holds, or -1 for a comment or blank line
     readings: list[GpuReading]  # the GPUs, with their identity and Xid state
     routed: list[bool]  # per sample: whether its value goes into a GPU's dict
     pinned: list[tuple[int, str]]  # (sample, value text) that must not change: the Xid series
+    pinned_samples: frozenset[int]
     # One plan per values dict a payload fills (a GPU's own, or a MIG instance's): its fields and converters, in
     # tuples rather than a tuple per sample (300 more objects per node for the garbage collector to scan).
     slot_plans: list[_SlotPlan]
@@ -58,6 +77,9 @@ class PayloadTemplate:
     # Without MIG instances, a payload with no sentinel, NaN or Inf maps straight to GpuSamples: one plan per GPU in
     # the sample's order, with what the pinned lines fix (identity, index, last Xid). None: take the readings path.
     plain_gpus: tuple[_PlainGpu, ...] | None
+    # The last matching payload (it stands for the shape: its lines are the heads and comments to compare with),
+    # updated by ``sample``: a node's next payload mostly repeats its lines, and only the changed ones need a look.
+    last: _LastPayload
 
     @classmethod
     def build(
@@ -73,7 +95,6 @@ class PayloadTemplate:
         sample_lines = list(compress(lines, is_sample))
         if len(sample_lines) != len(samples) or len(routes) != len(samples):
             return None  # lines the parser skipped (blank with spaces, indented): not a shape worth a template
-        heads: list[str] = []
         tokens: list[str] = []
         for line, (_name, _labels, _value, timestamp) in zip(sample_lines, samples, strict=True):
             head, space, token = line.rpartition(" ")
@@ -81,15 +102,18 @@ class PayloadTemplate:
                 return None
             if head[-1] in _LEADING_SPACE:
                 return None
-            heads.append(head)
             tokens.append(token)
+        try:
+            values = list(map(float, tokens))
+        except ValueError:
+            return None
         slot_of: dict[int, int] = {}
         slots: list[tuple[int, str | None]] = []  # (reading, MIG instance or None)
         for position, gpu in enumerate(mapper_gpus):
             slot_of[id(gpu.values)] = len(slots)
             slots.append((position, None))
-            for instance, values in gpu.instances.items():
-                slot_of[id(values)] = len(slots)
+            for instance, gpu_values in gpu.instances.items():
+                slot_of[id(gpu_values)] = len(slots)
                 slots.append((position, instance))
         compact: list[tuple[int, str, names.Converter]] = []  # (slot, field, converter) per routed sample
         routed: list[bool] = []
@@ -101,24 +125,25 @@ class PayloadTemplate:
                 routed.append(False)
                 pinned.append((index, tokens[index]))  # a changed Xid value needs the full path's Xid logic
             else:
-                gpu, values, _is_instance, field_name, convert = route
-                if id(values) not in slot_of:
+                gpu, gpu_values, _is_instance, field_name, convert = route
+                if id(gpu_values) not in slot_of:
                     return None  # defensive: every route's dict belongs to one of the mapping's readings
                 routed.append(True)
-                compact.append((slot_of[id(values)], field_name, convert))
-        is_comment = [not flag for flag in is_sample]
+                compact.append((slot_of[id(gpu_values)], field_name, convert))
+        sample_numbers = iter(range(len(sample_lines)))
         slot_plans, by_slot = _slot_plans(slots, compact)
         return cls(
             slot_plans=slot_plans,
             by_slot=by_slot,
             plain_gpus=_plain_gpus(mapper_gpus, slot_plans),
             is_sample=is_sample,
-            is_comment=is_comment,
-            comments=list(compress(lines, is_comment)),
-            heads=heads,
+            is_comment=[not flag for flag in is_sample],
+            sample_at_line=[next(sample_numbers) if flag else -1 for flag in is_sample],
             readings=mapper_gpus,
             routed=routed,
             pinned=pinned,
+            pinned_samples=frozenset(index for index, _token in pinned),
+            last=_LastPayload(lines, values),
         )
 
     def sample(
@@ -126,31 +151,22 @@ class PayloadTemplate:
     ) -> NodeSample | None:
         """The payload's ``NodeSample`` if it has this template's shape, else ``None`` (parse it in full)."""
         lines = text.split("\n")
-        is_sample = self.is_sample
-        if len(lines) != len(is_sample):
+        last = self.last
+        if len(lines) != len(last.lines):
             return None
-        parts = list(map(_rpartition, compress(lines, is_sample), repeat(" ")))
-        if list(map(_head, parts)) != self.heads:
+        changed = list(compress(range(len(lines)), map(ne, lines, last.lines)))  # memcmp per line, in C
+        if len(changed) > len(last.values) * _MOST_LINES_CHANGED:
+            values = self._values_of_all_lines(lines)
+        else:
+            values = self._values_of_changed_lines(lines, changed)
+        if values is None:
             return None
-        if list(compress(lines, self.is_comment)) != self.comments:
-            return None
-        tokens = list(map(_token, parts))
-        for index, token in self.pinned:
-            if tokens[index] != token:
-                return None
-        joined = "".join(tokens)
-        # Python's float() also takes "1_000" and non-ASCII digits; Go's ParseFloat does not.
-        if "_" in joined or not joined.isascii():
-            return None
-        try:
-            values = list(map(float, tokens))
-        except ValueError:
-            return None  # the full parser names the bad line
         routed = list(compress(values, self.routed))
         ordered = self.by_slot(routed)
         # Values past the plain range are few (energy counters, sentinels, NaN, Inf): only those need a look.
         unusual = filterfalse(PLAIN_LIMIT.__gt__, routed)
         plain = (not routed or min(routed) > -1e300) and all(names.blank_kind(value) is None for value in unusual)
+        last.lines, last.values = lines, values
         if plain and self.plain_gpus is not None:
             # The pinned lines hold every Xid series as the full parse saw it, and that parse left ``memory``
             # agreeing with them: there is no Xid event to emit.
@@ -169,6 +185,52 @@ class PayloadTemplate:
             else:
                 reading.instances[plan.instance] = filled
         return node_sample_from(readings, now, memory, node=node, site=site, source=source)
+
+    def _values_of_changed_lines(self, lines: list[str], changed: list[int]) -> list[float] | None:
+        """The last values with the changed lines' values read; None when a comment, a head or an Xid changed,
+        or a value is not one the full parser takes."""
+        values = self.last.values.copy()
+        last_lines = self.last.lines
+        for line_number in changed:
+            index = self.sample_at_line[line_number]
+            if index < 0 or index in self.pinned_samples:
+                return None  # a comment, or an Xid series: the full path has the logic for those
+            head, _space, token = lines[line_number].rpartition(" ")
+            if head != last_lines[line_number].rpartition(" ")[0]:
+                return None
+            # Python's float() also takes "1_000" and non-ASCII digits; Go's ParseFloat does not.
+            if "_" in token or not token.isascii():
+                return None
+            try:
+                values[index] = float(token)
+            except ValueError:
+                return None  # the full parser names the bad line
+        return values
+
+    def _values_of_all_lines(self, lines: list[str]) -> list[float] | None:
+        """Every sample line's value, checking each line's head and each comment against the last payload."""
+        is_sample = self.is_sample
+        last = self.last
+        if last.heads is None or last.comments is None:
+            last.heads = [line.rpartition(" ")[0] for line in compress(last.lines, is_sample)]
+            last.comments = list(compress(last.lines, self.is_comment))
+        parts = list(map(_rpartition, compress(lines, is_sample), repeat(" ")))
+        if list(map(_head, parts)) != last.heads:
+            return None
+        if list(compress(lines, self.is_comment)) != last.comments:
+            return None
+        tokens = list(map(_token, parts))
+        for index, token in self.pinned:
+            if tokens[index] != token:
+                return None
+        joined = "".join(tokens)
+        # Python's float() also takes "1_000" and non-ASCII digits; Go's ParseFloat does not.
+        if "_" in joined or not joined.isascii():
+            return None
+        try:
+            return list(map(float, tokens))
+        except ValueError:
+            return None  # the full parser names the bad line
 
 
 @dataclass(frozen=True, slots=True)
