@@ -183,6 +183,15 @@ def test_a_series_in_place_of_a_comment_line_goes_to_the_full_path(most_values_n
     assert _full(changed, copy.deepcopy(memory)).gpus[0].fan_pct == 55.0
 
 
+def test_a_comment_whose_last_word_becomes_a_number_goes_to_the_full_path() -> None:
+    memory = XidMemory()
+    template = _template(L4_PAYLOAD, memory)
+    help_line = "# HELP DCGM_FI_DEV_SM_CLOCK SM clock frequency (in MHz)."
+    changed = L4_PAYLOAD.replace(help_line, help_line.replace("MHz).", "5"), 1)
+    assert changed != L4_PAYLOAD
+    assert _fast(template, changed, copy.deepcopy(memory)) is None
+
+
 def test_a_changed_xid_gets_its_event_through_the_full_path() -> None:
     memory = XidMemory()
     template = _template(MIG_PAYLOAD, memory)

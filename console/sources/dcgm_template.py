@@ -4,18 +4,17 @@ An exporter writes the same lines every time (same metric names, same label sets
 after the last space change, and from one collection to the next most of them repeat too (clocks, limits, ECC
 and PCIe counters). After a full parse, ``PayloadTemplate.build`` remembers where each value goes (which GPU, which
 field, which converter) and keeps the payload's lines. The next payload is compared with the last one line by line
-(a C-level memcmp each); only the lines that differ are checked (same head, a value Go would take, no Xid) and
-read, or, when most of them differ, every line is checked against the shape's heads and comments. The values are
-then converted and routed without parsing labels or resolving GPUs again. Anything different (a new GPU, a changed
-label, an Xid, a timestamp, a malformed value) makes ``sample`` return ``None`` and the caller parses in full, so
-both paths always give the same ``NodeSample``.
+(a C-level memcmp each); only the lines that differ are checked (a sample line, the same head, a value Go would
+take, no Xid) and read. The values are then converted and routed without parsing labels or resolving GPUs again.
+Anything different (a new GPU, a changed label, an Xid, a timestamp, a malformed value) makes ``sample`` return
+``None`` and the caller parses in full, so both paths always give the same ``NodeSample``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import compress, filterfalse, repeat
+from itertools import compress, filterfalse
 from operator import call, itemgetter, ne
 from typing import Any
 
@@ -32,9 +31,6 @@ from console.sources.dcgm_mapping import (
     resolve_derived,
 )
 
-_head = itemgetter(0)
-_token = itemgetter(2)
-_rpartition = str.rpartition
 _LEADING_SPACE = frozenset(" \t\r\f\v")
 
 
@@ -48,28 +44,16 @@ class _LastPayload:
 
     lines: list[str]
     values: list[float]
-    # The shape's sample lines without their values, and its comment lines: the same for every matching payload,
-    # taken from ``lines`` the first time a payload with most of its lines changed needs them.
-    heads: list[str] | None = None
-    comments: list[str] | None = None
-
-
-# When more than this share of the sample lines changed, whole-payload passes beat looking at the changed lines one
-# by one (a dcgm node collecting every second changes about a tenth: temperatures, power, energy, utilisation).
-_MOST_LINES_CHANGED = 1 / 3
 
 
 @dataclass(frozen=True, slots=True)
 class PayloadTemplate:
-    """One node's payload shape: its lines without values, and where each value goes."""
+    """One node's payload shape (its last matching payload's lines) and where each value goes."""
 
-    is_sample: list[bool]  # per line: a sample (else a comment or blank line)
-    is_comment: list[bool]
     sample_at_line: list[int]  # per line: the sample it holds, or -1 for a comment or blank line
     readings: list[GpuReading]  # the GPUs, with their identity and Xid state
     routed: list[bool]  # per sample: whether its value goes into a GPU's dict
-    pinned: list[tuple[int, str]]  # (sample, value text) that must not change: the Xid series
-    pinned_samples: frozenset[int]
+    pinned: frozenset[int]  # samples whose value must not change: the Xid series (the full path has their logic)
     # One plan per values dict a payload fills (a GPU's own, or a MIG instance's): its fields and converters, in
     # tuples rather than a tuple per sample (300 more objects per node for the garbage collector to scan).
     slot_plans: list[_SlotPlan]
@@ -77,8 +61,8 @@ class PayloadTemplate:
     # Without MIG instances, a payload with no sentinel, NaN or Inf maps straight to GpuSamples: one plan per GPU in
     # the sample's order, with what the pinned lines fix (identity, index, last Xid). None: take the readings path.
     plain_gpus: tuple[_PlainGpu, ...] | None
-    # The last matching payload (it stands for the shape: its lines are the heads and comments to compare with),
-    # updated by ``sample``: a node's next payload mostly repeats its lines, and only the changed ones need a look.
+    # The last matching payload, updated by ``sample``: it stands for the shape (heads, comments, line count), and a
+    # node's next payload mostly repeats its lines, so only the changed ones need a look.
     last: _LastPayload
 
     @classmethod
@@ -117,13 +101,13 @@ class PayloadTemplate:
                 slots.append((position, instance))
         compact: list[tuple[int, str, names.Converter]] = []  # (slot, field, converter) per routed sample
         routed: list[bool] = []
-        pinned: list[tuple[int, str]] = []
+        pinned: set[int] = set()
         for index, route in enumerate(routes):
             if route is None:
                 routed.append(False)
             elif isinstance(route, str):  # XID_ROUTE
                 routed.append(False)
-                pinned.append((index, tokens[index]))  # a changed Xid value needs the full path's Xid logic
+                pinned.add(index)
             else:
                 gpu, gpu_values, _is_instance, field_name, convert = route
                 if id(gpu_values) not in slot_of:
@@ -136,13 +120,10 @@ class PayloadTemplate:
             slot_plans=slot_plans,
             by_slot=by_slot,
             plain_gpus=_plain_gpus(mapper_gpus, slot_plans),
-            is_sample=is_sample,
-            is_comment=[not flag for flag in is_sample],
             sample_at_line=[next(sample_numbers) if flag else -1 for flag in is_sample],
             readings=mapper_gpus,
             routed=routed,
-            pinned=pinned,
-            pinned_samples=frozenset(index for index, _token in pinned),
+            pinned=frozenset(pinned),
             last=_LastPayload(lines, values),
         )
 
@@ -155,10 +136,7 @@ class PayloadTemplate:
         if len(lines) != len(last.lines):
             return None
         changed = list(compress(range(len(lines)), map(ne, lines, last.lines)))  # memcmp per line, in C
-        if len(changed) > len(last.values) * _MOST_LINES_CHANGED:
-            values = self._values_of_all_lines(lines)
-        else:
-            values = self._values_of_changed_lines(lines, changed)
+        values = self._values_of_changed_lines(lines, changed)
         if values is None:
             return None
         routed = list(compress(values, self.routed))
@@ -193,7 +171,7 @@ class PayloadTemplate:
         last_lines = self.last.lines
         for line_number in changed:
             index = self.sample_at_line[line_number]
-            if index < 0 or index in self.pinned_samples:
+            if index < 0 or index in self.pinned:
                 return None  # a comment, or an Xid series: the full path has the logic for those
             head, _space, token = lines[line_number].rpartition(" ")
             if head != last_lines[line_number].rpartition(" ")[0]:
@@ -206,31 +184,6 @@ class PayloadTemplate:
             except ValueError:
                 return None  # the full parser names the bad line
         return values
-
-    def _values_of_all_lines(self, lines: list[str]) -> list[float] | None:
-        """Every sample line's value, checking each line's head and each comment against the last payload."""
-        is_sample = self.is_sample
-        last = self.last
-        if last.heads is None or last.comments is None:
-            last.heads = [line.rpartition(" ")[0] for line in compress(last.lines, is_sample)]
-            last.comments = list(compress(last.lines, self.is_comment))
-        parts = list(map(_rpartition, compress(lines, is_sample), repeat(" ")))
-        if list(map(_head, parts)) != last.heads:
-            return None
-        if list(compress(lines, self.is_comment)) != last.comments:
-            return None
-        tokens = list(map(_token, parts))
-        for index, token in self.pinned:
-            if tokens[index] != token:
-                return None
-        joined = "".join(tokens)
-        # Python's float() also takes "1_000" and non-ASCII digits; Go's ParseFloat does not.
-        if "_" in joined or not joined.isascii():
-            return None
-        try:
-            return list(map(float, tokens))
-        except ValueError:
-            return None  # the full parser names the bad line
 
 
 @dataclass(frozen=True, slots=True)
