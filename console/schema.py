@@ -171,12 +171,12 @@ class GpuSample:
     unsupported: tuple[str, ...] = ()  # capability flags: fields the device does not report
 
 
-_GPU_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(GpuSample))
+GPU_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(GpuSample))
 _GPU_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GpuSample) if f.default is not dataclasses.MISSING}
-_gpu_values_in_field_order = itemgetter(*_GPU_FIELD_NAMES)
+_gpu_values_in_field_order = itemgetter(*GPU_FIELD_NAMES)
 # The slots' own setters: the frozen class's __setattr__ refuses, and the generated __init__ pays a frozen-check
 # call per field (46 of them) on every GPU of every poll.
-_GPU_SLOT_SETTERS = tuple(GpuSample.__dict__[name].__set__ for name in _GPU_FIELD_NAMES)
+_GPU_SLOT_SETTERS = tuple(GpuSample.__dict__[name].__set__ for name in GPU_FIELD_NAMES)
 
 
 def gpu_sample_from_fields(fields: dict[str, Any]) -> GpuSample:
@@ -294,7 +294,6 @@ def merge_samples(samples: Sequence[NodeSample]) -> NodeSample:
 
 # --- JSON ---------------------------------------------------------------------------------------------------------
 
-_GPU_FIELDS = tuple(f.name for f in dataclasses.fields(GpuSample))
 _CHASSIS_FIELDS = tuple(f.name for f in dataclasses.fields(ChassisSample))
 
 
@@ -305,7 +304,7 @@ def _finite_or_none(value: Any) -> Any:
 
 
 def gpu_to_json(gpu: GpuSample) -> dict[str, Any]:
-    out = {name: _finite_or_none(getattr(gpu, name)) for name in _GPU_FIELDS}
+    out = {name: _finite_or_none(getattr(gpu, name)) for name in GPU_FIELD_NAMES}
     out["throttle_reasons"] = [str(r) for r in gpu.throttle_reasons]
     out["recovery_action"] = str(gpu.recovery_action) if gpu.recovery_action is not None else None
     out["unsupported"] = list(gpu.unsupported)
@@ -404,11 +403,11 @@ def _enum(path: str, value: Any, enum: type[StrEnum]) -> Any:
 def gpu_from_json(data: Any, path: str) -> GpuSample:
     if not isinstance(data, dict):
         raise SchemaError(f"{path}: expected an object")
-    unknown = set(data) - set(_GPU_FIELDS)
+    unknown = set(data) - set(GPU_FIELD_NAMES)
     if unknown:
         raise SchemaError(f"{path}: unknown keys {sorted(unknown)}")
     kwargs: dict[str, Any] = {}
-    for name in _GPU_FIELDS:
+    for name in GPU_FIELD_NAMES:
         if name not in data:
             continue
         value = data[name]
@@ -509,6 +508,7 @@ def sample_from_json(data: Any) -> NodeSample:
 
 __all__ = [
     "EMPTY_CHASSIS",
+    "GPU_FIELD_NAMES",
     "MAX_GPUS_PER_NODE",
     "RECOVERY_ACTION_CODES",
     "SCHEMA_ID",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from console.exposition import Labels, Sample
-from console.schema import EventKind, GpuEvent, GpuSample, NodeSample, gpu_sample_from_fields
+from console.schema import GPU_FIELD_NAMES, EventKind, GpuEvent, GpuSample, NodeSample, gpu_sample_from_fields
 from console.sources import dcgm_names as names
 from console.sources.base import PollFailure, SourceError
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_NAME = "dcgm"
 PLAIN_LIMIT = names.SMALLEST_BLANK  # values below this (and finite) skip the sentinel checks
-_GPU_FIELDS = frozenset(GpuSample.__dataclass_fields__)
+_GPU_FIELDS = frozenset(GPU_FIELD_NAMES)
 XID_ROUTE: Final = "xid"
 # Where one sample went: its GPU, the values dict it filled (the GPU's own or a MIG instance's), whether that is an
 # instance, the field and its converter; ``XID_ROUTE`` for an Xid series; ``None`` for a series that is not read.
