@@ -79,6 +79,7 @@ class NodeState:
     node_severity: Severity | None = None  # incidents on the node itself (unreachable, cooling, ...)
     sources: str = ""
     version: int = 0  # bumped on every change, so views can skip nodes that did not change
+    gpu_layout: int = 0  # bumped when a GPU appears, goes or changes index: views rebuild their GPU rows then only
     shown_age_step: int = 0  # how old the repeated values were when the version last moved (REPEAT_AGE_STEP_S)
 
     @property
@@ -177,14 +178,18 @@ class FleetState:
             state = node.gpus.get(gpu.uuid)
             if state is None:
                 node.gpus[gpu.uuid] = GpuState(uuid=gpu.uuid, index=gpu.index, sample=gpu, last_seen=now)
+                node.gpu_layout += 1
             else:
+                if state.index != gpu.index:
+                    state.index = gpu.index
+                    node.gpu_layout += 1
                 state.sample = gpu
-                state.index = gpu.index
                 state.last_seen = now
         if len(node.gpus) > MAX_GPUS_PER_NODE:
             by_age = sorted(node.gpus.values(), key=lambda g: g.last_seen)
             for gone in by_age[: len(node.gpus) - MAX_GPUS_PER_NODE]:
                 del node.gpus[gone.uuid]
+            node.gpu_layout += 1
 
     def apply_changes(self, changes: Iterable[IncidentChange]) -> set[str]:
         """Track open incidents; returns the names of nodes whose status may have changed."""

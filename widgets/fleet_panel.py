@@ -150,7 +150,7 @@ class FleetModel(QAbstractItemModel):
                 self._node_row[number] = row
         self._ranks = [STATUS_RANK[NodeStatus.STALE]] * len(self._nodes)
         self._gpu_uuids: list[list[str]] = [[] for _ in self._nodes]
-        self._gpus_from: list[object] = [None] * len(self._nodes)  # the node sample the GPU rows were built from
+        self._gpu_layouts = [-1] * len(self._nodes)  # the state's gpu_layout the node's GPU rows were built from
         self._seen: list[tuple[int, NodeStatus] | None] = [None] * len(self._nodes)
         # What the last refresh() saw, for the window's fleet map and status bar in the same tick: every node's
         # status walks its GPUs, and the three views computing it apiece was two passes too many.
@@ -193,8 +193,8 @@ class FleetModel(QAbstractItemModel):
             self._reorder_nodes(sorted(resort))
         for number in changed:
             node = self._nodes[number]
-            if node.sample is not self._gpus_from[number]:  # GPUs come and go only with a new sample
-                self._gpus_from[number] = node.sample
+            if node.gpu_layout != self._gpu_layouts[number]:
+                self._gpu_layouts[number] = node.gpu_layout
                 self._sync_gpu_rows(number, sorted(node.gpus, key=lambda uuid: node.gpus[uuid].index))
         if changed or previous != self._counts_of:
             self.refreshed.emit()
