@@ -17,14 +17,14 @@ from types import TracebackType
 from PySide6.QtCore import QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
-from console.fleet import Fleet
-from console.history import ASSUMED_GPUS_PER_NODE, FleetHistory
-from console.monitor import FleetMonitor
-from console.rollup import DEFAULT_RETENTION_H, RollupStore, history_path_for
-from console.startup import incident_engine_for, open_chart_history, tune_garbage_collector
+from console.config.fleet import Fleet
+from console.history.rings import ASSUMED_GPUS_PER_NODE, FleetHistory
+from console.history.rollup import DEFAULT_RETENTION_H, RollupStore, history_path_for
+from console.live.monitor import FleetMonitor
+from console.live.startup import incident_engine_for, open_chart_history, tune_garbage_collector
 from console.store import IncidentStore
 from widgets.bridge import MonitorBridge
-from widgets.main_window import MainWindow
+from widgets.live.main_window import MainWindow
 
 log = logging.getLogger(__name__)
 qt_log = logging.getLogger("qt")
@@ -68,7 +68,7 @@ class ConsoleApp:
         if self._stopped:
             return
         self._stopped = True
-        from widgets import extras
+        from widgets import windows as extras
 
         extras.shutdown(self)  # the incident log's readers first: they hold store connections
         self.monitor.stop()
@@ -105,7 +105,7 @@ def build_app(
 ) -> ConsoleApp:
     # The GUI thread re-takes the GIL after each call into Qt; with the poller busy (1,000 nodes a second) it waited
     # up to the 5 ms switch interval every time, and a repaint made of hundreds of such calls stalled for seconds
-    # (scripts/bench_poll.py --app: longest stall 1.9 s at 5 ms, 0.4 s at 1 ms).
+    # (scripts/bench/bench_poll.py --app: longest stall 1.9 s at 5 ms, 0.4 s at 1 ms).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     tune_garbage_collector()
     bridge = MonitorBridge()
@@ -141,13 +141,13 @@ def build_app(
 
 def _attach_extra_windows(app: ConsoleApp) -> None:
     """Incident log, fleet map and inventory editor hang off toolbar actions (imported lazily)."""
-    from widgets import extras
+    from widgets import windows as extras
 
     extras.attach(app)
 
 
 def run_gui(args: argparse.Namespace) -> int:
-    from console.startup import resolve_db_path, resolve_fleet
+    from console.live.startup import resolve_db_path, resolve_fleet
 
     smoke = args.smoke_test is not None
     has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

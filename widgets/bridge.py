@@ -6,7 +6,7 @@ import threading
 
 from PySide6.QtCore import QObject, Signal
 
-from console.monitor import MonitorUpdate
+from console.live.monitor import MonitorUpdate
 
 
 class MonitorBridge(QObject):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from console.cli import build_parser, configure_logging, run_command
+from console.cli.main import build_parser, configure_logging, run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,8 +22,16 @@ from enum import Enum, StrEnum
 
 from console.incidents.model import Severity
 from console.incidents.rules import Rule
-from console.polling import PollResult
-from console.schema import ChassisSample, EventKind, GpuSample, Health, NodeSample, RecoveryAction, ThrottleReason
+from console.samples.results import PollResult
+from console.samples.schema import (
+    ChassisSample,
+    EventKind,
+    GpuSample,
+    Health,
+    NodeSample,
+    RecoveryAction,
+    ThrottleReason,
+)
 
 GPU_FIELDS = frozenset(f.name for f in fields(GpuSample))
 CHASSIS_FIELDS = frozenset(f.name for f in fields(ChassisSample))

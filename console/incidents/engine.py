@@ -24,15 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from console.fleet import Fleet
-from console.incidents.detectors import (
-    DETECTORS,
-    Finding,
-    GpuMemory,
-    NodeMemory,
-    Scope,
-    uuid_at_index,
-)
+from console.config.fleet import Fleet
+from console.incidents.detectors import DETECTORS, Finding, GpuMemory, NodeMemory, Scope, uuid_at_index
 from console.incidents.evidence import Recording, SampleBuffer, SampleJson
 from console.incidents.model import (
     ChangeKind,
@@ -46,8 +39,15 @@ from console.incidents.model import (
 )
 from console.incidents.rules import Direction, Rule, RuleSet
 from console.incidents.xid import XidCatalog, load_xid_catalog
-from console.polling import PollResult
-from console.schema import MAX_GPUS_PER_NODE, RECOVERY_ACTION_CODES, EventKind, GpuSample, NodeSample, RecoveryAction
+from console.samples.results import PollResult
+from console.samples.schema import (
+    MAX_GPUS_PER_NODE,
+    RECOVERY_ACTION_CODES,
+    EventKind,
+    GpuSample,
+    NodeSample,
+    RecoveryAction,
+)
 
 log = logging.getLogger(__name__)
 

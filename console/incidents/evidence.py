@@ -24,18 +24,8 @@ from typing import Any
 
 from console.incidents.model import EvidencePoint, Incident
 from console.incidents.rules import EvidenceSettings
-from console.schema import (
-    EMPTY_CHASSIS,
-    SCHEMA_ID,
-    ChassisSample,
-    GpuEvent,
-    GpuSample,
-    NodeSample,
-    chassis_to_json,
-    event_to_json,
-    gpu_to_json,
-    sample_to_json,
-)
+from console.samples.codec import SCHEMA_ID, chassis_to_json, event_to_json, gpu_to_json, sample_to_json
+from console.samples.schema import EMPTY_CHASSIS, ChassisSample, GpuEvent, GpuSample, NodeSample
 
 # The encoder json.dumps(obj, separators=(",", ":")) builds on every call, built once. Circular checks are off:
 # samples are trees of tuples and dataclass-derived dicts.

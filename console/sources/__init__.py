@@ -10,18 +10,18 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 
-from console.fleet import SourceKind
+from console.config.fleet import SourceKind
 from console.sources.base import Source, SourceContext
 
 SourceFactory = Callable[[SourceContext], Source]
 
 SOURCE_FACTORIES: Mapping[SourceKind, str] = {
-    SourceKind.DEMO: "console.sources.demo:make_source",
-    SourceKind.NVML: "console.sources.nvml:make_source",
-    SourceKind.DCGM: "console.sources.dcgm:make_source",
+    SourceKind.DEMO: "console.demo.source:make_source",
+    SourceKind.NVML: "console.sources.nvml.source:make_source",
+    SourceKind.DCGM: "console.sources.dcgm.source:make_source",
     SourceKind.AGENT: "console.sources.agent:make_source",
-    SourceKind.SSH: "console.sources.ssh:make_source",
-    SourceKind.REDFISH: "console.sources.redfish:make_source",
+    SourceKind.SSH: "console.sources.ssh.source:make_source",
+    SourceKind.REDFISH: "console.sources.redfish.source:make_source",
     SourceKind.PROMETHEUS: "console.sources.prometheus:make_source",
 }
 

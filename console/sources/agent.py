@@ -15,12 +15,12 @@ from typing import Any
 
 import aiohttp
 
-from console.schema import GpuEvent, NodeSample, SchemaError, event_from_json, sample_from_json
+from console.samples.codec import event_from_json, sample_from_json
+from console.samples.results import PollFailure, SourceError
+from console.samples.schema import GpuEvent, NodeSample, SchemaError
 from console.sources.base import (
     HttpSession,
-    PollFailure,
     SourceContext,
-    SourceError,
     http_failure,
     read_capped,
     resolve_secret_for_poll,

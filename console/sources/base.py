@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from console.fleet import Node, SecretKind, SecretRef, Site, SourceSpec
+from console.config.fleet import Node, SecretKind, SecretRef, Site, SourceSpec
+from console.samples.results import PollFailure, SourceError
 
 _T = TypeVar("_T")
 
@@ -17,27 +17,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-    from console.schema import NodeSample
-
-
-class PollFailure(StrEnum):
-    """Why a poll produced no sample. ``probe`` maps these to exit codes 2, 3 and 4."""
-
-    UNREACHABLE = "unreachable"
-    TIMEOUT = "timeout"
-    AUTH_REFUSED = "auth_refused"
-    BAD_PAYLOAD = "bad_payload"
-    BUSY = "busy"  # the previous request to this node is still running (never two in flight)
-    INTERNAL = "internal"
-
-
-class SourceError(Exception):
-    """A poll failed for a reason the operator should see, e.g. ``SourceError(UNREACHABLE, "connection refused")``."""
-
-    def __init__(self, failure: PollFailure, reason: str) -> None:
-        super().__init__(f"{failure}: {reason}")
-        self.failure = failure
-        self.reason = reason
+    from console.samples.schema import NodeSample
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +112,7 @@ async def resolve_secret_for_poll(ref: SecretRef, what: str) -> str:
     The keyring may block (D-Bus, an unlock prompt): it is read in a thread, never on the poller's event loop. An
     environment variable or a small file is read in place: a thread hop per poll would cost more than the read.
     """
-    from console.secrets import SecretError, resolve_secret
+    from console.config.secrets import SecretError, resolve_secret
 
     try:
         if ref.kind is SecretKind.KEYRING:

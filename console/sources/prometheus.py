@@ -35,21 +35,14 @@ from urllib.parse import urlsplit
 import aiohttp
 import numpy as np
 
-from console.exposition import Sample
-from console.history import Series
-from console.schema import NodeSample
-from console.sources import dcgm_names as names
-from console.sources.base import (
-    HttpSession,
-    PollFailure,
-    SourceContext,
-    SourceError,
-    http_failure,
-    read_capped,
-    tls_setting,
-)
-from console.sources.dcgm import XidMemory, map_dcgm_samples
-from console.sources.dcgm_render import escape_label_value
+from console.samples.results import PollFailure, SourceError
+from console.samples.schema import NodeSample
+from console.samples.series import Series
+from console.sources.base import HttpSession, SourceContext, http_failure, read_capped, tls_setting
+from console.sources.dcgm import names
+from console.sources.dcgm.mapping import XidMemory, map_dcgm_samples
+from console.sources.dcgm.render import escape_label_value
+from console.sources.exposition import Sample
 
 SOURCE_NAME = "prometheus"
 HOST_LABELS = ("Hostname", "hostname", "instance")

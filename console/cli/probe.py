@@ -1,0 +1,163 @@
+"""``gpu-console probe KIND TARGET``: poll one source once and print what it reported.
+
+Exit codes: 0 ok, 2 unreachable or timed out, 3 authentication refused, 4 unparseable payload, 1 anything else
+(bad options, a source that cannot be created); every failure prints one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from console.config.fleet import SecretKind, SecretRef, SourceKind, SourceSpec
+
+HELP = "poll one source once and print the normalized sample (a table, or JSON with --json)"
+
+PROBE_KINDS = (SourceKind.NVML, SourceKind.DCGM, SourceKind.AGENT, SourceKind.SSH, SourceKind.REDFISH)
+URL_KINDS = (SourceKind.DCGM, SourceKind.AGENT, SourceKind.REDFISH)
+DEFAULT_TIMEOUT_S = 5.0
+_VALUE_OPTIONS = (
+    "user",
+    "password_env",
+    "password_file",
+    "token_env",
+    "token_file",
+    "key_file",
+    "known_hosts",
+    "port",
+    "ca_file",
+)
+
+
+class ProbeUsageError(ValueError):
+    """Options that do not fit the kind; the message is shown as is."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=[str(kind) for kind in PROBE_KINDS], help="the kind of source")
+    parser.add_argument(
+        "target",
+        help='a URL (dcgm, agent, redfish), [user@]host (ssh), or "local" (nvml)',
+    )
+    parser.add_argument("--user", help="user name (redfish, ssh)")
+    parser.add_argument("--password-env", metavar="VAR", help="environment variable holding the password (redfish)")
+    parser.add_argument("--password-file", metavar="FILE", help="file holding the password (redfish)")
+    parser.add_argument("--token-env", metavar="VAR", help="environment variable holding the bearer token (agent)")
+    parser.add_argument("--token-file", metavar="FILE", help="file holding the bearer token (agent)")
+    parser.add_argument("--key-file", metavar="FILE", help="private key (ssh)")
+    parser.add_argument("--known-hosts", metavar="FILE", help="known_hosts file (ssh; default: the user's)")
+    parser.add_argument("--port", type=int, help="port (ssh; for URLs put the port in the URL)")
+    parser.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify the server's certificate")
+    parser.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds (default: %(default)s)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the sample as the schema's JSON")
+
+
+def build_spec(args: argparse.Namespace) -> SourceSpec:
+    """The ``SourceSpec`` the options describe; ``ProbeUsageError`` names an option that does not fit."""
+    kind = SourceKind(args.kind)
+    target: str = args.target
+    allowed = {
+        SourceKind.NVML: set(),
+        SourceKind.DCGM: {"ca_file", "insecure"},
+        SourceKind.AGENT: {"token_env", "token_file", "ca_file", "insecure"},
+        SourceKind.REDFISH: {"user", "password_env", "password_file", "ca_file", "insecure"},
+        SourceKind.SSH: {"user", "key_file", "known_hosts", "port"},
+    }[kind]
+    for option in _VALUE_OPTIONS:
+        if getattr(args, option) is not None and option not in allowed:
+            raise ProbeUsageError(f"--{option.replace('_', '-')} does not apply to {kind}")
+    if args.insecure and "insecure" not in allowed:
+        raise ProbeUsageError(f"--insecure does not apply to {kind}")
+    if args.timeout is None or not args.timeout > 0:
+        raise ProbeUsageError("--timeout must be > 0")
+    if kind is SourceKind.NVML:
+        if target != "local":
+            raise ProbeUsageError('nvml reads this machine\'s GPUs: TARGET must be "local"')
+        return SourceSpec(kind=kind)
+    if kind is SourceKind.SSH:
+        return _ssh_spec(args)
+    if not target.lower().startswith(("http://", "https://")):
+        raise ProbeUsageError(f"{kind} needs a URL starting with http:// or https://, got {target!r}")
+    return SourceSpec(
+        kind=kind,
+        url=target,
+        user=args.user,
+        token=_secret(args.token_env, args.token_file, "token"),
+        password=_secret(args.password_env, args.password_file, "password"),
+        verify_tls=not args.insecure,
+        ca_file=args.ca_file,
+    )
+
+
+def _ssh_spec(args: argparse.Namespace) -> SourceSpec:
+    user, at, host = str(args.target).rpartition("@")
+    if not at:
+        user = ""
+    host = host.removeprefix("[").removesuffix("]")  # [::1] -> ::1
+    if not host or "/" in host:
+        raise ProbeUsageError(f"ssh needs [user@]host, got {args.target!r}")
+    if user and args.user and user != args.user:
+        raise ProbeUsageError(f"two different users: {user!r} in TARGET and --user {args.user!r}")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise ProbeUsageError("--port must be between 1 and 65535")
+    return SourceSpec(
+        kind=SourceKind.SSH,
+        host=host,
+        port=args.port,
+        user=user or args.user,
+        key_file=args.key_file,
+        known_hosts=args.known_hosts,
+    )
+
+
+def _secret(env: str | None, file: str | None, what: str) -> SecretRef | None:
+    if env is not None and file is not None:
+        raise ProbeUsageError(f"give the {what} by --{what}-env or --{what}-file, not both")
+    if env is not None:
+        return SecretRef(SecretKind.ENV, env)
+    if file is not None:
+        return SecretRef(SecretKind.FILE, file)
+    return None
+
+
+def _quiet_logging(args: argparse.Namespace) -> None:
+    """The outcome is the one line on stderr; library chatter (asyncssh logs every connect at INFO) is noise.
+
+    --log-level DEBUG still shows everything.
+    """
+    import logging
+
+    if getattr(args, "log_level", "INFO") != "DEBUG":
+        root = logging.getLogger()
+        root.setLevel(max(root.level, logging.WARNING))
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from console.polling.probe import EXIT_OTHER, format_sample_table, probe
+    from console.samples.codec import sample_to_json
+
+    _quiet_logging(args)
+    try:
+        spec = build_spec(args)
+    except ProbeUsageError as exc:
+        print(f"gpu-console probe: {exc}", file=sys.stderr)
+        return EXIT_OTHER
+    outcome = probe(spec, timeout_s=args.timeout)
+    if outcome.sample is None:
+        print(f"probe {spec.kind} {spec.target()}: {outcome.summary()}", file=sys.stderr)
+        return outcome.exit_code
+    if outcome.note:
+        print(f"probe {spec.kind} {spec.target()}: {outcome.summary()}", file=sys.stderr)
+    text = json.dumps(sample_to_json(outcome.sample), indent=2) + "\n" if args.json else None
+    try:
+        sys.stdout.write(text if text is not None else format_sample_table(outcome.sample))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `probe ... | head`: the reader left; not an error of the probe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return outcome.exit_code

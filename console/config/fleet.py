@@ -1,0 +1,124 @@
+"""The fleet model: sites, nodes and where each node's telemetry comes from.
+
+These frozen dataclasses are what the inventory (TOML) parses into and what the poller and sources consume.
+Secrets are never stored here, only references to where they live (see ``console.config.secrets``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class SourceKind(StrEnum):
+    DEMO = "demo"
+    NVML = "nvml"
+    DCGM = "dcgm"
+    AGENT = "agent"
+    SSH = "ssh"
+    REDFISH = "redfish"
+    PROMETHEUS = "prometheus"
+
+
+class SecretKind(StrEnum):
+    ENV = "env"
+    FILE = "file"
+    KEYRING = "keyring"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """Where a secret lives: an environment variable, a file, or the system keyring (``service``/``name``)."""
+
+    kind: SecretKind
+    name: str  # variable name, file path, or keyring user name
+    service: str = "gpu-ops-console"
+
+    def describe(self) -> str:
+        if self.kind is SecretKind.KEYRING:
+            return f"keyring:{self.service}/{self.name}"
+        return f"{self.kind}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """One way to read a node. Which fields matter depends on ``kind``:
+
+    - demo: ``options`` (profile, seed) only
+    - nvml: nothing (this machine)
+    - dcgm / agent / prometheus: ``url``; agent also ``token``
+    - ssh: ``host``, ``port``, ``user``, ``key_file``, ``known_hosts``
+    - redfish: ``url`` (BMC base, may carry a path prefix), ``user``, ``password``
+    ``verify_tls`` applies to every HTTPS kind and is on unless the inventory turns it off for this target.
+    """
+
+    kind: SourceKind
+    url: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    key_file: str | None = None
+    known_hosts: str | None = None
+    token: SecretRef | None = None
+    password: SecretRef | None = None
+    verify_tls: bool = True
+    ca_file: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        return dict(self.options).get(key, default)
+
+    def target(self) -> str:
+        """A short human description of the endpoint, never containing a secret."""
+        if self.kind is SourceKind.SSH:
+            user = f"{self.user}@" if self.user else ""
+            return f"ssh://{user}{self.host}:{self.port or 22}"
+        return self.url or str(self.kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    name: str
+    provider: str
+    region: str = ""
+    interval_s: float = 1.0
+    timeout_s: float = 3.0
+    demo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    site: str
+    sources: tuple[SourceSpec, ...]
+    tags: tuple[str, ...] = ()
+    interval_s: float | None = None  # None: the site's default
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    sites: tuple[Site, ...]
+    nodes: tuple[Node, ...]
+    is_demo: bool = False
+    origin: str = ""  # file path, or "built-in demo fleet"
+    # (scope, rule, key, value); scope is "site:NAME" or "provider:NAME"; applied by the incident engine
+    rule_overrides: tuple[tuple[str, str, str, float], ...] = field(default=())
+
+    def site(self, name: str) -> Site:
+        for site in self.sites:
+            if site.name == name:
+                return site
+        raise KeyError(name)
+
+    def interval_s(self, node: Node) -> float:
+        return node.interval_s if node.interval_s is not None else self.site(node.site).interval_s
+
+    def timeout_s(self, node: Node) -> float:
+        return node.timeout_s if node.timeout_s is not None else self.site(node.site).timeout_s
+
+    def provider_of(self, node_name: str) -> str:
+        for node in self.nodes:
+            if node.name == node_name:
+                return self.site(node.site).provider
+        return ""

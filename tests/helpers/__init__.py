@@ -1,0 +1,1 @@
+"""Builders, stand-in servers and the thin NVML fake the tests share."""

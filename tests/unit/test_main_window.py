@@ -1,0 +1,171 @@
+"""The real main window on the demo fleet: it opens, charts the selected GPU, turns a scripted fault into an
+incident in the panel and in SQLite, and leaves no thread or timer running after shutdown."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt, QTimer
+
+from console.demo.fleet import build_demo_fleet
+from console.demo.source import FaultKind, fault_schedule
+from console.live.fleet_state import NodeStatus
+from widgets.app import ConsoleApp, build_app
+
+SEED = 5
+
+
+def _fleet_with_fault_soon(kind: FaultKind, lead_s: float = 3.0):  # type: ignore[no-untyped-def]
+    """A demo fleet anchored so that the first fault of ``kind`` starts ``lead_s`` after now."""
+    probe = build_demo_fleet(seed=SEED, anchor=0.0)
+    fault = next(f for f in fault_schedule(probe, 600) if f.kind is kind)
+    return build_demo_fleet(seed=SEED, anchor=time.time() - fault.start_s + lead_s), fault
+
+
+@pytest.fixture
+def console_app(qtbot, tmp_path: Path):  # type: ignore[no-untyped-def]
+    fleet, fault = _fleet_with_fault_soon(FaultKind.GPU_LOST)
+    app = build_app(fleet, tmp_path / "incidents.sqlite3", seed=SEED)
+    qtbot.addWidget(app.window)
+    app.start()
+    app.window.show()
+    yield app, fault
+    app.shutdown()
+
+
+def test_window_opens_on_the_demo_fleet_and_says_so(console_app, qtbot) -> None:  # type: ignore[no-untyped-def]
+    app, _ = console_app
+    window = app.window
+    assert "DEMO" in window.windowTitle()
+    assert window.banner.isVisible() and "DEMO FLEET" in window.banner.text()
+    qtbot.waitUntil(lambda: window.state.gpu_count == 256, timeout=15_000)
+    window._on_refresh_timer_timeout()
+    model = window.fleet_panel.model
+    sites = [model.index(row, 0).data() for row in range(model.rowCount())]
+    assert len(sites) >= 3
+    assert "DB:" in window.status_db.text() and "incidents.sqlite3" in window.status_db.text()
+    assert "256 GPUs" in window.status_nodes.text()
+
+
+def test_selecting_a_gpu_charts_its_data(console_app, qtbot) -> None:  # type: ignore[no-untyped-def]
+    app, _ = console_app
+    window = app.window
+    qtbot.waitUntil(lambda: window.state.gpu_count == 256, timeout=15_000)
+    node = next(n for n in window.state.nodes.values() if n.reachable and n.gpus)
+    gpu = sorted(node.gpus.values(), key=lambda g: g.index)[3]
+    # wait for a few samples of that node so the curve has a shape
+    qtbot.waitUntil(lambda: len(window.history.node(node.name).times) >= 3, timeout=10_000)
+    window.fleet_panel.reveal(node.name, gpu.uuid)
+    index = window.fleet_panel.view.currentIndex()
+    rect = window.fleet_panel.view.visualRect(index)
+    qtbot.mouseClick(window.fleet_panel.view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert window.charts.selection is not None and window.charts.selection.gpu_uuid == gpu.uuid
+    assert f"GPU {gpu.index}" in window.charts.title.text()
+    window.charts.redraw()
+    _x, y = window.charts.power_curves[0].getData()
+    expected = window.history.node(node.name).gpu_series(gpu.uuid, "power_w").y
+    assert y is not None and len(y) >= 3
+    assert np.allclose(y[-3:], expected[-3:], equal_nan=True)
+    assert np.nanmax(y) > 50, "a GPU draws real power"
+    # the other slots are empty when one GPU is selected
+    other = window.charts.power_curves[1].getData()[1]
+    assert other is None or len(other) == 0
+    # the node view overlays all eight GPUs
+    window.select_node(node.name)
+    window.charts.redraw()
+    assert all(len(c.getData()[1]) >= 3 for c in window.charts.util_curves)
+
+
+def test_a_scripted_fault_becomes_an_incident_in_the_panel_and_in_sqlite(console_app, qtbot) -> None:  # type: ignore[no-untyped-def]
+    app, fault = console_app
+    window = app.window
+    rows = window.incidents.model
+
+    def lost_incident_shown() -> bool:
+        return any(
+            rows.incident(r).rule == "gpu_lost" and rows.incident(r).context.node == fault.node
+            for r in range(rows.rowCount())
+        )
+
+    qtbot.waitUntil(lost_incident_shown, timeout=25_000)
+    window._on_refresh_timer_timeout()
+    assert window.state.node_status(fault.node) is NodeStatus.CRITICAL
+    # worst first: within its site the faulty node is listed above the healthy ones (unless another is worse)
+    model = window.fleet_panel.view.model()
+    site_row = next(
+        model.index(r, 0)
+        for r in range(model.rowCount())
+        if model.index(r, 0).data().startswith(window.state.nodes[fault.node].site)
+    )
+    listed = [model.index(r, 1, site_row).data() for r in range(model.rowCount(site_row))]
+    assert listed[0] in ("critical", "unreachable"), listed
+    assert listed == sorted(listed, key=["unreachable", "critical", "stale", "warning", "ok"].index)
+    # double-click selects that GPU's charts
+    row = next(r for r in range(rows.rowCount()) if rows.incident(r).rule == "gpu_lost")
+    window.incidents._on_view_double_clicked(rows.index(row, 0))
+    assert window.charts.selection is not None and window.charts.selection.node == fault.node
+    app.store.flush()  # type: ignore[attr-defined]
+    with sqlite3.connect(app.db_path) as db:
+        stored = db.execute(
+            "SELECT severity, status FROM incidents WHERE rule = 'gpu_lost' AND node = ?", (fault.node,)
+        ).fetchall()
+    assert stored and stored[0][1] == "open"
+
+
+def test_shutdown_stops_every_thread_and_timer(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    app: ConsoleApp = build_app(build_demo_fleet(seed=1), tmp_path / "i.sqlite3", seed=1)
+    qtbot.addWidget(app.window)
+    app.start()
+    qtbot.waitUntil(lambda: app.monitor.counters.samples > 10, timeout=15_000)
+    app.shutdown()
+    assert not app.monitor.poller.running
+    timers = [t for t in app.window.findChildren(QTimer) if t.isActive()]
+    assert timers == [], f"timers still running: {[t.objectName() or t for t in timers]}"
+    # conftest's autouse fixture fails the test if a poller, ticker or writer thread is still alive
+
+
+def test_clicking_a_fleet_map_tile_drills_into_that_gpus_charts(console_app, qtbot) -> None:  # type: ignore[no-untyped-def]
+    app, _ = console_app
+    window = app.window
+    qtbot.waitUntil(lambda: window.state.gpu_count == 256, timeout=15_000)
+    window.center_tabs.setCurrentWidget(window.fleet_map)
+    window.fleet_map.refresh()
+    node = next(n for n in window.state.nodes.values() if n.gpus)
+    gpu = sorted(node.gpus.values(), key=lambda g: g.index)[5]
+    rect = window.fleet_map.canvas.tile_rect(node.name, gpu.uuid)
+    assert rect is not None
+    qtbot.mouseClick(window.fleet_map.canvas, Qt.MouseButton.LeftButton, pos=rect.center())
+    assert window.center_tabs.currentWidget() is window.charts
+    assert window.charts.selection is not None
+    assert (window.charts.selection.node, window.charts.selection.gpu_uuid) == (node.name, gpu.uuid)
+
+
+def test_each_node_shows_its_source_status(console_app, qtbot) -> None:  # type: ignore[no-untyped-def]
+    app, _ = console_app
+    window = app.window
+    qtbot.waitUntil(lambda: window.state.gpu_count == 256, timeout=15_000)
+    window._on_refresh_timer_timeout()
+    node = next(n for n in window.state.nodes.values() if n.reachable and n.gpus)
+    detail = window.fleet_panel.model.node_index(node.name, 5)
+    assert "polled in" in detail.data() and "ms" in detail.data()
+    tip = detail.data(Qt.ItemDataRole.ToolTipRole)
+    assert "sources: demo" in tip and "last success:" in tip and "UTC" in tip and "last error: none" in tip
+
+
+def test_a_damaged_database_is_moved_aside_and_the_banner_says_so(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "incidents.sqlite3"
+    db.write_bytes(b"not a database at all " * 500)
+    app = build_app(build_demo_fleet(seed=2), db, seed=2)
+    qtbot.addWidget(app.window)
+    try:
+        app.window.show()
+        banner = app.window.problem_banner
+        assert banner.isVisible()
+        assert "corrupt" in banner.text() or "damaged" in banner.text()
+        assert list(tmp_path.glob("incidents.sqlite3.corrupt-*")), "the damaged file is kept for inspection"
+    finally:
+        app.shutdown()

@@ -1,0 +1,254 @@
+"""The main window: fleet panel, live charts, open incidents and a status bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QLabel,
+    QMainWindow,
+    QSplitter,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from console.config.fleet import Fleet
+from console.history.rings import FleetHistory
+from console.incidents.model import IncidentChange
+from console.live.fleet_state import FleetState, NodeStatus
+from console.live.monitor import MonitorUpdate
+from console.samples.results import PollResult
+from widgets.common.style import STATUS_COLORS
+from widgets.live.charts import ChartPanel, Selection
+from widgets.live.fleet_map import FleetMapWidget
+from widgets.live.fleet_panel import FleetPanel
+from widgets.live.open_incidents import IncidentsPanel
+
+WINDOWS = (("5 min", 300.0), ("15 min", 900.0), ("1 h", 3600.0), ("24 h", 86400.0))
+
+
+class MainWindow(QMainWindow):
+    closed = Signal()
+
+    def __init__(self, fleet: Fleet, db_path: Path, history: FleetHistory | None = None) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.db_path = db_path
+        self.state = FleetState(fleet)
+        self.history = history or FleetHistory()
+        title = "GPU Ops Console"
+        self.setWindowTitle(f"{title} — DEMO FLEET (simulated data)" if fleet.is_demo else f"{title} — {fleet.origin}")
+        self.resize(1600, 1000)
+
+        self.fleet_panel = FleetPanel(self.state)
+        self.charts = ChartPanel(self.history)
+        self.incidents = IncidentsPanel()
+
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(4, 4, 4, 4)
+        self.banner = QLabel(
+            "DEMO FLEET — simulated GPUs and scripted faults, not a real cluster. "
+            "Start with --config FILE to watch your fleet."
+        )
+        self.banner.setTextFormat(Qt.TextFormat.PlainText)
+        self.banner.setStyleSheet(
+            "background: #fff3cd; color: #664d03; border: 1px solid #e0a100; padding: 4px; font-weight: 600;"
+        )
+        self.banner.setVisible(fleet.is_demo)
+        layout.addWidget(self.banner)
+        # Recoverable app problems (a damaged database moved aside, a failing disk) go here, not into dialogs.
+        self.problem_banner = QLabel("")
+        self.problem_banner.setTextFormat(Qt.TextFormat.PlainText)
+        self.problem_banner.setWordWrap(True)
+        self.problem_banner.setStyleSheet(
+            "background: #fdecea; color: #7f1d1d; border: 1px solid #c62828; padding: 4px; font-weight: 600;"
+        )
+        self.problem_banner.hide()
+        layout.addWidget(self.problem_banner)
+
+        self.fleet_map = FleetMapWidget(self.state)
+        self.center_tabs = QTabWidget()
+        self.center_tabs.addTab(self.charts, "Live charts")
+        self.center_tabs.addTab(self.fleet_map, "Fleet map")
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(self.fleet_panel)
+        top.addWidget(self.center_tabs)
+        top.setStretchFactor(0, 0)
+        top.setStretchFactor(1, 1)
+        top.setSizes([640, 960])
+        self.charts.setMinimumWidth(500)
+        vertical = QSplitter(Qt.Orientation.Vertical)
+        vertical.addWidget(top)
+        vertical.addWidget(self.incidents)
+        vertical.setSizes([700, 230])
+        layout.addWidget(vertical, 1)
+        self.setCentralWidget(central)
+
+        toolbar = QToolBar("View")
+        toolbar.setMovable(False)
+        self.addToolBar(toolbar)
+        toolbar.addWidget(QLabel(" Time window: "))
+        self.window_combo = QComboBox()
+        for window_label, _seconds in WINDOWS:
+            self.window_combo.addItem(window_label)
+        self.window_combo.currentIndexChanged.connect(self._on_window_combo_changed)
+        toolbar.addWidget(self.window_combo)
+        self.actions_by_name: dict[str, QAction] = {}
+
+        self.status_nodes = QLabel()
+        self.status_latency = QLabel()
+        self.status_db = QLabel(f"DB: {db_path}")
+        for label in (self.status_nodes, self.status_latency, self.status_db):
+            label.setTextFormat(Qt.TextFormat.PlainText)
+        self.status_nodes.setTextFormat(Qt.TextFormat.RichText)  # our own counts and colours only
+        bar = self.statusBar()
+        bar.addWidget(self.status_nodes)
+        bar.addWidget(self.status_latency)
+        bar.addPermanentWidget(self.status_db)
+
+        self.fleet_panel.node_selected.connect(self._on_fleet_panel_node_selected)
+        self.fleet_panel.gpu_selected.connect(self._on_fleet_panel_gpu_selected)
+        self.incidents.gpu_requested.connect(self._on_incidents_gpu_requested)
+        self.fleet_map.gpu_selected.connect(self._on_fleet_map_gpu_selected)
+        self.fleet_map.node_selected.connect(self._on_fleet_panel_node_selected)
+
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setInterval(1000)
+        self._refresh_timer.timeout.connect(self._on_refresh_timer_timeout)
+        self._refresh_timer.start()
+        self._refresh_status()
+
+    # -- data arrival (GUI thread, via the bridge) ----
+
+    def on_monitor_updates(self, updates: tuple[MonitorUpdate, ...]) -> None:
+        changes: list[IncidentChange] = []
+        for update in updates:
+            result = update.result
+            if result is not None:
+                self._apply_result(result)
+            changes.extend(update.changes)
+        if changes:
+            self.state.apply_changes(changes)
+            self.incidents.apply(changes)
+
+    def _apply_result(self, result: PollResult) -> None:
+        if result.sample is None:
+            self.history.record_gap(result.node, result.started)
+        elif result.fresh:  # a repeat (the exporter has not collected since) has nothing new to chart
+            self.history.record(result.sample)
+            self.charts.mark_dirty(result.node)
+        first_data = result.sample is not None and not self.state.nodes[result.node].gpus
+        self.state.apply_result(result)
+        if first_data and self.charts.selection is None:
+            self._select_first_node()
+
+    def show_problem(self, message: str) -> None:
+        """Show a recoverable problem in the red banner (newest first, at most three lines kept)."""
+        lines = [message, *[line for line in self.problem_banner.text().splitlines() if line != message]][:3]
+        self.problem_banner.setText("\n".join(lines))
+        self.problem_banner.show()
+
+    def add_action(self, name: str, text: str) -> QAction:
+        """A toolbar action other windows (incident log, fleet map, inventory) hang off."""
+        action = QAction(text, self)
+        toolbar = self.findChild(QToolBar)
+        assert toolbar is not None
+        toolbar.addAction(action)
+        self.actions_by_name[name] = action
+        return action
+
+    # -- selection ----
+
+    def _update_rated_flow(self, node: str) -> None:
+        sample = self.state.nodes[node].sample
+        rated = sample.chassis.coolant_flow_rated_lpm if sample is not None else None
+        self.charts.rated_flow_lpm = float("nan") if rated is None else rated
+
+    def select_node(self, node: str) -> None:
+        self._update_rated_flow(node)
+        site = self.state.nodes[node].site
+        count = len(self.state.nodes[node].gpus)
+        self.charts.select(Selection(node), f"{node} · all {count} GPUs overlaid · {site}")
+        self.center_tabs.setCurrentWidget(self.charts)
+
+    def select_gpu(self, node: str, uuid: str) -> None:
+        self._update_rated_flow(node)
+        state = self.state.nodes[node]
+        gpu = state.gpus.get(uuid)
+        desc = f"{node} · GPU {gpu.index} {gpu.sample.name or ''} · {uuid} · {state.site}" if gpu else node
+        self.charts.select(Selection(node, uuid), desc)
+        self.center_tabs.setCurrentWidget(self.charts)
+
+    def _select_first_node(self) -> None:
+        for node in self.state.nodes_worst_first():
+            if node.gpus:
+                self.select_node(node.name)
+                return
+
+    def _on_fleet_panel_node_selected(self, node: str) -> None:
+        self.select_node(node)
+
+    def _on_fleet_panel_gpu_selected(self, node: str, uuid: str) -> None:
+        self.select_gpu(node, uuid)
+
+    def _on_fleet_map_gpu_selected(self, node: str, uuid: str) -> None:
+        self.fleet_panel.reveal(node, uuid)
+        self.select_gpu(node, uuid)
+
+    def _on_incidents_gpu_requested(self, node: str, uuid: str) -> None:
+        if node not in self.state.nodes:
+            return
+        self.fleet_panel.reveal(node, uuid or None)
+        if uuid:
+            self.select_gpu(node, uuid)
+        else:
+            self.select_node(node)
+
+    def _on_window_combo_changed(self, index: int) -> None:
+        self.charts.set_window(WINDOWS[index][1])
+
+    # -- periodic ----
+
+    def _on_refresh_timer_timeout(self) -> None:
+        self.fleet_panel.refresh()
+        # The map and the status bar show the statuses the panel has just computed, not a pass of their own.
+        self.fleet_map.refresh(self.fleet_panel.model.statuses)  # nearly free while its tab is hidden
+        self._refresh_status()
+
+    def _refresh_status(self) -> None:
+        sites = self.fleet_panel.model.site_counts  # as of the panel's last refresh, which runs just before
+        parts = [
+            f'<span style="color:{STATUS_COLORS[status]}">{sum(site.counts[status] for site in sites)} {status}</span>'
+            for status in (
+                NodeStatus.OK,
+                NodeStatus.WARNING,
+                NodeStatus.CRITICAL,
+                NodeStatus.STALE,
+                NodeStatus.UNREACHABLE,
+            )
+        ]
+        self.status_nodes.setText(
+            f"Nodes: {' · '.join(parts)} &nbsp;|&nbsp; {sum(site.gpus for site in sites)} GPUs &nbsp;|&nbsp; "
+            f"{len(self.state.open_incidents)} open incidents"
+        )
+        latency = self.state.latency_summary()
+        self.status_latency.setText(
+            f"Poll latency p50 {latency[0] * 1000:.0f} ms, p95 {latency[1] * 1000:.0f} ms"
+            if latency
+            else "Poll latency: n/a"
+        )
+
+    def shutdown(self) -> None:
+        self._refresh_timer.stop()
+        self.charts.stop()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shutdown()
+        self.closed.emit()
+        super().closeEvent(event)
