@@ -135,7 +135,8 @@ def main() -> int:
     from PySide6.QtGui import QImage
     from PySide6.QtWidgets import QApplication
 
-    from widgets.live.fleet_map import BACKGROUND, FleetMapWidget, MapMetric
+    from console.live.fleet_map import MapMetric
+    from widgets.live.fleet_map import BACKGROUND, FleetMapWidget
 
     app = QApplication.instance() or QApplication([])
     build_start = time.perf_counter()

@@ -7,13 +7,14 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QEvent, QPoint, Qt
+from PySide6.QtCore import QEvent, QPoint, QRect, Qt
 from PySide6.QtGui import QColor, QHelpEvent
 from PySide6.QtWidgets import QToolTip
 from pytestqt.qtbot import QtBot
 
 from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec
 from console.incidents.model import ChangeKind, Incident, IncidentChange, IncidentContext, Severity, Status
+from console.live.fleet_map import VIRIDIS, MapMetric
 from console.live.fleet_state import FleetState, NodeStatus
 from console.samples.results import PollResult
 from console.samples.schema import GpuSample, NodeSample
@@ -24,9 +25,7 @@ from widgets.live.fleet_map import (
     NO_DATA,
     NO_INCIDENT,
     OFFLINE_FILL,
-    VIRIDIS,
     FleetMapWidget,
-    MapMetric,
     literal_tooltip,
 )
 
@@ -330,7 +329,7 @@ def test_sixteen_thousand_gpus_fit_one_screen_one_tile_each(qtbot: QtBot) -> Non
     seen = set()
     for node_position, name in enumerate(arrays.nodes):
         for slot in range(8):
-            rect = layout.slot_rect(node_position, slot)
+            rect = QRect(*layout.slot_box(node_position, slot))
             assert image.pixel(rect.center()) not in empty
             # hit testing is the inverse of the layout, for every tile
             assert canvas.target_at(rect.center()) == (name, arrays.uuids[node_position * 8 + slot])
