@@ -9,7 +9,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from console.store.opening import file_uri
+from console.db import file_uri, peek
 from console.store.schema import INCIDENT_COLUMNS, SCHEMA_VERSION, STATUS_RANK_SQL
 from console.store.types import MergeResult, StoreError
 
@@ -35,7 +35,7 @@ def check_other(other: Path, own: Path) -> None:
     if other.resolve() == own.resolve():
         raise StoreError(f"cannot merge {other} into itself")
     try:
-        conn = sqlite3.connect(file_uri(other, readonly=True), uri=True)
+        conn = peek(other)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

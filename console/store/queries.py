@@ -9,7 +9,7 @@ import re
 import sqlite3
 from typing import Any
 
-from console.incidents.model import ChangeKind, Incident, Outcome, Severity, Status
+from console.incidents.model import ChangeKind, EvidencePoint, Incident, Outcome, Severity, Status
 from console.store.schema import SELECT_INCIDENT, incident_from_row
 from console.store.types import (
     IncidentFilter,
@@ -161,6 +161,11 @@ def timeline(conn: sqlite3.Connection, incident_id: str) -> list[TimelineEntry]:
         )
         for time, kind, note, severity, status, n in rows
     ]
+
+
+def evidence(conn: sqlite3.Connection, incident_id: str) -> list[EvidencePoint]:
+    rows = conn.execute("SELECT time, sample_json FROM evidence WHERE incident_id = ? ORDER BY time", (incident_id,))
+    return [EvidencePoint(incident_id=incident_id, time=time, sample_json=text) for time, text in rows]
 
 
 def evidence_count(conn: sqlite3.Connection, incident_id: str) -> int:

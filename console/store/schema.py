@@ -1,4 +1,5 @@
-"""Tables, indexes and migrations of the incident database, and the Incident <-> row mapping.
+"""Tables, indexes and migrations of the incident database (its ``SCHEMA`` for console.db), and the
+Incident <-> row mapping.
 
 Migrations are a list of steps; step N brings ``PRAGMA user_version`` from N-1 to N inside one transaction, so
 a crash mid-migration leaves the previous version intact. Append steps, never edit a released one.
@@ -6,11 +7,14 @@ a crash mid-migration leaves the previous version intact. Append steps, never ed
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from console.db import Migration, Schema
 from console.incidents.model import Incident, IncidentContext, Outcome, Severity, Status
+from console.store.types import StoreError
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -192,29 +196,22 @@ MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_v1_initial,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    return version
+def _through_sqlite_utils(step: Callable[[sqlite_utils.Database], None]) -> Migration:
+    def run(conn: sqlite3.Connection) -> None:
+        import sqlite_utils  # only when migrating: it pulls in numpy, ~150 ms of every CLI call otherwise
+
+        step(sqlite_utils.Database(conn, recursive_triggers=False))
+
+    return run
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply missing steps, each in its own transaction; return the version found (caller refuses newer)."""
-    before = schema_version(conn)
-    if before >= SCHEMA_VERSION:
-        return before
-    import sqlite_utils  # only when migrating: it pulls in numpy, ~150 ms of every CLI call otherwise
-
-    db = sqlite_utils.Database(conn, recursive_triggers=False)
-    for version in range(before + 1, SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            MIGRATIONS[version - 1](db)
-            conn.execute(f"PRAGMA user_version = {version}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    return before
+SCHEMA = Schema(
+    what="incident database",
+    error=StoreError,
+    migrations=tuple(_through_sqlite_utils(step) for step in MIGRATIONS),
+    newer_hint="choose another file with --db",
+    log=logging.getLogger("console.store"),
+)
 
 
 def incident_row(incident: Incident) -> tuple[Any, ...]:

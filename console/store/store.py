@@ -6,22 +6,21 @@ connection, beside the writer, thanks to WAL.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import platformdirs
 
+from console.db import Database, Writer
 from console.incidents.model import EvidencePoint, Incident, IncidentChange
 from console.store import export as exporting
 from console.store import merge as merging
 from console.store import queries
-from console.store.opening import ReadConnections, prepare
+from console.store.schema import SCHEMA
 from console.store.types import (
     IncidentFilter,
     IncidentPage,
@@ -30,10 +29,9 @@ from console.store.types import (
     RateRow,
     SeenBefore,
     StoreError,
-    StoreRecovered,
     TimelineEntry,
 )
-from console.store.writer import ChangesWrite, Exclusive, ExposureWrite, StoreWriter
+from console.store.writer import MAX_BATCH, ChangesWrite, ExposureWrite, IncidentWrites, Write
 
 _EXPORT_PAGE = 1000
 
@@ -43,18 +41,15 @@ def default_db_path() -> Path:
 
 
 class IncidentStore:
-    def __init__(
-        self,
-        path: Path,
-        write_conn: sqlite3.Connection,
-        recovered: StoreRecovered | None,
-        writer: StoreWriter,
-    ) -> None:
-        self.path = path
-        self.recovered = recovered  # set when a damaged file was moved aside at open (show its .message)
-        self._write_conn = write_conn
+    """Writes go through one ``console.db.Writer`` thread; reads run through ``Database.read``, so every read
+    method raises StoreError (with the file and the explained cause) rather than any sqlite3 error.
+    """
+
+    def __init__(self, db: Database, writer: Writer[Write]) -> None:
+        self.path = db.path
+        self.recovered = db.recovered  # set when a damaged file was moved aside at open (show its .message)
+        self._db = db
         self._writer = writer
-        self._readers = ReadConnections(path, "incident database", StoreError)
         self._closed = False
 
     @classmethod
@@ -63,9 +58,14 @@ class IncidentStore:
 
         ``on_error`` is called on the writer thread with a message when a write fails (disk full, ...).
         """
-        path = Path(path)
-        write_conn, recovered = prepare(path)
-        return cls(path, write_conn, recovered, StoreWriter(write_conn, str(path), on_error))
+        db = Database.open(Path(path), SCHEMA)
+        try:
+            handler = IncidentWrites(db.write_connection)
+        except sqlite3.Error as exc:
+            db.close()
+            raise SCHEMA.failure("write", db.path, exc) from exc
+        writer = Writer(db, handler, thread_name="incident-store-writer", max_batch=MAX_BATCH, on_error=on_error)
+        return cls(db, writer)
 
     # --- writes (queued, never blocking) ------------------------------------------------------------------
 
@@ -84,19 +84,13 @@ class IncidentStore:
     def flush(self, timeout_s: float = 10) -> None:
         """Wait until everything queued before this call is committed (or has failed and been reported)."""
         self._check_open()
-        if not self._writer.barrier().wait(timeout_s):
-            raise StoreError(f"the incident database {self.path} did not finish writing within {timeout_s:g} s")
+        self._writer.flush(timeout_s)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        stopped = self._writer.stop(timeout_s=30)
-        self._readers.close()
-        if stopped:
-            with contextlib.suppress(sqlite3.Error):
-                self._write_conn.execute("PRAGMA optimize")  # keeps the planner's statistics fresh; cheap
-            self._write_conn.close()
+        self._writer.close(timeout_s=30)
 
     def __enter__(self) -> IncidentStore:
         return self
@@ -120,31 +114,28 @@ class IncidentStore:
     # --- reads (any thread) -------------------------------------------------------------------------------
 
     def query(self, flt: IncidentFilter, *, after: PageCursor | None = None, limit: int = 100) -> IncidentPage:
-        return queries.page(self._reader(), flt, after, limit)
+        return self._db.read(queries.page, flt, after, limit)
 
     def count(self, flt: IncidentFilter) -> int:
-        return queries.count(self._reader(), flt)
+        return self._db.read(queries.count, flt)
 
     def get(self, incident_id: str) -> Incident | None:
-        return queries.get(self._reader(), incident_id)
+        return self._db.read(queries.get, incident_id)
 
     def evidence(self, incident_id: str) -> list[EvidencePoint]:
-        rows = self._reader().execute(
-            "SELECT time, sample_json FROM evidence WHERE incident_id = ? ORDER BY time", (incident_id,)
-        )
-        return [EvidencePoint(incident_id=incident_id, time=time, sample_json=text) for time, text in rows]
+        return self._db.read(queries.evidence, incident_id)
 
     def evidence_count(self, incident_id: str) -> int:
-        return queries.evidence_count(self._reader(), incident_id)
+        return self._db.read(queries.evidence_count, incident_id)
 
     def timeline(self, incident_id: str) -> list[TimelineEntry]:
-        return queries.timeline(self._reader(), incident_id)
+        return self._db.read(queries.timeline, incident_id)
 
     def seen_before(self, incident: Incident) -> SeenBefore:
-        return queries.seen_before(self._reader(), incident)
+        return self._db.read(queries.seen_before, incident)
 
     def rates(self, group_by: str, since: float, until: float) -> list[RateRow]:
-        return queries.rates(self._reader(), group_by, since, until)
+        return self._db.read(queries.rates, group_by, since, until)
 
     def iter_incidents(self, flt: IncidentFilter) -> Iterator[Incident]:
         """Every matching incident, newest first, fetched a page at a time."""
@@ -167,10 +158,9 @@ class IncidentStore:
         self._check_open()
         other = Path(other)
         merging.check_other(other, self.path)
-        result: Future[Any] = Future()
-        self._writer.put(Exclusive(lambda conn: merging.merge(conn, other), result))
+        result = self._writer.exclusive(lambda conn: merging.merge(conn, other))
         try:
-            merged: MergeResult = result.result(timeout_s)
+            merged = result.result(timeout_s)
         except FutureTimeout:
             raise StoreError(f"merging {other} did not finish within {timeout_s:g} s") from None
         except sqlite3.Error as exc:
@@ -182,7 +172,3 @@ class IncidentStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"the incident database {self.path} is closed")
-
-    def _reader(self) -> sqlite3.Connection:
-        self._check_open()
-        return self._readers.get()

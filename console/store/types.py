@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from console.db import Recovered
 from console.incidents.model import ChangeKind, Incident, Outcome, Severity, Status
 
 
@@ -12,23 +12,8 @@ class StoreError(Exception):
     """The incident database cannot be opened or used; the message says which file and why."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoreRecovered:
-    """A damaged database was moved aside at open and a new one started (the app shows ``message``).
-
-    ``what`` names the file: the incident store's, or the chart history's beside it."""
-
-    path: Path
-    moved_to: Path
-    reason: str
-    what: str = "incident database"
-
-    @property
-    def message(self) -> str:
-        return (
-            f"The {self.what} {self.path} was damaged ({self.reason}); it was moved to {self.moved_to} "
-            "and a new, empty database was started."
-        )
+# A damaged file moved aside at open; the same record for both database files (``what`` names which).
+StoreRecovered = Recovered
 
 
 @dataclass(frozen=True, slots=True)
