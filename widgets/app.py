@@ -23,6 +23,7 @@ from console.history.rollup import DEFAULT_RETENTION_H, RollupStore, history_pat
 from console.live.monitor import FleetMonitor
 from console.live.startup import incident_engine_for, open_chart_history, tune_garbage_collector
 from console.store import IncidentStore
+from widgets import windows
 from widgets.bridge import MonitorBridge
 from widgets.live.main_window import MainWindow
 
@@ -64,20 +65,21 @@ class ConsoleApp:
         self.monitor.start()
 
     def shutdown(self) -> None:
-        """Stop polling, then the store's writer, then timers. Safe to call twice."""
+        """Stop the readers, then polling, then the store's writer. Safe to call twice.
+
+        The incident log's lanes and the charts' history lane go first: they read the files closed last.
+        """
         if self._stopped:
             return
         self._stopped = True
-        from widgets import windows as extras
-
-        extras.shutdown(self)  # the incident log's readers first: they hold store connections
+        windows.shutdown(self.extra_windows)
+        self.window.shutdown()  # its timers and the chart-history lane
         self.monitor.stop()
         close = getattr(self.store, "close", None)
         if close is not None:
             close()
         if self.rollup is not None:
             self.rollup.close()
-        self.window.shutdown()
 
     def summary(self) -> dict[str, object]:
         counters = self.monitor.counters
@@ -135,15 +137,12 @@ def build_app(
         engine=engine,
         rollup=rollup,
     )
-    _attach_extra_windows(app)
+    # Incident log and inventory editor hang off toolbar actions; each is built (and imported) on first use.
+    opened = windows.attach(
+        window, fleet=fleet, db_path=db_path, store=store, acknowledge=monitor.acknowledge, resolve=monitor.resolve
+    )
+    app.extra_windows.append(opened)
     return app
-
-
-def _attach_extra_windows(app: ConsoleApp) -> None:
-    """Incident log, fleet map and inventory editor hang off toolbar actions (imported lazily)."""
-    from widgets import windows as extras
-
-    extras.attach(app)
 
 
 def run_gui(args: argparse.Namespace) -> int:

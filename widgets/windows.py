@@ -1,10 +1,12 @@
 """Secondary windows reached from the main window's toolbar: inventory editor, fleet map, incident log.
 
-Each is created on first use (not at start-up) and kept, so reopening is instant and state survives.
+Each is created on first use (not at start-up) and kept, so reopening is instant and state survives. This module
+takes what the windows need as arguments, not the app: the app composes it, and it does not know the app.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +14,9 @@ from PySide6.QtWidgets import QWidget
 
 if TYPE_CHECKING:
     from console.config.fleet import Fleet
-    from widgets.app import ConsoleApp
+    from console.store import IncidentStore
+    from widgets.live.main_window import MainWindow
+    from widgets.review.log_window import AcknowledgeCallback, ResolveCallback
 
 
 def _show(window: QWidget) -> None:
@@ -21,8 +25,19 @@ def _show(window: QWidget) -> None:
     window.activateWindow()
 
 
-def attach(app: ConsoleApp) -> None:
-    main = app.window
+def attach(
+    main: MainWindow,
+    *,
+    fleet: Fleet,
+    db_path: Path,
+    store: IncidentStore,
+    acknowledge: AcknowledgeCallback,
+    resolve: ResolveCallback,
+) -> dict[str, QWidget]:
+    """Hang the secondary windows off ``main``'s toolbar; returns the (growing) windows opened so far, by name.
+
+    ``acknowledge`` and ``resolve`` are the monitor's, so the live engine and the store stay in step.
+    """
     cache: dict[str, QWidget] = {}
 
     def open_inventory() -> None:
@@ -30,16 +45,16 @@ def attach(app: ConsoleApp) -> None:
 
         editor = cache.get("inventory")
         if editor is None:
-            fleet = None if app.fleet.is_demo else app.fleet
-            path = None if app.fleet.is_demo else Path(app.fleet.origin)
-            editor = InventoryEditor(fleet, path, main)
+            edited = None if fleet.is_demo else fleet
+            path = None if fleet.is_demo else Path(fleet.origin)
+            editor = InventoryEditor(edited, path, main)
             editor.fleet_saved.connect(_on_fleet_saved)
             cache["inventory"] = editor
         _show(editor)
 
-    def _on_fleet_saved(fleet: Fleet) -> None:
+    def _on_fleet_saved(saved: Fleet) -> None:
         main.statusBar().showMessage(
-            f"Inventory saved ({len(fleet.sites)} sites, {len(fleet.nodes)} nodes). "
+            f"Inventory saved ({len(saved.sites)} sites, {len(saved.nodes)} nodes). "
             "Restart the console with --config to watch it.",
             15_000,
         )
@@ -49,21 +64,20 @@ def attach(app: ConsoleApp) -> None:
 
         log_window = cache.get("incident_log")
         if log_window is None:
-            # Acknowledge/resolve go through the monitor so the live engine and the store stay in step.
-            log_window = IncidentLogWindow(app.store, app.monitor.acknowledge, app.monitor.resolve)
-            log_window.setWindowTitle(f"Incident log — {app.db_path}")
+            log_window = IncidentLogWindow(store, acknowledge, resolve)
+            log_window.setWindowTitle(f"Incident log — {db_path}")
             log_window.resize(1500, 950)
             cache["incident_log"] = log_window
         _show(log_window)
 
     main.add_action("incident_log", "Incident log…").triggered.connect(open_incident_log)
     main.add_action("inventory", "Inventory…").triggered.connect(open_inventory)
-    app.extra_windows.append(cache)
+    return cache
 
 
-def shutdown(app: ConsoleApp) -> None:
-    """Stop the secondary windows' worker threads (the incident log reads the store off the GUI thread)."""
-    for cache in app.extra_windows:
+def shutdown(opened: Iterable[dict[str, QWidget]]) -> None:
+    """Stop the secondary windows' worker lanes (the incident log reads the store off the GUI thread), close them."""
+    for cache in opened:
         for window in cache.values():
             stop = getattr(window, "shutdown", None)
             if stop is not None:

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt, QTimer
 
+from console.demo.faults import FaultKind
 from console.demo.fleet import build_demo_fleet
-from console.demo.source import FaultKind, fault_schedule
+from console.demo.options import fault_schedule
 from console.live.fleet_state import NodeStatus
 from widgets.app import ConsoleApp, build_app
 

@@ -118,7 +118,9 @@ def test_after_a_restart_the_24h_chart_shows_the_earlier_minutes_from_the_rollup
     try:
         panel.set_rollup(after.reader)
         panel.select(Selection("n1", "GPU-n1-0"))
-        panel.set_window(86400.0)
+        with qtbot.waitSignal(panel.history_loaded, timeout=5_000):  # read off the GUI thread
+            panel.set_window(86400.0)
+        panel.redraw()
         x, y = panel.power_curves[0].getData()
         assert x is not None and y is not None
         earlier = x < now - 10

@@ -3,29 +3,29 @@
 Plot items and curves are created once and updated with ``setData`` on a redraw timer (4 Hz, only while visible),
 independent of data arrival. Fixed y ranges and width-1 pens without antialiasing keep a frame cheap
 (performance-notes.md). Missing data is NaN so lines break instead of lying; slowdown periods are shaded.
+The part of the window older than the in-memory rings comes from the per-minute rollup, read off the GUI thread
+by ``widgets.live.chart_history``.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import sqlite3
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QColor
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QHideEvent, QShowEvent
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from console.history.rings import CHASSIS_METRICS, FleetHistory, NodeHistory
-from console.history.rollup import RollupError, RollupReader, RollupSeries
+from console.history.rollup import RollupReader
 from console.samples.schema import SLOWDOWN_REASONS, throttle_mask
 from widgets.common.style import gpu_color
+from widgets.live.chart_history import ChartHistory, RollupSnapshot, Selection, clip, join_mean
 
 MAX_GPU_CURVES = 8
 MAX_SHADED_REGIONS = 24
@@ -33,45 +33,6 @@ SLOWDOWN_MASK = throttle_mask(SLOWDOWN_REASONS)
 REDRAW_HZ = 4  # how often the timer checks for new data; see _on_timer_timeout
 MAX_IDLE_FRAME_S = 2.0
 FAN_SLOTS = sum(1 for m in CHASSIS_METRICS if m.startswith("fan"))
-ROLLUP_REFRESH_S = 60.0  # the rollup gains one point a minute: re-read it no more often than that
-ROLLUP_JOIN_GAP_S = 150.0  # a longer silence between the rollup's last minute and the ring is drawn as a gap
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    node: str
-    gpu_uuid: str | None = None  # None: all GPUs of the node
-
-
-@dataclass
-class _RollupCache:
-    """The rollup minutes read for one selection and window (GUI thread only)."""
-
-    key: tuple[Selection, float]
-    read_at: float  # time.monotonic()
-    blocks: dict[str | None, tuple[np.ndarray, np.ndarray]]
-    series: dict[tuple[str | None, str], RollupSeries] = field(default_factory=dict)
-
-
-def join_rollup(
-    earlier: RollupSeries | None, values: np.ndarray, t: np.ndarray, y: np.ndarray, cut: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Minutes of ``earlier`` that end before ``cut`` (the ring's oldest stamp), then the ring's points.
-
-    ``values`` is the rollup column to draw (mean for lines, max for slowdown masks). A silence longer than
-    ROLLUP_JOIN_GAP_S between the two parts (the console was not running) becomes a NaN point: a gap, not a ramp.
-    """
-    if earlier is None or not len(earlier.t):
-        return t, y
-    keep = earlier.t + 30.0 <= cut
-    if not keep.any():
-        return t, y
-    et, ey = earlier.t[keep], values[keep].astype(y.dtype if len(y) else np.float32)
-    if len(t) and t[0] - et[-1] > ROLLUP_JOIN_GAP_S:
-        et, ey = np.append(et, et[-1] + 60.0), np.append(ey, np.nan)
-    return np.concatenate([et, t]), np.concatenate([ey, y])
 
 
 def _pen(color: str, style: Qt.PenStyle = Qt.PenStyle.SolidLine) -> pg.QtGui.QPen:
@@ -175,14 +136,15 @@ class ChartPanel(QWidget):
     """Six plots: utilization, power vs limit, GPU/HBM temperature vs slowdown threshold, cooling temperatures,
     chassis fans and coolant flow."""
 
+    history_loaded = Signal()  # per-minute history for the selection arrived; the next frame draws it
+
     def __init__(self, history: FleetHistory, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         pg.setConfigOptions(antialias=False, background="w", foreground="#222")
         self._history = history
         self._selection: Selection | None = None
-        self._rollup: RollupReader | None = None
-        self._rollup_cache: _RollupCache | None = None
-        self._rollup_failed = False
+        self._rollup = ChartHistory(self)
+        self._rollup.history_loaded.connect(self._on_rollup_history_loaded)
         self._band_key: tuple[object, ...] | None = None
         self.window_s = 300.0
         self.rated_flow_lpm = float("nan")  # set by the window from the node's latest chassis sample
@@ -239,10 +201,12 @@ class ChartPanel(QWidget):
         self._dirty = True
         self._last_frame = 0.0
         self._pending: list[list[Callable[[], object]]] = []
+        self._stopped = False
         self._timer = QTimer(self)
+        self._timer.setObjectName("chart-redraw")
         self._timer.setInterval(1000 // REDRAW_HZ)
         self._timer.timeout.connect(self._on_timer_timeout)
-        self._timer.start()
+        # The timer runs while the charts are on screen (showEvent/hideEvent): a hidden tab costs no ticks.
 
     # -- selection ----
 
@@ -263,77 +227,54 @@ class ChartPanel(QWidget):
 
     def set_rollup(self, reader: RollupReader | None) -> None:
         """Per-minute history: fills the part of the window the in-memory rings no longer (or never) held."""
-        self._rollup = reader
-        self._rollup_cache = None
+        self._rollup.set_reader(reader)
         self.redraw()
 
-    # -- the rollup, read on a selection or window change and at most once a minute ----
-
-    def _rollup_blocks(self, node: NodeHistory, since: float, now: float) -> _RollupCache | None:
-        sel = self._selection
-        reader = self._rollup
-        oldest = node.oldest_time
-        if sel is None or reader is None or (oldest is not None and oldest <= since):
-            return None  # the rings cover the whole window
-        key = (sel, self.window_s)
-        cache = self._rollup_cache
-        if cache is not None and cache.key == key and time.monotonic() - cache.read_at < ROLLUP_REFRESH_S:
-            return cache
-        blocks: dict[str | None, tuple[np.ndarray, np.ndarray]] = {}
-        try:
-            for uuid in [u for _i, u in self._selected_gpus(node)] + [None]:
-                blocks[uuid] = reader.block(sel.node, uuid, since, now)
-            self._rollup_failed = False
-        except (RollupError, sqlite3.Error) as exc:
-            if not self._rollup_failed:  # a transition, not one line per refresh
-                log.warning("chart history unavailable: %s", exc)
-            self._rollup_failed = True
-        self._rollup_cache = _RollupCache(key, time.monotonic(), blocks)
-        return self._rollup_cache
-
-    def _earlier(self, cache: _RollupCache | None, uuid: str | None, metric: str) -> RollupSeries | None:
-        if cache is None or self._rollup is None or uuid not in cache.blocks:
-            return None
-        found = cache.series.get((uuid, metric))
-        if found is None:
-            minutes, stats = cache.blocks[uuid]
-            kind = "gpu" if uuid is not None else "chassis"
-            try:
-                found = self._rollup.metric_of(minutes, stats, kind, metric)
-            except KeyError:
-                return None
-            cache.series[(uuid, metric)] = found
-        return found
+    def _on_rollup_history_loaded(self) -> None:
+        self._dirty = True  # the next tick draws the minutes read (off the GUI thread) in front of the rings
+        self.history_loaded.emit()
 
     def _gpu_xy(
-        self, node: NodeHistory, cache: _RollupCache | None, uuid: str, metric: str, since: float
+        self, node: NodeHistory, cache: RollupSnapshot | None, uuid: str, metric: str, since: float
     ) -> tuple[np.ndarray, np.ndarray]:
         series = node.gpu_series(uuid, metric, since)
-        return _join_mean(self._earlier(cache, uuid, metric), series.t, series.y, since)
+        return join_mean(cache.earlier(uuid, metric) if cache else None, series.t, series.y, since)
 
     def _chassis_xy(
-        self, node: NodeHistory, cache: _RollupCache | None, metric: str, since: float
+        self, node: NodeHistory, cache: RollupSnapshot | None, metric: str, since: float
     ) -> tuple[np.ndarray, np.ndarray]:
         series = node.chassis_series(metric, since)
-        return _join_mean(self._earlier(cache, None, metric), series.t, series.y, since)
+        return join_mean(cache.earlier(None, metric) if cache else None, series.t, series.y, since)
 
     def _rollup_slowdowns(
-        self, node: NodeHistory, cache: _RollupCache | None, uuids: list[str], since: float
+        self, node: NodeHistory, cache: RollupSnapshot | None, uuids: list[str], since: float
     ) -> list[tuple[float, float]]:
         """Slowdown spans from the rollup part of the window (a minute with any slowdown bit set)."""
         spans: list[tuple[float, float]] = []
         cut = node.oldest_time if node.oldest_time is not None else np.inf
         for uuid in uuids:
-            earlier = self._earlier(cache, uuid, "throttle_mask")
+            earlier = cache.earlier(uuid, "throttle_mask") if cache else None
             if earlier is None:
                 continue
-            earlier = _clip(earlier, since)
-            keep = earlier.t + 30.0 <= cut
-            spans += slowdown_regions(earlier.t[keep] - 30.0, earlier.max[keep].astype(np.float64))
+            earlier = clip(earlier, since, cut)
+            spans += slowdown_regions(earlier.t - 30.0, earlier.max.astype(np.float64))
         return spans
 
     def stop(self) -> None:
+        """Stop the redraw timer and the history reads for good (a read in progress finishes first)."""
+        self._stopped = True
         self._timer.stop()
+        self._rollup.stop()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._stopped:
+            self._dirty = True  # data may have arrived while hidden
+            self._timer.start()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        self._timer.stop()
+        super().hideEvent(event)
 
     # -- drawing ----
 
@@ -373,7 +314,7 @@ class ChartPanel(QWidget):
         return low, high, fill
 
     def _draw_bands(
-        self, node: NodeHistory | None, cache: _RollupCache | None, gpu: tuple[int, str] | None, since: float
+        self, node: NodeHistory | None, cache: RollupSnapshot | None, gpu: tuple[int, str] | None, since: float
     ) -> None:
         oldest = node.oldest_time if node is not None else None
         key = (
@@ -386,11 +327,9 @@ class ChartPanel(QWidget):
             return  # unchanged since the last frame: the bands change a minute at a time
         self._band_key = key
         for metric, (low, high, fill) in self.bands.items():
-            earlier = self._earlier(cache, gpu[1], metric) if node is not None and gpu is not None else None
+            earlier = cache.earlier(gpu[1], metric) if cache is not None and gpu is not None else None
             if earlier is not None:
-                earlier = _clip(earlier, since)
-                keep = earlier.t + 30.0 <= (oldest if oldest is not None else np.inf)
-                earlier = RollupSeries(earlier.t[keep], earlier.min[keep], earlier.mean[keep], earlier.max[keep])
+                earlier = clip(earlier, since, oldest if oldest is not None else np.inf)
             if earlier is None or not len(earlier.t) or gpu is None:
                 low.setData([], [])
                 high.setData([], [])
@@ -442,7 +381,7 @@ class ChartPanel(QWidget):
         now = time.time()
         since = now - self.window_s
         gpus = self._selected_gpus(node)
-        cache = self._rollup_blocks(node, since, now)
+        cache = self._rollup.snapshot_for(sel, self.window_s, [u for _i, u in gpus], node.oldest_time, now)
         masks: list[np.ndarray] = []
         t_axis: np.ndarray | None = None
         legend = []
@@ -533,17 +472,4 @@ class ChartPanel(QWidget):
         return groups
 
 
-def _join_mean(
-    earlier: RollupSeries | None, t: np.ndarray, y: np.ndarray, since: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The rollup's per-minute means inside the window, then the ring's points (``join_rollup``)."""
-    cut = float(t[0]) if len(t) else np.inf
-    if earlier is not None:
-        earlier = _clip(earlier, since)
-    return join_rollup(earlier, earlier.mean if earlier else np.zeros(0), t, y, cut)
-
-
-def _clip(series: RollupSeries, since: float) -> RollupSeries:
-    """The minutes that end after ``since`` (the block was read for a window that has slid a little since)."""
-    keep = series.t + 30.0 > since
-    return RollupSeries(series.t[keep], series.min[keep], series.mean[keep], series.max[keep])
+__all__ = ["ChartPanel", "Selection", "peak_decimate", "slowdown_regions"]

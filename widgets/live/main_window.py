@@ -119,6 +119,7 @@ class MainWindow(QMainWindow):
         self.fleet_map.node_selected.connect(self._on_fleet_panel_node_selected)
 
         self._refresh_timer = QTimer(self)
+        self._refresh_timer.setObjectName("window-refresh")
         self._refresh_timer.setInterval(1000)
         self._refresh_timer.timeout.connect(self._on_refresh_timer_timeout)
         self._refresh_timer.start()

@@ -1,7 +1,7 @@
 """The incident review window (issue 4 items 5 and 6): filters, the lazily paged log, the detail pane with its
 evidence and "seen before", acknowledge / resolve, export, and incident rates per 1,000 GPU-hours.
 
-Every store read runs on a ``StoreJobs`` lane; the GUI thread only submits jobs and shows their answers, so a
+Every store read runs on a ``widgets.workers`` lane; the GUI thread only submits jobs and shows their answers, so a
 log of a million incidents costs the event loop nothing but the rows on screen. ``on_acknowledge`` and
 ``on_resolve`` are the app's: they go through the incident engine so the live lifecycle stays right.
 """
@@ -35,17 +35,19 @@ from PySide6.QtWidgets import (
 )
 
 from console.incidents.model import Incident, Outcome
-from console.store import IncidentFilter, IncidentStore, RateRow
+from console.store import IncidentFilter, IncidentStore, RateRow, StoreError
 from console.store.export import write as write_incidents
 from widgets.common.views import TableView
 from widgets.review.detail import DetailData, IncidentDetail, load_detail
 from widgets.review.dialogs import NoteDialog
 from widgets.review.filters import IncidentFilterBar
-from widgets.review.jobs import JobError, StoreJobs
 from widgets.review.rates import GROUPS, RatesPanel
 from widgets.review.table import COLUMN_WIDTHS, TITLE_COLUMN, IncidentTableModel, utc
+from widgets.workers import WorkError, Workers
 
 log = logging.getLogger(__name__)
+
+REVIEW_LANES = ("query", "count", "bulk")  # pages and details; counts; rates and exports
 
 ExportFormat = Literal["csv", "json"]
 AcknowledgeCallback = Callable[[str, str], object]
@@ -116,7 +118,12 @@ class IncidentLogWindow(QMainWindow):
         self._on_resolve = on_resolve
         self.setWindowTitle(f"Incident review — {store.path}")
         self.resize(1600, 1000)
-        self.jobs = StoreJobs(self)
+        self.jobs = Workers(
+            "incident-review",
+            REVIEW_LANES,
+            expected_errors=(StoreError, OSError, ValueError, ExportCancelled),
+            parent=self,
+        )
         self.total: int | None = None
         self._count_pending = False
         self._rates_stale = True
@@ -318,9 +325,9 @@ class IncidentLogWindow(QMainWindow):
 
     # -- slots ----
 
-    def _on_count(self, answer: int | JobError) -> None:
+    def _on_count(self, answer: int | WorkError) -> None:
         self._count_pending = False
-        if isinstance(answer, JobError):
+        if isinstance(answer, WorkError):
             self.count_label.setText("count unavailable")
             self.message.setText(answer.message)
         else:
@@ -362,8 +369,8 @@ class IncidentLogWindow(QMainWindow):
         store = self.store
         self.jobs.submit("query", "detail", lambda: load_detail(store, incident_id), self._on_detail)
 
-    def _on_detail(self, answer: DetailData | JobError | None) -> None:
-        if isinstance(answer, JobError):
+    def _on_detail(self, answer: DetailData | WorkError | None) -> None:
+        if isinstance(answer, WorkError):
             self.message.setText(f"The incident's details could not be read: {answer.message}")
             return
         if answer is None:
@@ -375,8 +382,8 @@ class IncidentLogWindow(QMainWindow):
         self.detail.show_detail(answer)
         self.detail_loaded.emit(answer.incident.id)
 
-    def _on_reread(self, answer: Incident | JobError | None) -> None:
-        if isinstance(answer, JobError):
+    def _on_reread(self, answer: Incident | WorkError | None) -> None:
+        if isinstance(answer, WorkError):
             self.message.setText(answer.message)
             return
         if answer is None:
@@ -387,15 +394,15 @@ class IncidentLogWindow(QMainWindow):
             self.detail.show_incident(answer)
             self._request_detail(answer.id)
 
-    def _on_rates(self, group: str, answer: list[RateRow] | JobError) -> None:
-        if isinstance(answer, JobError):
+    def _on_rates(self, group: str, answer: list[RateRow] | WorkError) -> None:
+        if isinstance(answer, WorkError):
             self.rates.show_error(answer.message)
             return
         self.rates.show_rates(group, answer)
         self.rates_loaded.emit(group)
 
     def _on_export(self, path: Path, answer: Any) -> None:
-        if isinstance(answer, JobError):
+        if isinstance(answer, WorkError):
             self.message.setText(f"Export to {path} failed: {answer.message}")
             self.export_finished.emit(str(path), 0, answer.message)
             return

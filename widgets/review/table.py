@@ -1,6 +1,6 @@
 """The incident log table: newest first, paged lazily over the store's keyset cursors, never read on the GUI thread.
 
-``fetchMore`` only asks for the next page; the rows arrive later through ``StoreJobs``. While a page is in
+``fetchMore`` only asks for the next page; the rows arrive later through ``Workers``. While a page is in
 flight ``canFetchMore`` says no, so a view scrolled to the bottom asks once, not once per scroll event.
 """
 
@@ -15,7 +15,7 @@ from PySide6.QtGui import QBrush, QColor, QFont
 from console.incidents.model import Incident, Outcome, Status
 from console.store import IncidentFilter, IncidentPage, IncidentStore, PageCursor
 from widgets.common.style import incident_tooltip, severity_color, severity_text_color
-from widgets.review.jobs import JobError, StoreJobs
+from widgets.workers import WorkError, Workers
 
 PAGE_SIZE = 100
 COLUMNS = (
@@ -79,7 +79,7 @@ class IncidentTableModel(QAbstractTableModel):
     page_failed = Signal(str)
     page_loaded = Signal(int)  # rows now held
 
-    def __init__(self, store: IncidentStore, jobs: StoreJobs, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, store: IncidentStore, jobs: Workers, page_size: int = PAGE_SIZE) -> None:
         super().__init__()
         self._store = store
         self._jobs = jobs
@@ -132,9 +132,9 @@ class IncidentTableModel(QAbstractTableModel):
         self._jobs.submit("query", "page", lambda: store.query(flt, after=after, limit=limit), self._on_page)
         self.loading_changed.emit(True)
 
-    def _on_page(self, answer: IncidentPage | JobError) -> None:
+    def _on_page(self, answer: IncidentPage | WorkError) -> None:
         self._in_flight = False
-        if isinstance(answer, JobError):
+        if isinstance(answer, WorkError):
             self._exhausted = True  # retried by the next filter change or refresh, not in a loop
             self.loading_changed.emit(False)
             self.page_failed.emit(answer.message)

@@ -1,0 +1,290 @@
+"""The inventory editor's forms: one per kind of table (site, node, source), bound to keys of the document.
+
+A form shows one table of the inventory's document form and says what the user typed as ``edited(key, value)``
+(None removes the key); the editor applies it and revalidates. Text from nodes and from the file is never rich
+text. The source form also holds the "Test connection" button and its result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from console.config.fleet import SourceKind
+from console.config.inventory import SOURCE_KEYS
+
+ERROR_COLOR = "#c62828"
+WARNING_COLOR = "#b26a00"
+TESTING_TEXT = "Testing..."
+TLS_OFF_WARNING = "TLS verification is OFF for this target: its certificate is not checked."
+SECRET_KINDS = (
+    ("", "none"),
+    ("env", "environment variable"),
+    ("file", "file"),
+    ("keyring", "system keyring"),
+)
+
+
+def plain_label(text: str = "", color: str | None = None) -> QLabel:
+    # Text from nodes and from the file is never rich text: a name like "<img src=...>" stays literal.
+    label = QLabel(text)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    if color:
+        label.setStyleSheet(f"color: {color};")
+    return label
+
+
+def coerce_text(key: str, text: str) -> Any:
+    """Field text to a document value; what does not convert stays text so the parser names the problem."""
+    text = text.strip()
+    converters: Mapping[str, Callable[[str], Any]] = {"interval_s": float, "timeout_s": float, "port": int}
+    if key in converters:
+        with contextlib.suppress(ValueError):
+            return converters[key](text)
+    return text
+
+
+def display_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):  # a keyring reference with its own service
+        return str(value.get("name", ""))
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+class TableForm(QWidget):
+    """Line edits bound to keys of one document table; an edit emits ``edited(key, value)`` (None removes)."""
+
+    edited = Signal(str, object)
+
+    def __init__(self, fields: Mapping[str, tuple[str, str]]) -> None:
+        super().__init__()
+        self.form = QFormLayout()
+        self.edits: dict[str, QLineEdit] = {}
+        for key, (label, placeholder) in fields.items():
+            edit = QLineEdit()
+            edit.setObjectName(key)
+            edit.setPlaceholderText(placeholder)
+            edit.textEdited.connect(lambda text, key=key: self._on_text_edited(key, text))
+            self.edits[key] = edit
+            self.form.addRow(label, edit)
+        self.problems_label = plain_label(color=ERROR_COLOR)
+        layout = QVBoxLayout(self)
+        layout.addLayout(self.form)
+        self.extra = QVBoxLayout()
+        layout.addLayout(self.extra)
+        layout.addWidget(self.problems_label)
+        layout.addStretch(1)
+        self.loading = False
+
+    def _on_text_edited(self, key: str, text: str) -> None:
+        if key == "tags":
+            tags = [tag.strip() for tag in text.split(",") if tag.strip()]
+            self.edited.emit(key, tags or None)
+        else:
+            self.edited.emit(key, coerce_text(key, text) if text.strip() else None)
+
+    def load(self, table: Mapping[str, Any]) -> None:
+        self.loading = True
+        try:
+            for key, edit in self.edits.items():
+                edit.setText(display_value(table.get(key)))
+        finally:
+            self.loading = False
+
+    def show_problems(self, path: str, problems: list[str], *, exclude: str | None = None) -> None:
+        """Problems of this table (key path ``path``) inline: a list under the form, and marked fields."""
+        mine = [
+            p for p in problems if p.startswith((f"{path}.", f"{path}:")) and not (exclude and p.startswith(exclude))
+        ]
+        self.problems_label.setText("\n".join(mine))
+        self.problems_label.setVisible(bool(mine))
+        for key, widget in self.field_widgets().items():
+            hits = [p for p in mine if p.startswith((f"{path}.{key}:", f"{path}.{key}."))]
+            widget.setStyleSheet(f"border: 1px solid {ERROR_COLOR};" if hits else "")
+            widget.setToolTip("\n".join(hits))
+
+    def field_widgets(self) -> dict[str, QWidget]:
+        return dict(self.edits)
+
+
+class SiteForm(TableForm):
+    def __init__(self) -> None:
+        super().__init__(
+            {
+                "name": ("Name", "e.g. aws-use1"),
+                "provider": ("Provider", "e.g. aws"),
+                "region": ("Region", "optional"),
+                "interval_s": ("Poll interval (s)", "1.0"),
+                "timeout_s": ("Timeout (s)", "3.0"),
+            }
+        )
+
+
+class NodeForm(TableForm):
+    def __init__(self) -> None:
+        super().__init__(
+            {
+                "name": ("Name", "e.g. p5-017"),
+                "tags": ("Tags", "comma separated, optional"),
+                "interval_s": ("Poll interval (s)", "the site's default"),
+                "timeout_s": ("Timeout (s)", "the site's default"),
+            }
+        )
+        self.site_combo = QComboBox()
+        self.site_combo.setEditable(True)
+        self.site_combo.currentTextChanged.connect(self._on_site_changed)
+        self.form.insertRow(1, "Site", self.site_combo)
+
+    def set_sites(self, names: list[str], current: str) -> None:
+        self.loading = True
+        try:
+            self.site_combo.clear()
+            self.site_combo.addItems(names)
+            self.site_combo.setCurrentText(current)
+        finally:
+            self.loading = False
+
+    def _on_site_changed(self, text: str) -> None:
+        if not self.loading:
+            self.edited.emit("site", text.strip() or None)
+
+    def field_widgets(self) -> dict[str, QWidget]:
+        return {**self.edits, "site": self.site_combo}
+
+
+class SourceForm(TableForm):
+    test_requested = Signal()
+
+    def __init__(self) -> None:
+        super().__init__(
+            {
+                "url": ("URL", "http://host:9400/metrics"),
+                "host": ("Host", "host name or address"),
+                "port": ("Port", "22"),
+                "user": ("User", ""),
+                "key_file": ("Key file", "~/.ssh/id_ed25519"),
+                "known_hosts": ("known_hosts", "~/.ssh/known_hosts"),
+                "ca_file": ("CA file", "optional, absolute path"),
+            }
+        )
+        self.kind_combo = QComboBox()
+        self.kind_combo.addItems([str(kind) for kind in SourceKind])
+        self.kind_combo.currentTextChanged.connect(self._on_kind_changed)
+        self.form.insertRow(0, "Kind", self.kind_combo)
+        self.secret_kind = QComboBox()
+        for value, label in SECRET_KINDS:
+            self.secret_kind.addItem(label, value)
+        self.secret_name = QLineEdit()
+        self.secret_name.setObjectName("secret_name")
+        self.secret_name.setPlaceholderText("variable name, file path, or keyring entry (never the secret)")
+        self.secret_kind.currentIndexChanged.connect(self._on_secret_edited)
+        self.secret_name.textEdited.connect(self._on_secret_edited)
+        secret_row = QHBoxLayout()
+        secret_row.addWidget(self.secret_kind)
+        secret_row.addWidget(self.secret_name, 1)
+        self.secret_row = QWidget()
+        self.secret_row.setLayout(secret_row)
+        secret_row.setContentsMargins(0, 0, 0, 0)
+        self.form.addRow("Secret from", self.secret_row)
+        self.verify_tls = QCheckBox("Verify TLS certificate")
+        self.verify_tls.toggled.connect(self._on_verify_tls_toggled)
+        self.form.addRow("", self.verify_tls)
+        self.tls_warning = plain_label(f"\u26a0 {TLS_OFF_WARNING}", WARNING_COLOR)
+        self.tls_warning.setStyleSheet(f"color: {WARNING_COLOR}; font-weight: bold;")
+        self.test_button = QPushButton("Test connection")
+        self.test_button.clicked.connect(self.test_requested)
+        self.test_result = plain_label()
+        self.extra.addWidget(self.tls_warning)
+        self.extra.addWidget(self.test_button)
+        self.extra.addWidget(self.test_result)
+        self._secret_prefix = ""
+        self._keyring_service: str | None = None
+
+    def load(self, table: Mapping[str, Any]) -> None:
+        super().load(table)
+        self.loading = True
+        try:
+            self.kind_combo.setCurrentText(str(table.get("kind", "")))
+            self.verify_tls.setChecked(table.get("verify_tls", True) is not False)
+            self._load_secret(table)
+            self.update_visibility(table)
+        finally:
+            self.loading = False
+
+    def _load_secret(self, table: Mapping[str, Any]) -> None:
+        kind = SourceKind(table["kind"]) if table.get("kind") in set(SourceKind) else None
+        keys = SOURCE_KEYS.get(kind, ()) if kind else ()
+        self._secret_prefix = "token" if "token_env" in keys else "password" if "password_env" in keys else ""
+        self._keyring_service = None
+        self.secret_kind.setCurrentIndex(0)
+        self.secret_name.setText("")
+        for index, (suffix, _label) in enumerate(SECRET_KINDS[1:], start=1):
+            value = table.get(f"{self._secret_prefix}_{suffix}")
+            if self._secret_prefix and value is not None:
+                self.secret_kind.setCurrentIndex(index)
+                self.secret_name.setText(display_value(value))
+                if isinstance(value, dict):
+                    self._keyring_service = str(value.get("service", ""))
+
+    def update_visibility(self, table: Mapping[str, Any]) -> None:
+        kind = str(table.get("kind", ""))
+        keys = SOURCE_KEYS.get(SourceKind(kind), ()) if kind in set(SourceKind) else ()
+        for key, edit in self.edits.items():
+            self.form.setRowVisible(edit, key in keys)
+        self.form.setRowVisible(self.secret_row, bool(self._secret_prefix))
+        self.form.setRowVisible(self.verify_tls, "verify_tls" in keys)
+        self.tls_warning.setVisible("verify_tls" in keys and table.get("verify_tls", True) is False)
+
+    def _on_kind_changed(self, text: str) -> None:
+        if not self.loading:
+            self.edited.emit("kind", text)
+
+    def _on_verify_tls_toggled(self, checked: bool) -> None:
+        if not self.loading:
+            self.edited.emit("verify_tls", None if checked else False)
+
+    def _on_secret_edited(self, *_args: object) -> None:
+        if self.loading or not self._secret_prefix:
+            return
+        for suffix, _label in SECRET_KINDS[1:]:
+            self.edited.emit(f"{self._secret_prefix}_{suffix}", None)
+        suffix = self.secret_kind.currentData()
+        if suffix:
+            name = self.secret_name.text().strip()
+            value: Any = name
+            if suffix == "keyring" and self._keyring_service:
+                value = {"service": self._keyring_service, "name": name}
+            self.edited.emit(f"{self._secret_prefix}_{suffix}", value)
+
+    def field_widgets(self) -> dict[str, QWidget]:
+        widgets: dict[str, QWidget] = {**self.edits, "kind": self.kind_combo, "verify_tls": self.verify_tls}
+        if self._secret_prefix:
+            for suffix, _label in SECRET_KINDS[1:]:
+                widgets[f"{self._secret_prefix}_{suffix}"] = self.secret_name
+        return widgets
+
+    def show_test(self, text: str, testing: bool, ok: bool | None) -> None:
+        self.test_button.setText(TESTING_TEXT if testing else "Test connection")
+        self.test_button.setEnabled(not testing)
+        self.test_result.setText(text)
+        color = {True: "#2e7d32", False: ERROR_COLOR, None: "palette(text)"}[ok]
+        self.test_result.setStyleSheet(f"color: {color};")
