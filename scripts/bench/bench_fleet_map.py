@@ -99,6 +99,7 @@ def fill_rect_per_tile(widget: FleetMapWidget) -> Callable[[], None]:
     """The other way to paint: one QPainter.fillRect per tile with a cached QColor per colour (for comparison).
 
     Rectangles and colours are prepared outside the timed call, so only the painting is measured."""
+    from PySide6.QtCore import QRect
     from PySide6.QtGui import QColor, QImage, QPainter
 
     from widgets.live.fleet_map import slot_colours
@@ -111,7 +112,7 @@ def fill_rect_per_tile(widget: FleetMapWidget) -> Callable[[], None]:
     tiles = []
     for slot, argb in enumerate(slot_colours(arrays, canvas.colour_metric).tolist()):
         colour = cache.get(argb) or cache.setdefault(argb, QColor.fromRgb(argb))
-        tiles.append((layout.slot_rect(*divmod(slot, arrays.slots_per_node)), colour))
+        tiles.append((QRect(*layout.slot_box(*divmod(slot, arrays.slots_per_node))), colour))
     target = QImage(canvas.size(), QImage.Format.Format_RGB32)
 
     def paint() -> None:
