@@ -11,7 +11,7 @@ the same seed and the same anchor (the moment the fault schedule starts):
     nodes_per_site  lets each source rebuild the fleet's roster, so faults can be spread over "other" nodes
 
 The roster (node names and cooling, in fleet order) is a pure function of ``nodes_per_site`` so the source
-(``console.demo.source``) and this module always agree on it.
+(``console.demo.faults``) and this module always agree on it.
 """
 
 from __future__ import annotations

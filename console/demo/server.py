@@ -10,7 +10,7 @@ Routes (``<name>`` is a node name such as ``p5-use1-001``):
                                        per node, ``instance`` = node name), so Prometheus can scrape them all
     GET /inventory.toml                a fleet inventory (``console.config.inventory``) with one dcgm source per node
 
-Nodes behave like the demo fleet (``console.demo.source.NodeSimulation``, its fault schedule and physics).
+Nodes behave like the demo fleet (``console.demo.simulation.NodeSimulation``, its fault schedule and physics).
 Cost is what matters at 1,000 nodes a second on two cores: a node's simulation steps only when the node is
 asked for, at most once per wall-clock second, and the rendered payload of that second is cached and served
 to every later request in the same second. A node in the scripted "unreachable" fault holds its requests
@@ -33,8 +33,10 @@ from typing import Any
 from aiohttp import web
 
 from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec
+from console.demo.faults import DemoPlan, FaultKind, ScheduledFault, fleet_plan
 from console.demo.fleet import DEMO_INTERVAL_S, DEMO_SITES, DEMO_TIMEOUT_S, RosterEntry, demo_roster
-from console.demo.source import GPUS_PER_NODE, DemoPlan, FaultKind, NodeSimulation, ScheduledFault, fleet_plan
+from console.demo.physics import GPUS_PER_NODE
+from console.demo.simulation import NodeSimulation
 from console.samples.schema import ChassisSample, Health, NodeSample
 from console.sources.dcgm.render import render_dcgm_exposition
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
 
 from console.incidents.model import Severity
-from console.incidents.rules import Rule
+from console.incidents.rule import Rule
 from console.samples.results import PollResult
 from console.samples.schema import (
     ChassisSample,

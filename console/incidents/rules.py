@@ -4,6 +4,9 @@ A rule names a detector (``kind``), the signal it reads, thresholds per severity
 before it fires (``for_s``), the hysteresis that keeps it from flapping, and how long it must stay clear before the
 incident resolves itself (``clear_s``). Every problem in a rules file is reported at once, each naming the file,
 the rule and the key, because an operator editing thresholds at 3 a.m. should fix them in one pass.
+
+Each rule is checked against the detector registry (``console.incidents.detectors.DETECTORS``); the ``Rule``
+value itself lives in ``console.incidents.rule``, which the detectors import without importing this loader.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import string
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import resources
+from console.incidents.detectors import DETECTORS, SignalKind
 from console.incidents.model import Severity
+from console.incidents.rule import Direction, Rule
 
 DEFAULT_RULES_PATH = Path(resources.__file__).resolve().parent / "rules" / "default.toml"
 
@@ -56,59 +60,6 @@ class RuleError(ValueError):
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = tuple(problems)
-
-
-class Direction(StrEnum):
-    ABOVE = "above"  # fires when value >= threshold
-    BELOW = "below"  # fires when value <= threshold
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    id: str
-    kind: str  # the detector that evaluates it (console.incidents.detectors.DETECTORS)
-    category: str  # Incident.kind: xid, thermal, power, ecc, remap, pcie, nvlink, cooling, node, ...
-    signal: str = ""
-    unit: str = ""
-    direction: Direction | None = None
-    thresholds: tuple[tuple[Severity, float], ...] = ()  # worst severity first
-    severity: Severity = Severity.WARNING  # for rules that fire without thresholds (flags, events)
-    for_s: float = 0.0
-    hysteresis: float = 0.0
-    clear_s: float = 60.0
-    title: str = ""
-    action: str = ""
-    params: Mapping[str, float] = field(default_factory=dict, compare=False)
-    enabled: bool = True
-
-    def level(self, value: float) -> Severity | None:
-        """The worst severity whose threshold ``value`` crosses, or None."""
-        if self.direction is Direction.BELOW:
-            for severity, threshold in self.thresholds:
-                if value <= threshold:
-                    return severity
-        else:
-            for severity, threshold in self.thresholds:
-                if value >= threshold:
-                    return severity
-        return None
-
-    def holds(self, value: float) -> bool:
-        """Still inside the hysteresis band of the mildest threshold: an open condition does not clear yet."""
-        if not self.thresholds:
-            return False
-        mildest = self.thresholds[-1][1]
-        if self.direction is Direction.BELOW:
-            return value < mildest + self.hysteresis
-        return value > mildest - self.hysteresis
-
-    def threshold_text(self) -> str:
-        op = "<=" if self.direction is Direction.BELOW else ">="
-        unit = f" {self.unit}" if self.unit else ""
-        return ", ".join(f"{sev.label} at {op} {thr:g}{unit}" for sev, thr in self.thresholds)
-
-    def param(self, name: str) -> float:
-        return self.params[name]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +140,6 @@ def _number(problems: list[str], where: str, value: Any, *, minimum: float | Non
 
 
 def _parse_rule(problems: list[str], where: str, data: Any, ids: set[str]) -> Rule | None:
-    from console.incidents.detectors import DETECTORS, SignalKind
-
     if not isinstance(data, dict):
         problems.append(f"{where}: expected a table")
         return None

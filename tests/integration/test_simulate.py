@@ -21,9 +21,9 @@ import pytest
 
 from console.config.fleet import Node, Site, SourceKind, SourceSpec
 from console.config.inventory import parse_inventory
+from console.demo.faults import FaultKind
 from console.demo.fleet import Cooling
 from console.demo.server import SimulatorConfig, SimulatorServer, parse_faults, simulated_roster
-from console.demo.source import FaultKind
 from console.samples.results import PollFailure, SourceError
 from console.samples.schema import NodeSample
 from console.sources import make_source

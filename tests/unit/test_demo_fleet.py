@@ -12,8 +12,10 @@ import time
 import pytest
 
 from console.config.fleet import Fleet, Node, SourceKind, SourceSpec
+from console.demo.faults import FaultKind, ScheduledFault
 from console.demo.fleet import DEMO_ORIGIN, build_demo_fleet
-from console.demo.source import FaultKind, NodeSimulation, ScheduledFault, fault_schedule
+from console.demo.options import fault_schedule
+from console.demo.simulation import NodeSimulation
 from console.polling.poller import Poller
 from console.samples.codec import sample_from_json, sample_to_json
 from console.samples.results import PollFailure, PollResult, SourceError

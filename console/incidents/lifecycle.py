@@ -1,0 +1,259 @@
+"""An incident's life: opened, updated or escalated, acknowledged, resolved; and the changes each step emits.
+
+``tracking`` decides *when* a condition opens, is seen again or has cleared; this module decides *what* the
+incident then says (id, title, detail, context, count, peak) and emits the matching ``IncidentChange``. It also
+keeps the index of open incidents by id that the operator's acknowledge and resolve go through.
+
+Severity only escalates during one incident; a recurrence after resolution opens a new one with a new id (a hash
+of node, GPU, rule, code and opening time, so ids are stable across databases and ``merge`` can deduplicate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+
+from console.incidents.model import (
+    ChangeKind,
+    Incident,
+    IncidentChange,
+    IncidentContext,
+    Outcome,
+    Severity,
+    Status,
+)
+from console.incidents.recorder import EvidenceRecorder
+from console.incidents.state import Batch, NodeState, Track, TrackKey
+from console.samples.schema import GpuSample, NodeSample
+
+log = logging.getLogger(__name__)
+
+
+def incident_id(node: str, gpu_uuid: str | None, rule: str, code: str, opened_at: float) -> str:
+    text = f"{node}\x1f{gpu_uuid or ''}\x1f{rule}\x1f{code}\x1f{opened_at:.3f}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+class IncidentLifecycle:
+    __slots__ = ("_by_id", "_recorder", "_update_every_s")
+
+    def __init__(self, recorder: EvidenceRecorder, update_every_s: float) -> None:
+        self._recorder = recorder
+        self._update_every_s = update_every_s  # an UPDATED change for last_seen/peak alone at most this often
+        self._by_id: dict[str, NodeState] = {}
+
+    # --- steps the engine takes -----------------------------------------------------------------------------
+
+    def open(self, ns: NodeState, track: Track, t: float, batch: Batch) -> None:
+        rule = track.rule
+        uuid, _, code = track.key
+        context = incident_context(ns, uuid, batch.sample or ns.last_sample)
+        new_id = incident_id(ns.name, uuid, rule.id, code, t)
+        incident = Incident(
+            id=new_id,
+            rule=rule.id,
+            code=code,
+            kind=rule.category,
+            severity=track.severity,
+            status=Status.OPEN,
+            title=incident_title(ns, track, track.severity, context),
+            detail=incident_detail(track),
+            context=context,
+            opened_at=t,
+            last_seen_at=t,
+            count=1,
+            peak=track.peak,
+            recommended_action=track.action or rule.action,
+        )
+        track.incident = incident
+        track.last_emit = t
+        self._by_id[new_id] = ns
+        evidence = self._recorder.start(ns, incident, uuid, t)
+        log.info("incident opened: %s %s %s", ns.name, rule.id, incident.title)
+        batch.changes.append(IncidentChange(ChangeKind.OPENED, incident, t, evidence=evidence))
+
+    def seen(
+        self,
+        ns: NodeState,
+        track: Track,
+        severity: Severity,
+        t: float,
+        batch: Batch,
+        *,
+        recurred: bool,
+        event: bool,
+        new_detail: bool,
+    ) -> None:
+        """The open incident's condition was seen again at ``severity``: escalate, count a recurrence, or note
+        ``last_seen_at`` and the peak (the latter at most every ``update_every_s``). ``new_detail``: the finding
+        brought a detail text of its own (already on the track)."""
+        incident = track.incident
+        assert incident is not None
+        escalated = severity > incident.severity
+        if not (escalated or recurred or t - track.last_emit >= self._update_every_s):
+            return
+        updates: dict[str, object] = {"last_seen_at": t, "peak": track.peak}
+        note = ""
+        if escalated:
+            track.severity = severity
+            updates["severity"] = severity
+            updates["title"] = incident_title(ns, track, severity)
+            note = f"escalated to {severity.label}"
+        if recurred:
+            updates["count"] = incident.count + 1
+        if new_detail and (escalated or event):
+            updates["detail"] = incident_detail(track)
+        incident = dataclasses.replace(incident, **updates)  # type: ignore[arg-type]
+        track.incident = incident
+        track.last_emit = t
+        batch.changes.append(IncidentChange(ChangeKind.UPDATED, incident, t, note))
+
+    def still_seen(self, track: Track, t: float, batch: Batch) -> None:
+        """A repeated sample holds the condition: report ``last_seen_at`` as often as a new sample would."""
+        incident = track.incident
+        assert incident is not None
+        if t - track.last_emit >= self._update_every_s:
+            track.incident = dataclasses.replace(incident, last_seen_at=t, peak=track.peak)
+            track.last_emit = t
+            batch.changes.append(IncidentChange(ChangeKind.UPDATED, track.incident, t, ""))
+
+    def add_note(self, track: Track, note: str, t: float, batch: Batch) -> None:
+        """Append ``note`` to the open incident's detail (e.g. the Xid that describes it)."""
+        incident = track.incident
+        assert incident is not None
+        incident = dataclasses.replace(incident, detail=f"{incident.detail}\n{note}", last_seen_at=t)
+        track.incident = incident
+        track.last_emit = t
+        batch.changes.append(IncidentChange(ChangeKind.UPDATED, incident, t, note))
+
+    def auto_resolve(self, ns: NodeState, key: TrackKey, track: Track, t: float, batch: Batch) -> None:
+        incident = track.incident
+        assert incident is not None
+        incident = dataclasses.replace(
+            incident,
+            status=Status.RESOLVED,
+            resolved_at=t,
+            outcome=Outcome.AUTO_CLEARED,
+            last_seen_at=max(incident.last_seen_at, track.last_active),
+            peak=track.peak,
+        )
+        del ns.tracks[key]
+        self._by_id.pop(incident.id, None)
+        self._recorder.refresh(ns, incident)
+        log.info("incident cleared: %s %s", ns.name, incident.title)
+        note = f"clear for {track.rule.clear_s:g} s"
+        batch.changes.append(IncidentChange(ChangeKind.RESOLVED, incident, t, note))
+
+    # --- steps the operator takes ---------------------------------------------------------------------------
+
+    def acknowledge(self, incident_id: str, note: str, now: float) -> IncidentChange:
+        _, track = self._find(incident_id)
+        incident = track.incident
+        assert incident is not None
+        incident = dataclasses.replace(incident, status=Status.ACKNOWLEDGED, acknowledged_at=now)
+        track.incident = incident
+        return IncidentChange(ChangeKind.ACKNOWLEDGED, incident, now, note)
+
+    def resolve(self, incident_id: str, note: str, outcome: Outcome, now: float) -> IncidentChange:
+        ns, track = self._find(incident_id)
+        incident = track.incident
+        assert incident is not None
+        incident = dataclasses.replace(
+            incident, status=Status.RESOLVED, resolved_at=now, resolution_note=note, outcome=outcome
+        )
+        del ns.tracks[track.key]
+        del self._by_id[incident_id]
+        if track.rule.kind == "gpu_lost" and track.key[0] is not None:
+            ns.memory.missing.pop(track.key[0], None)  # the operator dealt with it (e.g. replaced the GPU)
+        self._recorder.refresh(ns, incident)
+        return IncidentChange(ChangeKind.RESOLVED, incident, now, note)
+
+    def open_incidents(self) -> list[Incident]:
+        found = [
+            track.incident for ns in self._by_id.values() for track in ns.tracks.values() if track.incident is not None
+        ]
+        unique = {incident.id: incident for incident in found}
+        return sorted(unique.values(), key=lambda i: (-i.severity, i.opened_at, i.id))
+
+    def _find(self, incident_id: str) -> tuple[NodeState, Track]:
+        ns = self._by_id.get(incident_id)
+        if ns is not None:
+            track = ns.track_of(incident_id)
+            if track is not None:
+                return ns, track
+        raise KeyError(f"no open incident with id {incident_id!r}")
+
+
+# --- what an incident says ------------------------------------------------------------------------------------
+
+
+def incident_context(ns: NodeState, uuid: str | None, sample: NodeSample | None) -> IncidentContext:
+    gpu: GpuSample | None = None
+    if uuid is not None:
+        gpu = sample.gpu(uuid) if sample is not None else None
+        if gpu is None:
+            mem = ns.memory.gpus.get(uuid)
+            gpu = mem.prev if mem is not None and mem.prev is not None else ns.memory.missing.get(uuid)
+    if gpu is not None:
+        return IncidentContext(
+            site=ns.site,
+            provider=ns.provider,
+            node=ns.name,
+            gpu_uuid=uuid,
+            gpu_index=gpu.index,
+            gpu_model=gpu.name,
+            serial=gpu.serial,
+            driver_version=gpu.driver_version,
+            vbios_version=gpu.vbios_version,
+            pci_bus_id=gpu.pci_bus_id,
+        )
+    # A node incident: name the node's GPU model and driver when all its GPUs agree (for "seen before").
+    gpus = sample.gpus if sample is not None else ()
+    models = {g.name for g in gpus}
+    drivers = {g.driver_version for g in gpus}
+    return IncidentContext(
+        site=ns.site,
+        provider=ns.provider,
+        node=ns.name,
+        gpu_uuid=uuid,
+        gpu_model=models.pop() if len(models) == 1 else None,
+        driver_version=drivers.pop() if len(drivers) == 1 else None,
+    )
+
+
+def incident_title(ns: NodeState, track: Track, severity: Severity, context: IncidentContext | None = None) -> str:
+    rule = track.rule
+    gpu_index = (
+        context.gpu_index
+        if context is not None
+        else (track.incident.context.gpu_index if track.incident is not None else None)
+    )
+    fields = {
+        "node": ns.name,
+        "site": ns.site,
+        "gpu_index": "-" if gpu_index is None else gpu_index,
+        "gpu_uuid": track.key[0] or "-",
+        "code": track.key[2],
+        "value": track.value if track.value is not None else math.nan,
+        "severity": severity.label,
+        "mnemonic": track.mnemonic,
+        "detail": track.detail,
+        "signal": rule.signal,
+    }
+    try:
+        return rule.title.format_map(fields)
+    except (ValueError, TypeError, KeyError, IndexError):
+        return f"{rule.id} {track.key[2]} on {ns.name}".strip()
+
+
+def incident_detail(track: Track) -> str:
+    rule = track.rule
+    parts = [track.detail] if track.detail else []
+    if track.value is not None and rule.thresholds:
+        unit = f" {rule.unit}" if rule.unit else ""
+        parts.append(f"{rule.signal or rule.kind} {track.value:.4g}{unit} ({rule.threshold_text()})")
+    if rule.for_s:
+        parts.append(f"held for {rule.for_s:g} s since {track.pending_since:.0f}")
+    return "; ".join(parts)
