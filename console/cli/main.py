@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "poll": "console.cli.poll",
     "incidents": "console.cli.incidents",
     "simulate": "console.cli.simulate",
+    "inventory": "console.cli.inventory",
 }
 
 

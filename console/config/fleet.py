@@ -87,6 +87,30 @@ class Site:
 
 
 @dataclass(frozen=True, slots=True)
+class Topology:
+    """Where a node sits physically: what it shares with its neighbours (a fault of one rack, cooling loop, power
+    feed or NVLink domain shows on every node in it). Each is a name, or None when not known."""
+
+    rack: str | None = None
+    cooling_loop: str | None = None
+    power_feed: str | None = None
+    nvlink_domain: str | None = None
+
+    def items(self) -> tuple[tuple[str, str], ...]:
+        """The known parts as (key, name), in the inventory's order."""
+        pairs = (
+            ("rack", self.rack),
+            ("cooling_loop", self.cooling_loop),
+            ("power_feed", self.power_feed),
+            ("nvlink_domain", self.nvlink_domain),
+        )
+        return tuple((key, value) for key, value in pairs if value is not None)
+
+
+TOPOLOGY_KEYS = ("rack", "cooling_loop", "power_feed", "nvlink_domain")
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     name: str
     site: str
@@ -94,6 +118,7 @@ class Node:
     tags: tuple[str, ...] = ()
     interval_s: float | None = None  # None: the site's default
     timeout_s: float | None = None
+    topology: Topology = Topology()
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec
+from console.config.fleet import TOPOLOGY_KEYS, Fleet, Node, Site, SourceKind, SourceSpec, Topology
 from console.config.inventory_writer import (
     dump_document,
     dump_inventory,
@@ -48,7 +48,7 @@ DEFAULT_TIMEOUT_S = Site("", "").timeout_s
 
 _TOP_KEYS = ("sites", "nodes", "rule_overrides")
 _SITE_KEYS = ("name", "provider", "region", "interval_s", "timeout_s", "demo")
-_NODE_KEYS = ("name", "site", "tags", "interval_s", "timeout_s", "sources")
+_NODE_KEYS = ("name", "site", "tags", "interval_s", "timeout_s", "sources", *TOPOLOGY_KEYS)
 _RULE_KEYS = ("scope", "rule", "key", "value")
 _HTTP_KEYS = ("url", "verify_tls", "ca_file")
 
@@ -205,6 +205,8 @@ def _parse_node(table: Mapping[str, Any], path: str, site_names: frozenset[str],
     tags = _tags(table, path, problems)
     interval = read_positive_seconds(table, "interval_s", path, problems)
     timeout = read_positive_seconds(table, "timeout_s", path, problems)
+    # Where the node sits (rack, cooling loop, power feed, NVLink domain): what a fault may share with neighbours.
+    topology = Topology(**{key: read_string(table, key, path, problems) for key in TOPOLOGY_KEYS})
     source_tables = read_tables(table, "sources", path, problems)
     if "sources" in table and isinstance(table["sources"], list) and not table["sources"]:
         problems.add(f"{path}.sources", "at least one source is required")
@@ -220,6 +222,7 @@ def _parse_node(table: Mapping[str, Any], path: str, site_names: frozenset[str],
         tags=tags,
         interval_s=interval,
         timeout_s=timeout,
+        topology=topology,
     )
 
 

@@ -49,6 +49,7 @@ def node_to_document(node: Node) -> dict[str, Any]:
         table["interval_s"] = node.interval_s
     if node.timeout_s is not None:
         table["timeout_s"] = node.timeout_s
+    table.update(node.topology.items())
     table["sources"] = [source_to_document(spec) for spec in node.sources]
     return table
 

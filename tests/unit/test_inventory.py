@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from console.config.fleet import Fleet, Node, SecretKind, SecretRef, Site, SourceKind, SourceSpec
+from console.config.fleet import Fleet, Node, SecretKind, SecretRef, Site, SourceKind, SourceSpec, Topology
 from console.config.inventory import (
     InventoryError,
     default_inventory_path,
@@ -545,3 +545,45 @@ def test_the_readme_example_inventory_loads() -> None:
     kinds = {spec.kind for node in fleet.nodes for spec in node.sources}
     assert {str(k) for k in kinds} == {"dcgm", "redfish", "agent", "ssh"}
     assert fleet.rule_overrides == (("provider:aws", "inlet_temperature", "warning", 32.0),)
+
+
+TOPOLOGY_FLEET = """
+[[sites]]
+name = "ord1"
+provider = "coreweave"
+
+[[nodes]]
+name = "gpu-001"
+site = "ord1"
+rack = "R01"
+cooling_loop = "loop-a"
+power_feed = "PDU-A1"
+nvlink_domain = "nvl72-a"
+  [[nodes.sources]]
+  kind = "dcgm"
+  url = "http://10.0.3.17:9400/metrics"
+
+[[nodes]]
+name = "gpu-002"
+site = "ord1"
+rack = 7
+cooling_loop = ""
+  [[nodes.sources]]
+  kind = "dcgm"
+  url = "http://10.0.3.18:9400/metrics"
+"""
+
+
+def test_a_node_carries_its_topology_and_it_survives_a_save() -> None:
+    valid = TOPOLOGY_FLEET.split('[[nodes]]\nname = "gpu-002"', maxsplit=1)[0]
+    fleet = parse_inventory(valid)
+    assert fleet.nodes[0].topology == Topology("R01", "loop-a", "PDU-A1", "nvl72-a")
+    again = parse_inventory(dump_inventory(fleet))
+    assert again.nodes[0].topology == fleet.nodes[0].topology
+
+
+def test_topology_keys_of_the_wrong_type_are_reported_with_their_path() -> None:
+    with pytest.raises(InventoryError) as caught:
+        parse_inventory(TOPOLOGY_FLEET, "fleet.toml")
+    assert "nodes[1].rack: expected a string, got integer" in caught.value.problems
+    assert "nodes[1].cooling_loop: must not be empty" in caught.value.problems
