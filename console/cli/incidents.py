@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from console.incidents.model import Incident
     from console.store import IncidentFilter, IncidentStore
     from console.store.export import ExportFormat
 
@@ -23,6 +24,8 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _STATS_DEFAULT_WINDOW_S = 30 * 86400
 # C0 and C1 control characters and DEL: text from nodes must never drive the operator's terminal.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TREE_DEPTH = 6  # levels of symptoms shown under a root (correlation makes two; more only from merged logs)
+_TREE_CHILDREN = 50  # symptoms listed per incident in the tree; the rest are counted
 
 
 def plain(value: object) -> str:
@@ -90,6 +93,9 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--since", type=parse_time, help="opened at or after (epoch, ISO 8601 or age: 6h, 7d)")
     group.add_argument("--until", type=parse_time, help="opened before")
     group.add_argument("--text", help="words in the title, detail or resolution note")
+    group.add_argument(
+        "--roots", action="store_true", help="only roots: causes and uncorrelated incidents, no symptoms"
+    )
 
 
 def _add_format(parser: argparse.ArgumentParser, *, csv: bool) -> None:
@@ -166,6 +172,7 @@ def _filter(args: argparse.Namespace) -> IncidentFilter:
         kind=args.kind,
         status=tuple(args.status or ()),
         text=args.text,
+        roots_only=args.roots,
     )
 
 
@@ -182,10 +189,11 @@ def _list(store: IncidentStore, args: argparse.Namespace) -> int:
         print("gpu-console incidents: --limit must be > 0", file=sys.stderr)
         return EXIT_STORE_ERROR
     incidents = store.query(_filter(args), limit=args.limit).incidents
+    symptoms = store.symptom_counts([incident.id for incident in incidents])
     if args.fmt == "json":
-        write_json(incidents, sys.stdout)
+        write_json(incidents, sys.stdout, symptoms)
     elif args.fmt == "csv":
-        write_csv(incidents, sys.stdout)
+        write_csv(incidents, sys.stdout, symptoms)
     else:
         for incident in incidents:
             ctx = incident.context
@@ -194,12 +202,75 @@ def _list(store: IncidentStore, args: argparse.Namespace) -> int:
             print(
                 plain(
                     f"{_stamp(incident.opened_at)}  {incident.severity.label:8} {incident.status:12} "
-                    f"{ctx.site}/{ctx.node} gpu {gpu:2}  {rule}  x{incident.count}  {incident.title}  "
-                    f"[{incident.id}]"
+                    f"{ctx.site}/{ctx.node} gpu {gpu:2}  {_scope(incident):<12} "
+                    f"{_relation(incident, symptoms.get(incident.id, 0)):>3}  {rule}  x{incident.count}  "
+                    f"{incident.title}  [{incident.id}]"
                 )
             )
         print(f"{len(incidents)} incident(s)", file=sys.stderr)
     return 0
+
+
+def _scope(incident: Incident) -> str:
+    """Compact scope: ``gpu``, ``node``, or a shared scope with its name and member count (``rack:r12[3]``)."""
+    scope = str(incident.effective_scope)
+    nodes = incident.member_nodes
+    if incident.effective_scope_name != incident.context.node or len(nodes) > 1:
+        scope += f":{incident.effective_scope_name}"
+    return scope + (f"[{len(nodes)}]" if len(nodes) > 1 else "")
+
+
+def _relation(incident: Incident, symptoms: int) -> str:
+    """``+N``: a root with N symptoms beneath it; ``^``: a symptom (``show`` gives its root); ``-``: neither."""
+    if incident.parent_id is not None:
+        return "^"
+    return f"+{symptoms}" if symptoms else "-"
+
+
+def _tree_line(incident: Incident, symptoms: int, *, here: bool) -> str:
+    nodes = ", ".join(incident.member_nodes)
+    rule = f"{incident.rule}:{incident.code}" if incident.code else incident.rule
+    marker = "* " if here else ""
+    counted = f"  {symptoms} symptom(s)" if symptoms else ""
+    return plain(
+        f"{marker}{incident.id}  {incident.effective_scope} {incident.effective_scope_name}  nodes: {nodes}  "
+        f"{incident.severity.label} {incident.status}  {rule}  {incident.title}{counted}"
+    )
+
+
+def _top(store: IncidentStore, incident: Incident) -> tuple[Incident | None, str | None]:
+    """The root at the top of ``incident``'s tree, or (None, the missing parent's id) when a link is dangling."""
+    seen = {incident.id}
+    current = incident
+    while current.parent_id is not None and current.parent_id not in seen:
+        parent = store.get(current.parent_id)
+        if parent is None:
+            return None, current.parent_id
+        seen.add(parent.id)
+        current = parent
+    return current, None
+
+
+def _print_tree(store: IncidentStore, incident: Incident) -> None:
+    """The incident's correlation: its root with every symptom indented beneath (this one marked ``*``)."""
+    print("\nCorrelation (root, then its symptoms):")
+    top, missing = _top(store, incident)
+    if top is None:
+        print(plain(f"  {incident.id} is a symptom of {missing}, which is not in this database"))
+        top = incident
+    visited: set[str] = set()
+
+    def show(node: Incident, depth: int) -> None:
+        visited.add(node.id)
+        children = store.children(node.id) if depth < _TREE_DEPTH else ()
+        print("  " + "    " * depth + _tree_line(node, len(children), here=node.id == incident.id))
+        fresh = [child for child in children if child.id not in visited]
+        for child in fresh[:_TREE_CHILDREN]:
+            show(child, depth + 1)
+        if len(fresh) > _TREE_CHILDREN:
+            print("  " + "    " * (depth + 1) + f"... and {len(fresh) - _TREE_CHILDREN} more symptom(s)")
+
+    show(top, 0)
 
 
 def _show(store: IncidentStore, args: argparse.Namespace) -> int:
@@ -214,9 +285,14 @@ def _show(store: IncidentStore, args: argparse.Namespace) -> int:
     timeline = store.timeline(incident.id)
     evidence = store.evidence_count(incident.id)
     seen = store.seen_before(incident)
+    children = store.children(incident.id)
     if args.fmt == "json":
+        parent = None if incident.parent_id is None else store.get(incident.parent_id)
+        grandchildren = store.symptom_counts([child.id for child in children])
         document = {
-            "incident": incident_dict(incident),
+            "incident": incident_dict(incident, len(children)),
+            "parent": None if parent is None else incident_dict(parent, len(store.children(parent.id))),
+            "children": [incident_dict(child, grandchildren.get(child.id, 0)) for child in children],
             "timeline": [
                 {**asdict(entry), "severity": entry.severity.label, "kind": str(entry.kind)} for entry in timeline
             ],
@@ -225,9 +301,12 @@ def _show(store: IncidentStore, args: argparse.Namespace) -> int:
         }
         print(json.dumps(document, indent=2))  # ASCII escapes: no control character reaches the terminal
         return 0
-    for key, value in incident_dict(incident).items():
+    for key, value in incident_dict(incident, len(children)).items():
         shown = _stamp(value) if key.endswith("_at") and value is not None else value
+        if isinstance(shown, list):
+            shown = ", ".join(shown)
         print(f"{key:>20}: {'-' if shown in (None, '') else plain(shown)}")
+    _print_tree(store, incident)
     print("\nTimeline:")
     for entry in timeline:
         note = f"  {plain(entry.note)}" if entry.note else ""
@@ -310,6 +389,7 @@ def _merge(store: IncidentStore, args: argparse.Namespace) -> int:
         print(
             f"merged {args.other} into {store.path}: {result.incidents_added} added, "
             f"{result.incidents_updated} updated, {result.incidents_unchanged} unchanged, "
+            f"{result.incidents_joined} joined to the same fault under another id, "
             f"{result.timeline_added} timeline entries, {result.evidence_added} evidence samples, "
             f"{result.exposure_rows} exposure rows"
         )

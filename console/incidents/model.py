@@ -41,6 +41,18 @@ class Outcome(StrEnum):
     AUTO_CLEARED = "auto_cleared"  # resolved by the engine after the clear duration
 
 
+class Scope(StrEnum):
+    """How far an incident reaches in the physical topology: one GPU, one node, or what several nodes share."""
+
+    GPU = "gpu"
+    NODE = "node"
+    RACK = "rack"
+    COOLING_LOOP = "cooling_loop"
+    POWER_FEED = "power_feed"
+    NVLINK_DOMAIN = "nvlink_domain"
+    SITE = "site"
+
+
 class ChangeKind(StrEnum):
     OPENED = "opened"
     UPDATED = "updated"  # count, last seen, peak or severity changed
@@ -87,6 +99,27 @@ class Incident:
     acknowledged_at: float | None = None
     resolution_note: str = ""
     outcome: Outcome | None = None
+    # Correlation: a symptom points at the incident of its cause (None for a root); a root that groups several
+    # nodes says what they share (scope and its name: the rack's, the loop's; the node's name for node scope) and
+    # which nodes it covers. How many symptoms a root has is counted from the children, never stored.
+    parent_id: str | None = None
+    scope: Scope | None = None  # None: derived from the context (GPU when it has a UUID, else node)
+    scope_name: str = ""
+    nodes: tuple[str, ...] = ()
+
+    @property
+    def effective_scope(self) -> Scope:
+        if self.scope is not None:
+            return self.scope
+        return Scope.GPU if self.context.gpu_uuid else Scope.NODE
+
+    @property
+    def member_nodes(self) -> tuple[str, ...]:
+        return self.nodes or (self.context.node,)
+
+    @property
+    def effective_scope_name(self) -> str:
+        return self.scope_name or self.context.node
 
 
 @dataclass(frozen=True, slots=True)

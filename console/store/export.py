@@ -1,23 +1,31 @@
-"""Incidents as JSON objects and CSV rows. CSV cells are made safe against formula injection."""
+"""Incidents as JSON objects and CSV rows. CSV cells are made safe against formula injection.
+
+Each incident carries its correlation: ``parent_id`` (null for a root), the effective ``scope`` and
+``scope_name``, its member ``nodes`` (a list; a JSON array in a CSV cell) and ``symptoms``, the number of
+incidents grouped under it (counted by the store, never stored).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal, TextIO
 
 from console.incidents.model import Incident
-from console.store.schema import INCIDENT_COLUMNS
+from console.store.schema import INCIDENT_COLUMNS, nodes_json
 
 ExportFormat = Literal["csv", "json"]
-# The same columns as the database, in the same order, so an export reads like the table it came from.
-EXPORT_FIELDS: tuple[str, ...] = INCIDENT_COLUMNS
+# The same columns as the database, in the same order, so an export reads like the table it came from, then
+# the one derived column: how many symptoms an incident has.
+EXPORT_FIELDS: tuple[str, ...] = (*INCIDENT_COLUMNS, "symptoms")
+Counted = tuple[Incident, int]  # an incident and the number of its symptoms
 # A spreadsheet treats a cell starting with one of these as a formula (OWASP "CSV injection").
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def incident_dict(incident: Incident) -> dict[str, Any]:
+def incident_dict(incident: Incident, symptoms: int = 0) -> dict[str, Any]:
+    """The incident's fields; scope, scope name and nodes are the effective ones (derived when not stored)."""
     ctx = incident.context
     return {
         "id": incident.id,
@@ -47,7 +55,19 @@ def incident_dict(incident: Incident) -> dict[str, Any]:
         "recommended_action": incident.recommended_action,
         "resolution_note": incident.resolution_note,
         "outcome": None if incident.outcome is None else str(incident.outcome),
+        "parent_id": incident.parent_id,
+        "scope": str(incident.effective_scope),
+        "scope_name": incident.effective_scope_name,
+        "nodes": list(incident.member_nodes),
+        "symptoms": symptoms,
     }
+
+
+def counted(incidents: Iterable[Incident], symptoms: Mapping[str, int] | None = None) -> Iterator[Counted]:
+    """Pair each incident with its number of symptoms (0 when ``symptoms`` does not name it)."""
+    counts = symptoms or {}
+    for incident in incidents:
+        yield incident, counts.get(incident.id, 0)
 
 
 def safe_cell(value: Any) -> Any:
@@ -57,34 +77,51 @@ def safe_cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def write_csv(incidents: Iterable[Incident], out: TextIO) -> int:
+def write_csv(incidents: Iterable[Incident], out: TextIO, symptoms: Mapping[str, int] | None = None) -> int:
+    return write_counted_csv(counted(incidents, symptoms), out)
+
+
+def write_json(incidents: Iterable[Incident], out: TextIO, symptoms: Mapping[str, int] | None = None) -> int:
+    return write_counted_json(counted(incidents, symptoms), out)
+
+
+def write_counted_csv(rows: Iterable[Counted], out: TextIO) -> int:
     # RFC 4180 line ends; they also make the writer quote any cell holding a CR or LF.
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(EXPORT_FIELDS)
     written = 0
-    for incident in incidents:
-        row = incident_dict(incident)
+    for incident, symptoms in rows:
+        row = incident_dict(incident, symptoms)
+        row["nodes"] = nodes_json(row["nodes"])  # one cell: the same JSON array text as the database column
         writer.writerow([safe_cell(row[name]) for name in EXPORT_FIELDS])
         written += 1
     return written
 
 
-def write_json(incidents: Iterable[Incident], out: TextIO) -> int:
+def write_counted_json(rows: Iterable[Counted], out: TextIO) -> int:
     """A JSON array, written one incident at a time so a large export never sits in memory whole."""
     written = 0
     out.write("[")
-    for incident in incidents:
+    for incident, symptoms in rows:
         out.write(",\n" if written else "\n")
         # ASCII escapes: text from nodes may hold control characters a terminal would obey (ESC, CSI).
-        out.write(json.dumps(incident_dict(incident)))
+        out.write(json.dumps(incident_dict(incident, symptoms)))
         written += 1
     out.write("\n]\n" if written else "]\n")
     return written
 
 
-def write(incidents: Iterable[Incident], fmt: ExportFormat, out: TextIO) -> int:
+def write(
+    incidents: Iterable[Incident], fmt: ExportFormat, out: TextIO, symptoms: Mapping[str, int] | None = None
+) -> int:
+    """``incidents`` as CSV or JSON; ``symptoms`` gives their symptom counts (0 for those it does not name)."""
+    return write_counted(counted(incidents, symptoms), fmt, out)
+
+
+def write_counted(rows: Iterable[Counted], fmt: ExportFormat, out: TextIO) -> int:
+    """``rows``: incidents with their symptom counts (``counted``; the store pairs them a page at a time)."""
     if fmt == "csv":
-        return write_csv(incidents, out)
+        return write_counted_csv(rows, out)
     if fmt == "json":
-        return write_json(incidents, out)
+        return write_counted_json(rows, out)
     raise ValueError(f"export format must be csv or json, not {fmt!r}")

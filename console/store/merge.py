@@ -1,6 +1,13 @@
 """Merging another operator's database: stable ids, the more advanced state wins, nothing duplicated.
 
-Runs on the writer thread (it is a write), attaching the other file read-only.
+Ids are what two consoles agree on (see console.incidents.lifecycle), except for a fault whose first sightings
+fell either side of an id window: the other file's incident is then the same fault as one here under another
+id (same node, GPU, rule and code, overlapping open intervals, as ``lifecycle.same_fault``). It is not added;
+its timeline and evidence join the incident already here, and symptoms that pointed at it point at that one.
+
+Runs on the writer thread (it is a write), attaching the other file read-only. A file of an older schema version
+is merged as it is (read-only, never migrated): the columns it lacks take their defaults (schema 1: no parent,
+derived scope, no member nodes).
 """
 
 from __future__ import annotations
@@ -10,22 +17,47 @@ import sqlite3
 from pathlib import Path
 
 from console.db import file_uri, peek
+from console.incidents.lifecycle import ID_WINDOW_S
 from console.store.schema import INCIDENT_COLUMNS, SCHEMA_VERSION, STATUS_RANK_SQL
 from console.store.types import MergeResult, StoreError
 
 _COLUMNS = ", ".join(INCIDENT_COLUMNS)
 _NEW_RANK = STATUS_RANK_SQL.format(col="excluded.status")
 _OLD_RANK = STATUS_RANK_SQL.format(col="status")
+OLDEST_MERGEABLE = 1
+# What a column added by a later schema step reads as in a file from before it (its default there).
+_ADDED_LATER = {"parent_id": "NULL", "scope": "NULL", "scope_name": "''", "nodes": "'[]'"}
 # Same id: take the other copy only if it is further along (open < acknowledged < resolved), or as far
-# along and seen later. The other copy is taken whole, so a row never mixes two operators' states.
+# along and seen later. The other copy is taken whole (its parent link and scope too), so a row never mixes
+# two operators' states.
 _MERGE_INCIDENTS = (
-    f"INSERT INTO main.incidents ({_COLUMNS}) SELECT {_COLUMNS} FROM other.incidents WHERE true "
+    f"INSERT INTO main.incidents ({_COLUMNS}) SELECT {{select}} FROM other.incidents o "
+    # The WHERE also keeps SQLite from reading ON CONFLICT as part of the SELECT (an upsert needs one).
+    "WHERE o.id NOT IN (SELECT other_id FROM temp.merge_alias) "
     "ON CONFLICT(id) DO UPDATE SET "
     + ", ".join(f"{name} = excluded.{name}" for name in INCIDENT_COLUMNS if name != "id")
     + f" WHERE {_NEW_RANK} > {_OLD_RANK}"
     + f" OR ({_NEW_RANK} = {_OLD_RANK} AND excluded.last_seen_at > last_seen_at)"
 )
+# Each incident of the other file that only this file's ids lack, paired with this file's incident of the same
+# fault (the earliest, when several overlap); the node index narrows the search.
+_FIND_ALIASES = f"""
+CREATE TEMP TABLE merge_alias AS
+SELECT other_id, main_id FROM (
+    SELECT o.id AS other_id, (
+        SELECT m.id FROM main.incidents m
+        WHERE m.node = o.node AND m.gpu_uuid IS o.gpu_uuid AND m.rule = o.rule AND m.code = o.code
+          AND m.opened_at > o.opened_at - {ID_WINDOW_S} AND m.opened_at < o.opened_at + {ID_WINDOW_S}
+          AND m.opened_at <= coalesce(o.resolved_at, 9e999) AND o.opened_at <= coalesce(m.resolved_at, 9e999)
+        ORDER BY m.opened_at LIMIT 1
+    ) AS main_id
+    FROM other.incidents o
+    WHERE NOT EXISTS (SELECT 1 FROM main.incidents x WHERE x.id = o.id)
+) WHERE main_id IS NOT NULL
+"""
 _TIMELINE_COLUMNS = "incident_id, time, kind, note, severity, status, count"
+_TIMELINE_REST = "time, kind, note, severity, status, count"
+_ALIASED = "coalesce((SELECT a.main_id FROM temp.merge_alias a WHERE a.other_id = t.incident_id), t.incident_id)"
 _EXPOSURE_COLUMNS = "site, provider, gpu_model, hour, gpu_seconds"
 
 
@@ -45,29 +77,52 @@ def check_other(other: Path, own: Path) -> None:
         raise StoreError(f"cannot merge {other}: {exc}") from exc
     if "incidents" not in tables:
         raise StoreError(f"cannot merge {other}: it is not an incident database")
-    if version != SCHEMA_VERSION:
+    if not OLDEST_MERGEABLE <= version <= SCHEMA_VERSION:
         raise StoreError(
             f"cannot merge {other}: its schema version is {version}, this console's is {SCHEMA_VERSION}; "
             "open it once with the same console version first"
         )
 
 
+def _select_list(conn: sqlite3.Connection) -> str:
+    """INCIDENT_COLUMNS as the attached file can give them: its own columns, defaults for those it lacks."""
+    present = {row[1] for row in conn.execute("PRAGMA other.table_info(incidents)")}
+    missing = [name for name in INCIDENT_COLUMNS if name not in present]
+    unknown = [name for name in missing if name not in _ADDED_LATER]
+    if unknown:
+        raise StoreError(f"cannot merge: the other incident table lacks {', '.join(unknown)}")
+    return ", ".join(name if name in present else f"{_ADDED_LATER[name]} AS {name}" for name in INCIDENT_COLUMNS)
+
+
 def merge(conn: sqlite3.Connection, other: Path) -> MergeResult:
     conn.execute("ATTACH DATABASE ? AS other", (file_uri(other, readonly=True),))
     try:
         conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DROP TABLE IF EXISTS temp.merge_alias")
+        conn.execute(_FIND_ALIASES)
+        conn.execute("CREATE UNIQUE INDEX temp.merge_alias_other ON merge_alias (other_id)")
+        joined = conn.execute("SELECT count(*) FROM temp.merge_alias").fetchone()[0]
         total = conn.execute("SELECT count(*) FROM other.incidents").fetchone()[0]
-        added = conn.execute(
-            "SELECT count(*) FROM other.incidents o WHERE NOT EXISTS (SELECT 1 FROM main.incidents m WHERE m.id = o.id)"
-        ).fetchone()[0]
-        changed = conn.execute(_MERGE_INCIDENTS).rowcount
+        added = (
+            conn.execute(
+                "SELECT count(*) FROM other.incidents o "
+                "WHERE NOT EXISTS (SELECT 1 FROM main.incidents m WHERE m.id = o.id)"
+            ).fetchone()[0]
+            - joined
+        )
+        changed = conn.execute(_MERGE_INCIDENTS.format(select=_select_list(conn))).rowcount
+        conn.execute(
+            "UPDATE main.incidents SET parent_id = "
+            "(SELECT a.main_id FROM temp.merge_alias a WHERE a.other_id = parent_id) "
+            "WHERE parent_id IN (SELECT other_id FROM temp.merge_alias)"
+        )
         timeline = conn.execute(
             f"INSERT OR IGNORE INTO main.timeline ({_TIMELINE_COLUMNS}) "
-            f"SELECT {_TIMELINE_COLUMNS} FROM other.timeline ORDER BY time"
+            f"SELECT {_ALIASED}, {_TIMELINE_REST} FROM other.timeline t ORDER BY time"
         ).rowcount
         evidence = conn.execute(
             "INSERT OR IGNORE INTO main.evidence (incident_id, time, sample_json) "
-            "SELECT incident_id, time, sample_json FROM other.evidence"
+            f"SELECT {_ALIASED}, time, sample_json FROM other.evidence t"
         ).rowcount
         # Two consoles watching one site observe the same GPU-hours: take the larger figure, never the sum.
         exposure = conn.execute(
@@ -83,13 +138,16 @@ def merge(conn: sqlite3.Connection, other: Path) -> MergeResult:
         raise
     finally:
         with contextlib.suppress(sqlite3.Error):
+            conn.execute("DROP TABLE IF EXISTS temp.merge_alias")
+        with contextlib.suppress(sqlite3.Error):
             conn.execute("DETACH DATABASE other")
     updated = changed - added
     return MergeResult(
         incidents_added=added,
         incidents_updated=updated,
-        incidents_unchanged=total - added - updated,
+        incidents_unchanged=total - added - updated - joined,
         timeline_added=timeline,
         evidence_added=evidence,
         exposure_rows=exposure,
+        incidents_joined=joined,
     )

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from console.incidents.model import ChangeKind, EvidencePoint, Incident, Outcome, Severity, Status
@@ -24,10 +26,14 @@ from console.store.types import (
 
 RATE_GROUPS = ("site", "provider", "kind")
 SEEN_BEFORE_LISTED = 20
+_IDS_PER_STATEMENT = 500  # bound parameters per IN (...) list, well under SQLite's limit
 COMMON_TEXT_MATCHES = 2000
 _FEW_VALUES = frozenset(
     {"site", "provider", "kind", "rule"}
 )  # incidents listed per group; the counts cover all of them
+# Filters a count answers from the rows themselves (no index holds these columns), and broad columns.
+_READ_FROM_ROWS = ("text", "gpu_model", "driver", "severity")
+_BROAD = ("site", "provider", "kind", "rule")
 _EQUALITY_FILTERS = (
     ("site", "site"),
     ("provider", "provider"),
@@ -95,6 +101,9 @@ def where(flt: IncidentFilter, *, text_is_common: bool = False) -> tuple[list[st
             plus = "+" if text_is_common else ""
             terms.append(f"{plus}i.seq IN (SELECT rowid FROM incidents_fts WHERE incidents_fts MATCH ?)")
             params.append(match)
+    if flt.roots_only:
+        # Checked on the row the page reads anyway (or from the unresolved index, which covers parent_id).
+        terms.append("i.parent_id IS NULL")
     return terms, params
 
 
@@ -133,15 +142,74 @@ def _text_is_common(conn: sqlite3.Connection, flt: IncidentFilter) -> bool:
 
 
 def count(conn: sqlite3.Connection, flt: IncidentFilter) -> int:
+    if flt.roots_only and not _reads_rows(flt):
+        return _count_roots_by_subtraction(conn, flt)
     terms, params = where(flt)
     sql = "SELECT count(*) FROM incidents i" + (" WHERE " + " AND ".join(terms) if terms else "")
     total: int = conn.execute(sql, params).fetchone()[0]
     return total
 
 
+def _reads_rows(flt: IncidentFilter) -> bool:
+    """Whether counting ``flt`` reads each matching row (or the unresolved index, which holds parent_id) anyway,
+    so that testing parent_id there costs nothing more."""
+    gpu_index = flt.gpu is not None and flt.gpu.strip().isdigit()
+    return gpu_index or bool(flt.statuses) or any(getattr(flt, name) is not None for name in _READ_FROM_ROWS)
+
+
+def _count_roots_by_subtraction(conn: sqlite3.Connection, flt: IncidentFilter) -> int:
+    """Roots = the matching rows less the matching symptoms. The first count keeps its plan (one index alone);
+    the second reads at most the symptom index, which covers the filtered columns. Testing parent_id on each
+    matching row instead reads every one of them (a 1M log's roots: about a second)."""
+    terms, params = where(replace(flt, roots_only=False))
+    matching = " AND ".join(terms) if terms else "1"
+    # Left alone, the planner walks a broad column's index (kind, say) and reads each row it lists rather than
+    # scan the covering symptom index; name that index for those. Node and GPU have indexes that find their few
+    # rows faster.
+    broad = any(getattr(flt, name) is not None for name in _BROAD) and flt.node is None and flt.gpu is None
+    symptoms = "incidents i INDEXED BY incidents_parent_opened" if broad else "incidents i"
+    sql = (
+        f"SELECT (SELECT count(*) FROM incidents i WHERE {matching}) - "
+        f"(SELECT count(*) FROM {symptoms} WHERE {matching} AND i.parent_id IS NOT NULL)"
+    )
+    roots: int = conn.execute(sql, [*params, *params]).fetchone()[0]
+    return roots
+
+
 def get(conn: sqlite3.Connection, incident_id: str) -> Incident | None:
     row = conn.execute(f"SELECT {SELECT_INCIDENT} FROM incidents i WHERE i.id = ?", (incident_id,)).fetchone()
     return None if row is None else incident_from_row(row)
+
+
+def children(conn: sqlite3.Connection, parent_id: str) -> tuple[Incident, ...]:
+    """The symptoms grouped under ``parent_id``, newest first (from the symptom index)."""
+    rows = conn.execute(
+        f"SELECT {SELECT_INCIDENT} FROM incidents i WHERE i.parent_id = ? ORDER BY i.opened_at DESC, i.seq DESC",
+        (parent_id,),
+    ).fetchall()
+    return tuple(incident_from_row(row) for row in rows)
+
+
+def symptom_counts(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, int]:
+    """How many symptoms each of ``ids`` has; ids without any are absent. Counted from the symptom index alone."""
+    wanted = list(dict.fromkeys(ids))
+    counts: dict[str, int] = {}
+    for start in range(0, len(wanted), _IDS_PER_STATEMENT):
+        chunk = wanted[start : start + _IDS_PER_STATEMENT]
+        marks = ", ".join("?" for _ in chunk)
+        rows = conn.execute(
+            f"SELECT parent_id, count(*) FROM incidents WHERE parent_id IN ({marks}) GROUP BY parent_id", chunk
+        ).fetchall()
+        counts.update((parent, int(n)) for parent, n in rows)
+    return counts
+
+
+def unresolved(conn: sqlite3.Connection) -> tuple[Incident, ...]:
+    """Every open or acknowledged incident, newest first (from the unresolved index)."""
+    rows = conn.execute(
+        f"SELECT {SELECT_INCIDENT} FROM incidents i WHERE i.status <> 'resolved' ORDER BY i.opened_at DESC, i.seq DESC"
+    ).fetchall()
+    return tuple(incident_from_row(row) for row in rows)
 
 
 def timeline(conn: sqlite3.Connection, incident_id: str) -> list[TimelineEntry]:
@@ -232,12 +300,17 @@ def seen_before(conn: sqlite3.Connection, incident: Incident) -> SeenBefore:
     )
 
 
-def rates(conn: sqlite3.Connection, group_by: str, since: float, until: float) -> list[RateRow]:
+def rates(
+    conn: sqlite3.Connection, group_by: str, since: float, until: float, roots_only: bool = False
+) -> list[RateRow]:
+    """``roots_only``: count each fault once (its symptoms left out)."""
     if group_by not in RATE_GROUPS:
         raise ValueError(f"rates can be grouped by {', '.join(RATE_GROUPS)}, not {group_by!r}")
+    roots = " AND parent_id IS NULL" if roots_only else ""
     incidents = dict(
         conn.execute(
-            f"SELECT {group_by}, count(*) FROM incidents WHERE opened_at >= ? AND opened_at < ? GROUP BY {group_by}",
+            f"SELECT {group_by}, count(*) FROM incidents WHERE opened_at >= ? AND opened_at < ?{roots} "
+            f"GROUP BY {group_by}",
             (since, until),
         ).fetchall()
     )

@@ -7,13 +7,14 @@ a crash mid-migration leaves the previous version intact. Append steps, never ed
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from console.db import Migration, Schema
-from console.incidents.model import Incident, IncidentContext, Outcome, Severity, Status
+from console.incidents.model import Incident, IncidentContext, Outcome, Scope, Severity, Status
 from console.store.types import StoreError
 
 if TYPE_CHECKING:
@@ -48,7 +49,15 @@ INCIDENT_COLUMNS: tuple[str, ...] = (
     "acknowledged_at",
     "resolution_note",
     "outcome",
+    # Schema 2 (issue 13, correlation): the cause a symptom points at (NULL for a root), the scope (NULL: derived
+    # from the context), its name, and the member nodes as a JSON array of names.
+    "parent_id",
+    "scope",
+    "scope_name",
+    "nodes",
 )
+# What the symptom index holds besides (parent_id, opened_at): the columns review filters compare.
+SYMPTOM_INDEX_COVERS = ("site", "provider", "node", "kind", "rule", "severity", "status")
 SELECT_INCIDENT = ", ".join(f"i.{name}" for name in INCIDENT_COLUMNS)
 STATUS_RANK_SQL = "CASE {col} WHEN 'resolved' THEN 3 WHEN 'acknowledged' THEN 2 ELSE 1 END"
 
@@ -192,7 +201,30 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
     _create_index(db, "exposure", ["hour"], "exposure_hour")
 
 
-MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_v1_initial,)
+def _v2_correlation(db: sqlite_utils.Database) -> None:
+    """Issue 13: symptoms point at their cause; a root says what it spans. ADD COLUMN with a constant default
+    rewrites no row, so a million-incident log migrates in about the time one index build takes."""
+    db.execute("ALTER TABLE incidents ADD COLUMN parent_id TEXT")
+    db.execute("ALTER TABLE incidents ADD COLUMN scope TEXT")
+    db.execute("ALTER TABLE incidents ADD COLUMN scope_name TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE incidents ADD COLUMN nodes TEXT NOT NULL DEFAULT '[]'")
+    # Symptoms only (roots, the bulk of a log, are not in it): a root's children newest first, symptom counts
+    # for a page of roots, and the roots-only count (the rows matching a filter less the symptoms matching it:
+    # the columns after opened_at let the symptom side be counted from this small index alone).
+    db.execute(
+        "CREATE INDEX incidents_parent_opened ON incidents(parent_id, opened_at, "
+        f"{', '.join(SYMPTOM_INDEX_COVERS)}) WHERE parent_id IS NOT NULL"
+    )
+    # The unresolved index now also covers parent_id, so the open-incidents panel's roots-only counts
+    # ("open, major+, at site X, faults only") still come from the index alone.
+    db.execute("DROP INDEX incidents_unresolved_opened")
+    db.execute(
+        "CREATE INDEX incidents_unresolved_opened "
+        "ON incidents(opened_at, status, severity, site, provider, parent_id) WHERE status <> 'resolved'"
+    )
+
+
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_v1_initial, _v2_correlation)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -244,7 +276,38 @@ def incident_row(incident: Incident) -> tuple[Any, ...]:
         incident.acknowledged_at,
         incident.resolution_note,
         None if incident.outcome is None else str(incident.outcome),
+        incident.parent_id,
+        None if incident.scope is None else str(incident.scope),
+        incident.scope_name,
+        nodes_json(incident.nodes),
     )
+
+
+def nodes_json(nodes: Sequence[str]) -> str:
+    return "[]" if not nodes else json.dumps(list(nodes))
+
+
+def nodes_from_json(text: str | None) -> tuple[str, ...]:
+    """The member nodes column; anything that is not a JSON array of names reads as none (derived)."""
+    if not text or text == "[]":
+        return ()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return ()
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(item) for item in value)
+
+
+def scope_from_text(text: str | None) -> Scope | None:
+    """The scope column; NULL (or a value this console does not know) means derived from the context."""
+    if text is None:
+        return None
+    try:
+        return Scope(text)
+    except ValueError:
+        return None
 
 
 def incident_from_row(row: Sequence[Any]) -> Incident:
@@ -277,6 +340,10 @@ def incident_from_row(row: Sequence[Any]) -> Incident:
         acknowledged_at,
         resolution_note,
         outcome,
+        parent_id,
+        scope,
+        scope_name,
+        nodes,
     ) = row
     return Incident(
         id=incident_id,
@@ -308,4 +375,8 @@ def incident_from_row(row: Sequence[Any]) -> Incident:
         acknowledged_at=acknowledged_at,
         resolution_note=resolution_note,
         outcome=None if outcome is None else Outcome(outcome),
+        parent_id=parent_id,
+        scope=scope_from_text(scope),
+        scope_name=scope_name or "",
+        nodes=nodes_from_json(nodes),
     )

@@ -122,6 +122,20 @@ class IncidentStore:
     def get(self, incident_id: str) -> Incident | None:
         return self._db.read(queries.get, incident_id)
 
+    def children(self, parent_id: str) -> tuple[Incident, ...]:
+        """The symptoms grouped under ``parent_id``, newest first."""
+        return self._db.read(queries.children, parent_id)
+
+    def symptom_counts(self, ids: Sequence[str]) -> dict[str, int]:
+        """How many symptoms each of ``ids`` has (ids with none are absent)."""
+        if not ids:
+            return {}
+        return self._db.read(queries.symptom_counts, tuple(ids))
+
+    def unresolved(self) -> tuple[Incident, ...]:
+        """Every open or acknowledged incident, newest first (the engine resumes them at start)."""
+        return self._db.read(queries.unresolved)
+
     def evidence(self, incident_id: str) -> list[EvidencePoint]:
         return self._db.read(queries.evidence, incident_id)
 
@@ -134,8 +148,9 @@ class IncidentStore:
     def seen_before(self, incident: Incident) -> SeenBefore:
         return self._db.read(queries.seen_before, incident)
 
-    def rates(self, group_by: str, since: float, until: float) -> list[RateRow]:
-        return self._db.read(queries.rates, group_by, since, until)
+    def rates(self, group_by: str, since: float, until: float, *, roots_only: bool = False) -> list[RateRow]:
+        """Incidents per 1,000 GPU-hours; ``roots_only`` counts each fault once, its symptoms left out."""
+        return self._db.read(queries.rates, group_by, since, until, roots_only)
 
     def iter_incidents(self, flt: IncidentFilter) -> Iterator[Incident]:
         """Every matching incident, newest first, fetched a page at a time."""
@@ -147,11 +162,22 @@ class IncidentStore:
                 return
             cursor = result.next
 
+    def iter_counted(self, flt: IncidentFilter) -> Iterator[exporting.Counted]:
+        """Every matching incident with its number of symptoms, newest first, a page (and one count) at a time."""
+        cursor: PageCursor | None = None
+        while True:
+            result = self.query(flt, after=cursor, limit=_EXPORT_PAGE)
+            counts = self.symptom_counts([incident.id for incident in result.incidents])
+            yield from exporting.counted(result.incidents, counts)
+            if result.next is None:
+                return
+            cursor = result.next
+
     def export(self, flt: IncidentFilter, fmt: exporting.ExportFormat, out: TextIO) -> int:
-        """Write the matching incidents to ``out`` as CSV or JSON; returns how many."""
+        """Write the matching incidents (with their symptom counts) to ``out`` as CSV or JSON; returns how many."""
         if fmt not in ("csv", "json"):
             raise ValueError(f"export format must be csv or json, not {fmt!r}")
-        return exporting.write(self.iter_incidents(flt), fmt, out)
+        return exporting.write_counted(self.iter_counted(flt), fmt, out)
 
     def merge_from(self, other: Path, timeout_s: float = 600) -> MergeResult:
         """Import another operator's database (waits for the writer; call it off the GUI thread)."""

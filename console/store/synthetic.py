@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from console.db import Database
-from console.incidents.model import Outcome, Severity
-from console.store.schema import INCIDENT_COLUMNS, SCHEMA
+from console.incidents.model import Outcome, Scope, Severity
+from console.store.schema import INCIDENT_COLUMNS, SCHEMA, nodes_json
 
 SITES: tuple[tuple[str, str], ...] = (
     ("us-east-hyperscaler", "hyperscaler"),
@@ -38,6 +38,10 @@ MODELS = ("NVIDIA H100 80GB HBM3", "NVIDIA H200")
 DRIVERS = ("550.127.05", "570.86.15", "590.48.01")
 NODES_PER_SITE = 32
 GPUS_PER_NODE = 8
+NODES_PER_LOOP = 8  # one cooling loop serves this many neighbouring nodes
+SYMPTOM_KINDS = frozenset({"thermal", "power"})  # what a cooling fault shows up as on the GPUs it cools
+SYMPTOM_SHARE = 0.5  # of such rows, how many follow a recent cooling fault at their site and become its symptoms
+CAUSE_REACH = 400  # rows: how long after a cooling fault a slowdown at the same site is still counted its symptom
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +54,20 @@ class BuildFigures:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
-def synthetic_rows(count: int, *, seed: int = 1, start: float = 1.7e9) -> Iterator[tuple[Any, ...]]:
-    """Rows in INCIDENT_COLUMNS order, opened in time order (some share a timestamp, to test tie-breaks)."""
+def synthetic_rows(
+    count: int, *, seed: int = 1, start: float = 1.7e9, correlated: bool = False
+) -> Iterator[tuple[Any, ...]]:
+    """Rows in INCIDENT_COLUMNS order, opened in time order (some share a timestamp, to test tie-breaks).
+
+    ``correlated`` (schema 2): every coolant-flow incident is a root of cooling-loop scope over its loop's nodes,
+    and about half of the thermal and power slowdowns that follow one at the same site are its symptoms (some
+    15% of all rows). It draws from a random stream of its own, so the rest of each row is the same either way.
+    Without it every incident is a root (as a log from before correlation).
+    """
     rng = random.Random(seed)
     random_float = rng.random
+    correlate = random.Random(seed * 7919 + 13).random
+    causes: dict[int, tuple[int, str]] = {}  # site number -> (row number, id) of its latest cooling fault
     outcomes = [str(outcome) for outcome in Outcome]
     notes = ("reseated and reset", "drained and replaced", "reset, no change")
     places: dict[tuple[int, int, int], tuple[Any, ...]] = {}
@@ -70,8 +84,22 @@ def synthetic_rows(count: int, *, seed: int = 1, start: float = 1.7e9) -> Iterat
         draw = random_float()
         status = "open" if draw < 0.02 else "acknowledged" if draw < 0.03 else "resolved"
         resolved = status == "resolved"
+        incident_id = f"inc-{seed}-{n:08d}"
+        parent_id = scope = None
+        scope_name, members = "", ""
+        if correlated and rule == "coolant_flow":
+            loop = key[1] // NODES_PER_LOOP
+            scope, scope_name = str(Scope.COOLING_LOOP), f"{site}-loop{loop}"
+            members = nodes_json(
+                [f"{site}-node{loop * NODES_PER_LOOP + k:02d}" for k in range(NODES_PER_LOOP) if correlate() < 0.5]
+            )
+            causes[key[0]] = (n, incident_id)
+        elif correlated and kind in SYMPTOM_KINDS:
+            cause = causes.get(key[0])
+            if cause is not None and n - cause[0] <= CAUSE_REACH and correlate() < SYMPTOM_SHARE:
+                parent_id = cause[1]
         yield (
-            f"inc-{seed}-{n:08d}",
+            incident_id,
             rule,
             code,
             kind,
@@ -98,6 +126,10 @@ def synthetic_rows(count: int, *, seed: int = 1, start: float = 1.7e9) -> Iterat
             None,
             notes[n % len(notes)] if resolved else "",
             outcomes[n % len(outcomes)] if resolved else None,
+            parent_id,
+            scope,
+            scope_name,
+            members or "[]",
         )
 
 
@@ -116,8 +148,9 @@ def _place(site_number: int, node_number: int, gpu_index: int, *, seed: int) -> 
     )
 
 
-def build(path: Path, count: int, *, seed: int = 1, batch: int = 10_000) -> BuildFigures:
-    """Create the database at ``path`` (new or empty) with ``count`` synthetic incidents, as a bulk load.
+def build(path: Path, count: int, *, seed: int = 1, batch: int = 10_000, correlated: bool = False) -> BuildFigures:
+    """Create the database at ``path`` (new or empty) with ``count`` synthetic incidents, as a bulk load;
+    ``correlated`` groups some of them under causes (``synthetic_rows``).
 
     Not crash-safe while it runs (no journal): it is for benchmarks and tests, never for an operator's log.
 
@@ -132,7 +165,7 @@ def build(path: Path, count: int, *, seed: int = 1, batch: int = 10_000) -> Buil
     conn.execute("PRAGMA cache_size = -262144")  # 256 MiB while bulk loading
     columns = ", ".join(INCIDENT_COLUMNS)
     insert = f"INSERT INTO incidents ({columns}) VALUES ({', '.join('?' * len(INCIDENT_COLUMNS))})"
-    rows = synthetic_rows(count, seed=seed)
+    rows = synthetic_rows(count, seed=seed, correlated=correlated)
     began = time.perf_counter()
     try:
         if conn.execute("SELECT count(*) FROM incidents").fetchone()[0]:

@@ -23,6 +23,8 @@ class IncidentFilter:
     ``since``/``until`` bound ``opened_at`` (since inclusive, until exclusive). ``gpu`` is a UUID, or a number
     for the GPU index. ``severity`` is the minimum severity. ``status`` takes one status or several (any of).
     ``text`` is free text matched against title, detail and resolution note (every word must occur).
+    ``roots_only`` keeps the roots (``parent_id`` NULL: causes, and incidents no cause was found for) and leaves
+    out the symptoms grouped under them.
     """
 
     since: float | None = None
@@ -38,6 +40,7 @@ class IncidentFilter:
     kind: str | None = None
     status: Status | tuple[Status, ...] = ()
     text: str | None = None
+    roots_only: bool = False
 
     @property
     def statuses(self) -> tuple[Status, ...]:
@@ -143,3 +146,6 @@ class MergeResult:
     timeline_added: int
     evidence_added: int
     exposure_rows: int
+    # The other file's incidents that are a fault this file already holds under another id (two consoles whose
+    # first sightings fell either side of an id window): their history joins the incident this file has.
+    incidents_joined: int = 0

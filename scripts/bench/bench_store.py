@@ -1,5 +1,6 @@
 """Incident store at one million incidents: build rate, live insert rate, first page, filtered page, free text,
-count, and the cost of opening (integrity check included).
+count, the same with roots only (symptoms grouped under their cause left out), a root's children and the symptom
+counts of a page, and the cost of opening (integrity check included).
 
     .venv/bin/python scripts/bench/bench_store.py [--rows 1000000] [--db PATH] [--repeat 5]
 
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +75,7 @@ def main() -> int:
         path = args.db or Path(scratch) / "incidents.sqlite3"
         figures: dict[str, float] = {}
         if not path.exists():
-            built = build(path, args.rows)
+            built = build(path, args.rows, correlated=True)
             figures["bulk_build_rows_per_s"] = built.rows_per_s
             print(f"bulk build: {built.rows:,} incidents in {built.seconds:.1f} s = {built.rows_per_s:,.0f} rows/s")
         began = time.perf_counter()
@@ -107,6 +109,25 @@ def main() -> int:
                 "count_all_ms": lambda: store.count(IncidentFilter()),
                 "count_filtered_ms": lambda: store.count(filtered),
             }
+            roots = IncidentFilter(roots_only=True)
+            filtered_roots = replace(filtered, roots_only=True)
+            kind_roots = IncidentFilter(kind="thermal", roots_only=True)
+            causes = store.query(IncidentFilter(rule="coolant_flow", roots_only=True), limit=100).incidents
+            cause_ids = [incident.id for incident in causes]
+            busiest = max(cause_ids, key=lambda i: store.symptom_counts([i]).get(i, 0), default="none")
+            cases.update(
+                {
+                    "roots_first_page_ms": lambda: store.query(roots, limit=100),
+                    "roots_filtered_page_ms": lambda: store.query(filtered_roots, limit=100),
+                    "roots_kind_page_ms": lambda: store.query(kind_roots, limit=100),
+                    "roots_count_all_ms": lambda: store.count(roots),
+                    "roots_count_filtered_ms": lambda: store.count(filtered_roots),
+                    "roots_count_kind_ms": lambda: store.count(kind_roots),
+                    "symptom_counts_page_ms": lambda: store.symptom_counts(cause_ids),
+                    "children_ms": lambda: store.children(busiest),
+                    "unresolved_ms": store.unresolved,
+                }
+            )
             first = store.query(IncidentFilter(), limit=100)
             deep = first
             for _ in range(99):  # walk 100 pages, then time the 101st
@@ -119,7 +140,9 @@ def main() -> int:
                 print(f"{name}: {figures[name]:.2f} ms")
             print(
                 f"rows: total {store.count(IncidentFilter()):,}, filtered {store.count(filtered):,}, "
-                f"text {store.count(text):,}"
+                f"text {store.count(text):,}, roots {store.count(roots):,}, filtered roots "
+                f"{store.count(filtered_roots):,}, unresolved {len(store.unresolved()):,}, "
+                f"children of the busiest cause {len(store.children(busiest)):,}"
             )
         finally:
             store.close()

@@ -256,3 +256,127 @@ def test_text_from_nodes_cannot_drive_the_terminal(tmp_path: Path) -> None:
     assert "\\x1b]0;owned\\x07" in shown  # visible as escapes, not obeyed
     listed = json.loads(gpu_console("incidents", "list", "--json", "--db", str(path)).stdout)
     assert listed[0]["title"] == hostile  # JSON keeps the exact text, escaped
+
+
+CORRELATION_FIELDS = {"parent_id", "scope", "scope_name", "nodes", "symptoms"}
+
+
+@pytest.fixture
+def correlated(tmp_path: Path) -> Path:
+    """A cooling-loop fault over three nodes with a thermal slowdown on two of them, and an unrelated Xid."""
+    from console.incidents.model import Scope
+
+    path = tmp_path / "correlated.sqlite3"
+    root = make_incident(
+        "loop-fault",
+        T0,
+        site="fra",
+        provider="gpucloud",
+        node="fra-node01",
+        gpu_index=None,
+        rule="coolant_flow",
+        code="",
+        kind="cooling",
+        title="Coolant flow low on loop fra-loop-2",
+        scope=Scope.COOLING_LOOP,
+        scope_name="fra-loop-2",
+        nodes=("fra-node01", "fra-node02", "fra-node03"),
+    )
+    slow = [
+        make_incident(
+            f"slow-{n}",
+            T0 + n,
+            site="fra",
+            provider="gpucloud",
+            node=f"fra-node0{n}",
+            rule="hw_slowdown",
+            code="hw_thermal_slowdown",
+            kind="thermal",
+            severity=Severity.MAJOR,
+            title=f"HW thermal slowdown on fra-node0{n}",
+        )
+        for n in (1, 2)
+    ]
+    lone = make("lone-xid", T0 + 5, site="iad", provider="hyperscaler")
+    with IncidentStore.open(path) as store:
+        store.submit([IncidentChange(ChangeKind.OPENED, inc, inc.opened_at) for inc in (root, *slow, lone)])
+        # The second slowdown was grouped under the loop's fault after it opened: an UPDATED change links it.
+        store.submit([IncidentChange(ChangeKind.OPENED, replace(slow[0], parent_id=root.id), T0 + 1)])
+        store.submit([IncidentChange(ChangeKind.UPDATED, replace(slow[1], parent_id=root.id), T0 + 8)])
+    return path
+
+
+def test_list_json_gives_parent_scope_nodes_and_symptoms(correlated: Path) -> None:
+    result = gpu_console("incidents", "list", "--db", str(correlated), "--json")
+    assert result.returncode == 0, result.stderr
+    items = {item["id"]: item for item in json.loads(result.stdout)}
+    assert set(items) == {"loop-fault", "slow-1", "slow-2", "lone-xid"}
+    for item in items.values():
+        assert set(item) >= LIST_FIELDS | CORRELATION_FIELDS
+    root = items["loop-fault"]
+    assert root["parent_id"] is None
+    assert (root["scope"], root["scope_name"]) == ("cooling_loop", "fra-loop-2")
+    assert root["nodes"] == ["fra-node01", "fra-node02", "fra-node03"]
+    assert root["symptoms"] == 2
+    slow = items["slow-2"]
+    assert slow["parent_id"] == "loop-fault"
+    assert (slow["scope"], slow["scope_name"], slow["nodes"], slow["symptoms"]) == (
+        "gpu",
+        "fra-node02",
+        ["fra-node02"],
+        0,
+    )
+    lone = items["lone-xid"]
+    assert (lone["parent_id"], lone["scope"], lone["symptoms"]) == (None, "gpu", 0)
+
+
+def test_list_roots_leaves_out_symptoms_in_every_format(correlated: Path) -> None:
+    as_json = gpu_console("incidents", "list", "--db", str(correlated), "--roots", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert [item["id"] for item in json.loads(as_json.stdout)] == ["lone-xid", "loop-fault"]
+    as_csv = gpu_console("incidents", "list", "--db", str(correlated), "--roots", "--csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [row["id"] for row in rows] == ["lone-xid", "loop-fault"]
+    assert rows[1]["symptoms"] == "2"
+    assert json.loads(rows[1]["nodes"]) == ["fra-node01", "fra-node02", "fra-node03"]
+    table = gpu_console("incidents", "list", "--db", str(correlated), "--roots")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert len(lines) == 2
+    assert "slow-" not in table.stdout
+    loop_line = next(line for line in lines if "[loop-fault]" in line)
+    assert "cooling_loop:fra-loop-2[3]" in loop_line
+    assert " +2 " in loop_line
+    everything = gpu_console("incidents", "list", "--db", str(correlated)).stdout
+    slow_line = next(line for line in everything.splitlines() if "[slow-1]" in line)
+    assert " ^ " in slow_line  # a symptom; show gives its root
+    assert " gpu " in slow_line
+    exported = gpu_console("incidents", "export", "--db", str(correlated), "--roots", "--json")
+    assert sorted(item["id"] for item in json.loads(exported.stdout)) == ["lone-xid", "loop-fault"]
+
+
+def test_show_prints_the_tree_of_a_root_and_of_a_symptom(correlated: Path) -> None:
+    root = gpu_console("incidents", "show", "loop-fault", "--db", str(correlated))
+    assert root.returncode == 0, root.stderr
+    out = root.stdout
+    assert "Timeline:" in out and "Seen before" in out  # everything show printed before is still there
+    assert "nodes: fra-node01, fra-node02, fra-node03" in out
+    tree = out[out.index("Correlation") :].splitlines()[1:4]
+    assert tree[0].startswith("  * loop-fault  cooling_loop fra-loop-2  nodes: fra-node01, fra-node02, fra-node03")
+    assert "2 symptom(s)" in tree[0]
+    assert tree[1].startswith("      slow-2  gpu fra-node02  nodes: fra-node02")  # newest first, indented
+    assert tree[2].startswith("      slow-1  gpu fra-node01")
+    symptom = gpu_console("incidents", "show", "slow-1", "--db", str(correlated)).stdout
+    tree = symptom[symptom.index("Correlation") :].splitlines()[1:4]
+    assert tree[0].startswith("  loop-fault  cooling_loop fra-loop-2")  # the root it belongs to, above it
+    assert tree[2].startswith("      * slow-1  gpu fra-node01")  # this one, marked
+    lone = gpu_console("incidents", "show", "lone-xid", "--db", str(correlated)).stdout
+    assert lone[lone.index("Correlation") :].splitlines()[1].startswith("  * lone-xid  gpu iad-node01")
+    as_json = json.loads(gpu_console("incidents", "show", "slow-1", "--db", str(correlated), "--json").stdout)
+    assert as_json["incident"]["parent_id"] == "loop-fault"
+    assert as_json["parent"]["id"] == "loop-fault"
+    assert as_json["parent"]["symptoms"] == 2
+    root_json = json.loads(gpu_console("incidents", "show", "loop-fault", "--db", str(correlated), "--json").stdout)
+    assert [child["id"] for child in root_json["children"]] == ["slow-2", "slow-1"]
+    assert root_json["incident"]["symptoms"] == 2
+    assert root_json["parent"] is None

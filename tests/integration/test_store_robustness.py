@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from console.store import IncidentFilter, IncidentStore, StoreError
+from console.store.schema import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,7 +116,7 @@ def test_a_newer_schema_version_is_refused_naming_both_versions(tmp_path: Path) 
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     before = path.read_bytes()
-    with pytest.raises(StoreError, match=r"schema version 99.*\(version 1\)"):
+    with pytest.raises(StoreError, match=rf"schema version 99.*\(version {SCHEMA_VERSION}\)"):
         IncidentStore.open(path)
     assert path.read_bytes() == before  # refused, not "recovered"
     assert [p.name for p in tmp_path.iterdir() if "corrupt" in p.name] == []

@@ -420,7 +420,7 @@ def test_merge_keeps_the_more_advanced_state_and_never_duplicates(tmp_path: Path
             shared, status=Status.RESOLVED, outcome=Outcome.FIXED, resolution_note="reseated", resolved_at=T0 + 50
         )
         theirs.submit([opened(shared, evidence=3), IncidentChange(ChangeKind.RESOLVED, resolved, T0 + 50)])
-        theirs.submit([opened(incident("theirs-only", opened_at=T0 + 1), evidence=2)])
+        theirs.submit([opened(incident("theirs-only", opened_at=T0 + 1, node="node02"), evidence=2)])
         stale = incident("mine-ahead", opened_at=T0 + 2)
         theirs.submit([opened(stale)])
         theirs.record_exposure("fra", "gpucloud", "H200", 3600, T0)
@@ -428,7 +428,7 @@ def test_merge_keeps_the_more_advanced_state_and_never_duplicates(tmp_path: Path
         mine.submit([opened(shared, evidence=3)])  # same evidence samples as theirs
         ahead = replace(stale, status=Status.ACKNOWLEDGED, acknowledged_at=T0 + 3, last_seen_at=T0 + 3)
         mine.submit([opened(stale), IncidentChange(ChangeKind.ACKNOWLEDGED, ahead, T0 + 3)])
-        mine.submit([opened(incident("mine-only", opened_at=T0 + 4))])
+        mine.submit([opened(incident("mine-only", opened_at=T0 + 4, node="node03"))])
         mine.record_exposure("fra", "gpucloud", "H200", 3600, T0)
         mine.flush()
 

@@ -22,7 +22,7 @@ ROWS = 1_000_000
 @pytest.fixture(scope="module")
 def million(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IncidentStore]:
     path = tmp_path_factory.mktemp("million") / "incidents.sqlite3"
-    build(path, ROWS)
+    build(path, ROWS, correlated=True)  # some incidents are symptoms under a cause
     with IncidentStore.open(path) as store:
         yield store
 
@@ -88,3 +88,36 @@ def test_a_page_deep_in_the_log_continues_exactly_where_the_last_ended(million: 
     flt = IncidentFilter(provider="onprem")
     ids = walk(million, flt, pages=60, limit=200)
     assert ids == truth(million, "provider = ?", ("onprem",), limit=12_000)
+
+
+def test_roots_only_pages_and_counts_leave_out_every_symptom(million: IncidentStore) -> None:
+    flt = IncidentFilter(roots_only=True)
+    ids = walk(million, flt, pages=20)
+    assert ids == truth(million, "parent_id IS NULL", limit=2000)
+    symptoms = len(truth(million, "parent_id IS NOT NULL"))
+    assert symptoms > ROWS // 20  # the synthetic log groups enough symptoms under causes to matter
+    assert million.count(flt) == ROWS - symptoms
+    broad = IncidentFilter(kind="thermal", roots_only=True)
+    assert walk(million, broad, pages=5) == truth(million, "kind = 'thermal' AND parent_id IS NULL", limit=500)
+    assert million.count(broad) == len(truth(million, "kind = 'thermal' AND parent_id IS NULL"))
+    filtered = IncidentFilter(
+        site="eu-gpu-cloud", severity=Severity.MAJOR, status=(Status.OPEN, Status.ACKNOWLEDGED), roots_only=True
+    )
+    expected = truth(
+        million,
+        "site = ? AND severity >= ? AND status IN ('open', 'acknowledged') AND parent_id IS NULL",
+        ("eu-gpu-cloud", 3),
+    )
+    assert walk(million, filtered, pages=None, limit=250) == expected
+    assert million.count(filtered) == len(expected)
+
+
+def test_children_and_symptom_counts_of_a_page_of_causes(million: IncidentStore) -> None:
+    causes = million.query(IncidentFilter(rule="coolant_flow", roots_only=True), limit=100).incidents
+    counts = million.symptom_counts([cause.id for cause in causes])
+    assert sum(counts.values()) > 0
+    for cause in causes[:10]:
+        children = million.children(cause.id)
+        assert [child.id for child in children] == truth(million, "parent_id = ?", (cause.id,))
+        assert counts.get(cause.id, 0) == len(children)
+        assert all(child.parent_id == cause.id for child in children)
