@@ -3,7 +3,8 @@
 * ``DemoPlan`` and ``ScheduledFault``: the fault schedule. Faults come in rounds of ``period_s`` (4-5.5 min,
   from the seed); round 0 starts every kind within the first minute after the fleet's anchor, later rounds
   repeat each kind on other nodes. ``console.demo.options.fault_schedule`` lists them for a fleet (tests,
-  ``simulate --faults``).
+  ``simulate --faults``). One kind spans a part of the topology: ``loop_flow_drop`` (a CDU fails) drops the
+  coolant flow on every node of one cooling loop at once; its ``ScheduledFault`` names them all in ``nodes``.
 * ``NodeFaults``: one node's faults at a time, as the flags the physics reads (``ActiveFaults``), and the Xids
   whose moment has come, applied to the GPUs they hit (counters, ``xid_last``) and returned as events.
 """
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from console.demo.fleet import Cooling, demo_roster
+from console.demo.fleet import Cooling, RosterEntry, demo_roster
 from console.demo.physics import GPUS_PER_NODE, SimulatedGpu
 from console.samples.schema import EventKind, GpuEvent
 
@@ -38,6 +39,7 @@ class FaultKind(StrEnum):
     ECC_ROW_REMAP = "ecc_row_remap"  # Xid 48 (DBE), then Xid 63 (row remap pending)
     NVLINK_CRC_BURST = "nvlink_crc_burst"  # CRC errors rising by hundreds per second
     UNREACHABLE = "unreachable"  # the node stops answering
+    LOOP_FLOW_DROP = "loop_flow_drop"  # a CDU fails: the coolant flow drops on every node of its cooling loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +57,13 @@ FAULT_TIMING: dict[FaultKind, _FaultTiming] = {
     FaultKind.GPU_LOST: _FaultTiming(28.0, 60.0, 120.0, per_gpu=True),
     FaultKind.ECC_ROW_REMAP: _FaultTiming(36.0, 120.0, 240.0, per_gpu=True),
     FaultKind.UNREACHABLE: _FaultTiming(44.0, 30.0, 60.0, per_gpu=False),
+    FaultKind.LOOP_FLOW_DROP: _FaultTiming(16.0, 90.0, 150.0, per_gpu=False),  # last: earlier kinds keep their draws
 }
-_NODE_KINDS = tuple(kind for kind in FAULT_TIMING if kind is not FaultKind.COOLANT_FLOW_DROP)
+_COOLANT_KINDS = frozenset({FaultKind.COOLANT_FLOW_DROP, FaultKind.LOOP_FLOW_DROP})
+_NODE_KINDS = tuple(kind for kind in FAULT_TIMING if kind not in _COOLANT_KINDS)
+
+# A cooling loop: its name, its nodes (fleet order), and every node of the racks they are in (its neighbours).
+Loop = tuple[str, tuple[str, ...], frozenset[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +71,17 @@ class ScheduledFault:
     kind: FaultKind
     start_s: float  # seconds after the plan's anchor
     duration_s: float
-    node: str
+    node: str  # the node it hits (for a loop fault: the first of them it is listed under)
     gpu_index: int | None = None
+    nodes: tuple[str, ...] = ()  # a fault of a part of the topology: every node it hits
+    scope_name: str = ""  # that part's name (the cooling loop's)
 
     @property
     def end_s(self) -> float:
         return self.start_s + self.duration_s
+
+    def hits(self, node: str) -> bool:
+        return node == self.node or node in self.nodes
 
     def active(self, elapsed_s: float) -> bool:
         return self.start_s <= elapsed_s < self.end_s
@@ -84,6 +96,7 @@ class DemoPlan:
     order: tuple[str, ...]  # all nodes, in a seeded order: round r hands faults to consecutive entries
     liquid_order: tuple[str, ...]  # liquid-cooled nodes, seeded order (coolant faults only go there)
     period_s: float
+    loops: tuple[Loop, ...] = ()  # cooling loops (loop faults go there), in fleet order
 
     def round_of(self, elapsed_s: float) -> int:
         return math.floor(elapsed_s / self.period_s)
@@ -94,19 +107,50 @@ class DemoPlan:
         rng = random.Random(f"{self.seed}/round/{index}")
         origin = index * self.period_s
         jitter = 12.0 if index == 0 else 60.0
-        coolant_node = self.liquid_order[index % len(self.liquid_order)] if self.liquid_order else None
-        targets = self._distinct_targets(index, exclude=coolant_node)
+        coolant_node = self._coolant_node(index)
+        loop = self._loop(index, coolant_node)
+        excluded = {coolant_node} | set(loop[1] if loop else ())
+        targets = self._distinct_targets(index, exclude=excluded)
         faults: list[ScheduledFault] = []
         for kind, timing in FAULT_TIMING.items():
             start = origin + timing.first_offset_s + rng.uniform(0.0, jitter)
             duration = rng.uniform(timing.min_duration_s, timing.max_duration_s)
             gpu = rng.randrange(GPUS_PER_NODE) if timing.per_gpu else None
+            start, duration = round(start, 3), round(duration, 3)
+            if kind is FaultKind.LOOP_FLOW_DROP:
+                if loop is not None:
+                    name, members, _ = loop
+                    lead = members[index % len(members)]  # listed under another node each round
+                    faults.append(ScheduledFault(kind, start, duration, lead, None, members, name))
+                continue
             node = coolant_node if kind is FaultKind.COOLANT_FLOW_DROP else targets[kind]
             if node is not None:
-                faults.append(ScheduledFault(kind, round(start, 3), round(duration, 3), node, gpu))
+                faults.append(ScheduledFault(kind, start, duration, node, gpu))
         return tuple(faults)
 
-    def _distinct_targets(self, index: int, exclude: str | None) -> dict[FaultKind, str]:
+    def _loop(self, index: int, coolant_node: str | None) -> Loop | None:
+        """The loop whose CDU fails in round ``index``, in turn among those away from this round's single-node
+        coolant fault (not in its rack, so that the two stay two faults) and from the last round's (so that its
+        node cools down first); where the fleet is too small for that, as far away as it allows."""
+        if not self.loops:
+            return None
+        last = self._coolant_node(index - 1)
+        for fits in (
+            lambda loop: coolant_node not in loop[2] and last not in loop[1],
+            lambda loop: coolant_node not in loop[2],
+            lambda loop: coolant_node not in loop[1],
+        ):
+            others = [loop for loop in self.loops if fits(loop)]
+            if others:
+                return others[index % len(others)]
+        return self.loops[index % len(self.loops)]
+
+    def _coolant_node(self, index: int) -> str | None:
+        if index < 0 or not self.liquid_order:
+            return None
+        return self.liquid_order[index % len(self.liquid_order)]
+
+    def _distinct_targets(self, index: int, exclude: set[str | None]) -> dict[FaultKind, str]:
         """Consecutive entries of the seeded order, skipping the coolant node: one round's faults do not pile
         onto one node (unless the fleet is smaller than a round) and each round moves on to other nodes."""
         count = len(self.order)
@@ -115,7 +159,7 @@ class DemoPlan:
         for _ in range(count + len(_NODE_KINDS)):
             candidate = self.order[position % count]
             position += 1
-            if candidate != exclude and candidate not in picks:
+            if candidate not in exclude and candidate not in picks:
                 picks.append(candidate)
             if len(picks) == len(_NODE_KINDS):
                 break
@@ -149,6 +193,23 @@ def fleet_plan(seed: int, anchor: float, nodes_per_site: int) -> DemoPlan:
         order=_seeded_order(seed, "order", (e.node for e in roster)),
         liquid_order=_seeded_order(seed, "liquid", (e.node for e in roster if e.site.cooling is Cooling.LIQUID)),
         period_s=_period(seed),
+        loops=roster_loops(roster),
+    )
+
+
+def roster_loops(roster: Iterable[RosterEntry]) -> tuple[Loop, ...]:
+    """The cooling loops of a roster: their nodes, in fleet order, and the nodes of the racks they are in."""
+    loops: dict[str, list[str]] = {}
+    racks: dict[str | None, set[str]] = {}
+    rack_of: dict[str, str | None] = {}
+    for entry in roster:
+        rack_of[entry.node] = entry.topology.rack
+        racks.setdefault(entry.topology.rack, set()).add(entry.node)
+        if entry.topology.cooling_loop is not None:
+            loops.setdefault(entry.topology.cooling_loop, []).append(entry.node)
+    return tuple(
+        (name, tuple(nodes), frozenset(n for node in nodes for n in racks[rack_of[node]]))
+        for name, nodes in loops.items()
     )
 
 
@@ -160,6 +221,7 @@ def solo_plan(seed: int, anchor: float, node: str, cooling: Cooling) -> DemoPlan
         order=(node,),
         liquid_order=(node,) if cooling is Cooling.LIQUID else (),
         period_s=_period(seed),
+        loops=((f"{node}-loop", (node,), frozenset({node})),) if cooling is Cooling.LIQUID else (),
     )
 
 
@@ -208,7 +270,7 @@ class NodeFaults:
         active = self.faults_at(now)
         kinds = {f.kind for f in active}
         return ActiveFaults(
-            coolant_flow_drop=FaultKind.COOLANT_FLOW_DROP in kinds,
+            coolant_flow_drop=bool(kinds & _COOLANT_KINDS),
             power_brake=FaultKind.POWER_BRAKE in kinds,
             lost=frozenset(f.gpu_index for f in active if f.kind is FaultKind.GPU_LOST),
             crc_burst=frozenset(f.gpu_index for f in active if f.kind is FaultKind.NVLINK_CRC_BURST),
@@ -246,7 +308,7 @@ class NodeFaults:
         if round_index not in self._rounds:
             if len(self._rounds) > 8:  # bounded: rounds are visited in time order
                 self._rounds.clear()
-            mine = tuple(f for f in self.plan.faults_in_round(round_index) if f.node == self.node)
+            mine = tuple(f for f in self.plan.faults_in_round(round_index) if f.hits(self.node))
             self._rounds[round_index] = mine
         return self._rounds[round_index]
 

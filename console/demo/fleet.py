@@ -10,18 +10,21 @@ the same seed and the same anchor (the moment the fault schedule starts):
     anchor          epoch seconds the scripted faults count from
     nodes_per_site  lets each source rebuild the fleet's roster, so faults can be spread over "other" nodes
 
-The roster (node names and cooling, in fleet order) is a pure function of ``nodes_per_site`` so the source
-(``console.demo.faults``) and this module always agree on it.
+The roster (node names, cooling and topology, in fleet order) is a pure function of ``nodes_per_site`` so the
+source (``console.demo.faults``) and this module always agree on it. Topology (``demo_topology``): air-cooled
+and liquid-cooled sites alike hold four nodes per rack and one power feed per two racks; in the liquid-cooled site
+each rack has two CDU cooling loops of two nodes each (a loop fault is narrower than its rack). HGX H100/H200
+baseboards are an NVLink domain of their own (eight GPUs behind the node's NVSwitches), so no demo node names one.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
-from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec
+from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec, Topology
 
 DEMO_ORIGIN = "built-in demo fleet"
 DEFAULT_NODES_PER_SITE = 8
@@ -66,14 +69,32 @@ DEMO_SITES: tuple[DemoSiteTemplate, ...] = (
 )
 
 
+NODES_PER_RACK = 4
+NODES_PER_LOOP = 2
+RACKS_PER_FEED = 2
+
+
 @dataclass(frozen=True, slots=True)
 class RosterEntry:
     node: str
     site: DemoSiteTemplate
+    topology: Topology = field(default_factory=Topology)
 
 
 def node_name(site: DemoSiteTemplate, number: int) -> str:
     return f"{site.node_prefix}{number:03d}"
+
+
+def demo_topology(site: DemoSiteTemplate, number: int) -> Topology:
+    """Where demo node ``number`` (from 1) of ``site`` sits: a pure function of the two, so any subset of the
+    roster (the simulator serves the first N) agrees with the full fleet."""
+    rack = (number - 1) // NODES_PER_RACK
+    loop = (number - 1) // NODES_PER_LOOP
+    return Topology(
+        rack=f"{site.name}-rack-{rack + 1:02d}",
+        cooling_loop=f"{site.name}-cdu-{loop + 1}" if site.cooling is Cooling.LIQUID else None,
+        power_feed=f"{site.name}-feed-{rack // RACKS_PER_FEED + 1}",
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -82,7 +103,9 @@ def demo_roster(nodes_per_site: int = DEFAULT_NODES_PER_SITE) -> tuple[RosterEnt
     if nodes_per_site < 1:
         raise ValueError(f"nodes_per_site must be >= 1, got {nodes_per_site}")
     return tuple(
-        RosterEntry(node_name(site, number), site) for site in DEMO_SITES for number in range(1, nodes_per_site + 1)
+        RosterEntry(node_name(site, number), site, demo_topology(site, number))
+        for site in DEMO_SITES
+        for number in range(1, nodes_per_site + 1)
     )
 
 
@@ -112,6 +135,7 @@ def build_demo_fleet(seed: int = 0, nodes_per_site: int = DEFAULT_NODES_PER_SITE
                 ),
             ),
             tags=("demo", entry.site.instance_type),
+            topology=entry.topology,
         )
         for entry in demo_roster(nodes_per_site)
     )
@@ -128,4 +152,5 @@ __all__ = [
     "RosterEntry",
     "build_demo_fleet",
     "demo_roster",
+    "demo_topology",
 ]

@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec
-from console.demo.faults import DemoPlan, FaultKind, ScheduledFault, fleet_plan
+from console.demo.faults import DemoPlan, FaultKind, ScheduledFault, fleet_plan, roster_loops
 from console.demo.fleet import DEMO_INTERVAL_S, DEMO_SITES, DEMO_TIMEOUT_S, RosterEntry, demo_roster
 from console.demo.physics import GPUS_PER_NODE
 from console.demo.simulation import NodeSimulation
@@ -131,6 +131,7 @@ def simulation_plan(config: SimulatorConfig, roster: Iterable[RosterEntry], anch
         order=tuple(node for node in base.order if node in served),
         liquid_order=tuple(node for node in base.liquid_order if node in served),
         period_s=base.period_s,
+        loops=roster_loops(entries),
         kinds=config.faults,
     )
 
@@ -419,7 +420,8 @@ class SimulatorServer:
         return web.Response(text=text, content_type="application/toml")
 
     def fleet(self, base_url: str) -> Fleet:
-        """The served nodes as a fleet: one dcgm source each (plus a redfish source with ``redfish``)."""
+        """The served nodes as a fleet: one dcgm source each (plus a redfish source with ``redfish``), with the
+        demo fleet's topology (racks, cooling loops, power feeds)."""
         used = {entry.site.name for entry in self.roster}
         sites = tuple(
             Site(t.name, t.provider, t.region, interval_s=DEMO_INTERVAL_S, timeout_s=DEMO_TIMEOUT_S)
@@ -431,7 +433,8 @@ class SimulatorServer:
             specs = [SourceSpec(SourceKind.DCGM, url=f"{base_url}/nodes/{entry.node}/metrics")]
             if self.config.redfish:
                 specs.append(SourceSpec(SourceKind.REDFISH, url=f"{base_url}/nodes/{entry.node}/redfish/v1"))
-            nodes.append(Node(entry.node, entry.site.name, tuple(specs), tags=("simulated", entry.site.instance_type)))
+            tags = ("simulated", entry.site.instance_type)
+            nodes.append(Node(entry.node, entry.site.name, tuple(specs), tags=tags, topology=entry.topology))
         return Fleet(sites=sites, nodes=tuple(nodes), origin=f"{base_url}/inventory.toml")
 
 

@@ -5,7 +5,7 @@ Four scopes:
   report it) and the engine classifies it against the rule's thresholds with hysteresis; the others return a
   ``Finding`` when their condition holds. They are the hot path: no allocation when the GPU is healthy.
 - NODE detectors run once per sample and return findings (chassis, cooling, cohort, lost GPUs).
-- RESULT detectors run on every poll result, failed or not (unreachable, collector slow).
+- RESULT detectors run on every poll result, failed or not (unreachable, collector down, collector slow).
 - ENGINE detectors are evaluated by the engine itself (Xid with its catalog, stale nodes in ``tick``).
 
 Counters are monotonic totals; rates come from deltas, and a decrease is a reset, never a negative rate.
@@ -22,7 +22,7 @@ from enum import Enum, StrEnum
 
 from console.incidents.model import Severity
 from console.incidents.rule import Rule
-from console.samples.results import PollResult
+from console.samples.results import PollFailure, PollResult
 from console.samples.schema import (
     ChassisSample,
     EventKind,
@@ -438,7 +438,19 @@ def _unreachable(rule: Rule, result: PollResult, mem: NodeMemory, t: float, inte
     return [Finding(None, detail=result.reason or "no sample")]
 
 
+def _collector_down(rule: Rule, result: PollResult, mem: NodeMemory, t: float, interval_s: float) -> list[Finding]:
+    """A source that failed while another source of the node answered: that collector is down, not the node (a
+    node none of whose sources answers is ``unreachable`` alone). The code is the source's kind."""
+    if result.sample is None or not result.failures:
+        return []
+    return [
+        Finding(None, f.source.split(" ", 1)[0], detail=f"{f.source}: {f.failure}: {f.reason}") for f in result.failures
+    ]
+
+
 def _collector_slow(rule: Rule, result: PollResult, mem: NodeMemory, t: float, interval_s: float) -> list[Finding]:
+    if any(f.failure is PollFailure.TIMEOUT for f in result.failures):
+        return []  # the poll waited for a source that timed out: that source is down (or the node), not slow
     fraction = result.latency_s / interval_s if interval_s > 0 else 0.0
     if not _may_matter(rule, fraction):
         return []
@@ -503,6 +515,7 @@ DETECTORS: Mapping[str, Detector] = {
     ),
     # poll results
     "unreachable": Detector(Scope.RESULT, _unreachable),
+    "collector_down": Detector(Scope.RESULT, _collector_down),
     "collector_slow": Detector(Scope.RESULT, _collector_slow, thresholds=True),
     # evaluated by the engine
     "xid": Detector(Scope.ENGINE, None, event=True),

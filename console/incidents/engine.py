@@ -17,15 +17,18 @@ state in ``state``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from console.config.fleet import Fleet
+from console.incidents.correlation import Correlator
+from console.incidents.correlation_rules import CorrelationRules, default_correlation_rules
 from console.incidents.detection import DetectorRunner
 from console.incidents.evidence import SampleBuffer
 from console.incidents.lifecycle import IncidentLifecycle, incident_id
 from console.incidents.model import Incident, IncidentChange, Outcome
 from console.incidents.plan import RulePlan, plan_rules
 from console.incidents.recorder import EvidenceRecorder
+from console.incidents.resume import resume_incidents
 from console.incidents.rules import RuleSet
 from console.incidents.state import Batch, NodeState
 from console.incidents.tracking import ConditionTracker
@@ -43,8 +46,12 @@ class IncidentEngine:
         *,
         clock: Callable[[], float] = time.time,
         xid_catalog: XidCatalog | None = None,
+        correlation: CorrelationRules | None = None,
     ) -> None:
+        correlation = correlation if correlation is not None else default_correlation_rules()
+        rules = correlation.apply_to(rules)  # the Xid burst gap is correlation data
         self._rules = rules
+        self._correlator = Correlator(correlation, fleet)  # last step of observe and tick: parents and groups
         self._fleet = fleet
         self._clock = clock
         catalog = xid_catalog if xid_catalog is not None else load_xid_catalog()
@@ -70,9 +77,13 @@ class IncidentEngine:
             ns = self._nodes[result.node] = self._new_node(result.node, result.site, "", 1.0)
         t = result.started + result.latency_s
         sample = result.sample
-        batch = Batch(ns, t, sample)
+        # A sample time before the poll began is the source's own stamp (the console stamps at or after it).
+        source_t = sample.time if sample is not None and sample.time < result.started else None
+        batch = Batch(ns, t, sample, result.failures, source_t)
         ns.last_result_t = t
         ns.last_result_ok = sample is not None
+        if sample is not None and not result.failures:
+            ns.last_complete_t = t
         if ns.plan.result:
             self._detectors.result(ns, result, t, batch)
         if sample is None:
@@ -94,7 +105,7 @@ class IncidentEngine:
             self._tracker.settle_untouched(ns, t, batch, new)
         if ns.recordings:
             self._recorder.record(ns, t, sample if new else None, batch)
-        return batch.changes
+        return self._correlator.process(batch.changes, t)
 
     def tick(self, now: float) -> list[IncidentChange]:
         batch = Batch(None, now, None)
@@ -110,16 +121,47 @@ class IncidentEngine:
                 self._tracker.settle_tick(ns, now, batch)
             if ns.recordings:
                 self._recorder.flush(ns, now, batch)
-        return batch.changes
+        return self._correlator.process(batch.changes, now)
+
+    def resume(self, incidents: Iterable[Incident], *, resolved: Iterable[Incident] = ()) -> list[IncidentChange]:
+        """Carry on the open and acknowledged incidents of an earlier run (from the database), before the first
+        result: each keeps its id, is updated as its condition is seen, and clears ``clear_s`` after start (or
+        after its data returns) when the condition no longer shows. ``resolved``: recent resolved incidents,
+        whose ids a recurrence must not take again. Returns the changes for incidents that cannot be resumed
+        (their rule is disabled now, or a duplicate): they are resolved as auto-cleared. Incidents of no detection
+        rule (correlation groups) are left alone."""
+        incidents = list(incidents)
+        self._correlator.resume(incidents)  # parents and open groups carry on
+        return resume_incidents(
+            self.node_state,
+            self._rules,
+            self._lifecycle,
+            incidents,
+            resolved=resolved,
+            now=self._started,
+            fleet_nodes=frozenset(node.name for node in self._fleet.nodes),
+        )
+
+    def node_state(self, name: str, site: str, provider: str) -> NodeState:
+        """The engine's state of node ``name``, created for a node outside the fleet (an incident resumed from
+        the database for a node since removed)."""
+        ns = self._nodes.get(name)
+        if ns is None:
+            ns = self._nodes[name] = self._new_node(name, site, provider, 1.0)
+        return ns
 
     def acknowledge(self, incident_id: str, note: str, now: float) -> IncidentChange:
-        return self._lifecycle.acknowledge(incident_id, note, now)
+        if self._correlator.owns(incident_id):
+            return self._correlator.acknowledge(incident_id, note, now)
+        return self._correlator.annotate(self._lifecycle.acknowledge(incident_id, note, now))
 
     def resolve(self, incident_id: str, note: str, outcome: Outcome, now: float) -> IncidentChange:
-        return self._lifecycle.resolve(incident_id, note, outcome, now)
+        if self._correlator.owns(incident_id):
+            return self._correlator.resolve(incident_id, note, outcome, now)
+        return self._correlator.annotate(self._lifecycle.resolve(incident_id, note, outcome, now))
 
     def open_incidents(self) -> list[Incident]:
-        return self._lifecycle.open_incidents()
+        return self._correlator.open_incidents(self._lifecycle.open_incidents())
 
     def buffered_samples(self, node: str) -> int:
         """How many samples the engine holds for ``node`` (for memory accounting and tests)."""

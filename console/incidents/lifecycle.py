@@ -4,8 +4,18 @@
 incident then says (id, title, detail, context, count, peak) and emits the matching ``IncidentChange``. It also
 keeps the index of open incidents by id that the operator's acknowledge and resolve go through.
 
-Severity only escalates during one incident; a recurrence after resolution opens a new one with a new id (a hash
-of node, GPU, rule, code and opening time, so ids are stable across databases and ``merge`` can deduplicate).
+Severity only escalates during one incident; a recurrence after resolution opens a new one with a new id.
+
+Ids are what two consoles watching the same node agree on (``incident_id``): a hash of node, GPU UUID, rule, code
+and the onset (the first sighting), never of the console's own poll time. The onset is the source's own time
+where the sample carries one (a Prometheus or timestamped dcgm-exporter series: two consoles see the same stamp
+on the same measurement), else the console's time rounded down to a 10-minute window (``ID_WINDOW_S``): two
+consoles polling the same exporter a fraction of a second to a few seconds apart land in the same window, except
+when a window boundary falls between their first sightings (a chance of offset / 600 s). Those pairs are the same
+fault under two ids; ``same_fault`` tells them apart at merge time: same node, GPU, rule and code, with
+overlapping open intervals. A second incident of one condition in the same window (it cleared and came back)
+takes the next sequence number (ids given out per condition are remembered, and seeded at resume), so ids stay
+unique and two consoles that saw both occurrences still agree.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import hashlib
 import logging
 import math
 
+from console.incidents.coverage import missing_note, utc_minute
 from console.incidents.model import (
     ChangeKind,
     Incident,
@@ -30,10 +41,47 @@ from console.samples.schema import GpuSample, NodeSample
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_MARK = "\ncondition unknown: "  # how an incident's detail carries the note while its data is missing
 
-def incident_id(node: str, gpu_uuid: str | None, rule: str, code: str, opened_at: float) -> str:
-    text = f"{node}\x1f{gpu_uuid or ''}\x1f{rule}\x1f{code}\x1f{opened_at:.3f}"
+
+ID_WINDOW_S = 600.0  # the onset window of ids whose source gave no time of its own
+_USED_IDS_PER_CONDITION = 4  # a condition opens a few times per window at most: older ids cannot collide
+_USED_ID_CONDITIONS = 256  # per node, oldest forgotten first (a node that churns GPU UUIDs stays bounded)
+
+
+def incident_id(
+    node: str, gpu_uuid: str | None, rule: str, code: str, onset: float, *, stamped: bool = False, seq: int = 0
+) -> str:
+    """The id of the incident of (node, GPU, rule, code) first seen at ``onset``.
+
+    ``stamped``: ``onset`` is the source's own time (kept to the millisecond); otherwise it is the console's and
+    only its ``ID_WINDOW_S`` window counts. ``seq`` numbers the incidents of one condition within one window."""
+    when = f"s{onset:.3f}" if stamped else f"w{math.floor(onset / ID_WINDOW_S) * ID_WINDOW_S:.0f}"
+    text = f"{node}\x1f{gpu_uuid or ''}\x1f{rule}\x1f{code}\x1f{when}" + (f"\x1f{seq}" if seq else "")
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def same_fault(a: Incident, b: Incident) -> bool:
+    """Two incidents that are one fault seen by two consoles whose first sightings fell on either side of an id
+    window boundary: same node, GPU, rule and code, onsets less than a window apart and open intervals that
+    overlap (``console.store.merge`` asks the same in SQL)."""
+    if (a.context.node, a.context.gpu_uuid, a.rule, a.code) != (b.context.node, b.context.gpu_uuid, b.rule, b.code):
+        return False
+    if abs(a.opened_at - b.opened_at) >= ID_WINDOW_S:
+        return False
+    a_end = a.resolved_at if a.resolved_at is not None else math.inf
+    b_end = b.resolved_at if b.resolved_at is not None else math.inf
+    return a.opened_at <= b_end and b.opened_at <= a_end
+
+
+def remember_id(ns: NodeState, key: TrackKey, incident_id_: str) -> None:
+    """Note an id given out (or resumed) for a condition, so that its next incident in the window differs."""
+    used = ns.used_ids.pop(key, None) or []  # re-inserted: the dict's order is the order of last use
+    if incident_id_ not in used:
+        used.append(incident_id_)
+    ns.used_ids[key] = used[-_USED_IDS_PER_CONDITION:]
+    if len(ns.used_ids) > _USED_ID_CONDITIONS:
+        del ns.used_ids[next(iter(ns.used_ids))]
 
 
 class IncidentLifecycle:
@@ -50,7 +98,15 @@ class IncidentLifecycle:
         rule = track.rule
         uuid, _, code = track.key
         context = incident_context(ns, uuid, batch.sample or ns.last_sample)
-        new_id = incident_id(ns.name, uuid, rule.id, code, t)
+        stamped = track.onset_source is not None
+        onset = track.onset_source if track.onset_source is not None else track.pending_since
+        used = ns.used_ids.get(track.key, ())
+        seq = 0
+        new_id = incident_id(ns.name, uuid, rule.id, code, onset, stamped=stamped)
+        while new_id in used:
+            seq += 1
+            new_id = incident_id(ns.name, uuid, rule.id, code, onset, stamped=stamped, seq=seq)
+        remember_id(ns, track.key, new_id)
         incident = Incident(
             id=new_id,
             rule=rule.id,
@@ -118,6 +174,36 @@ class IncidentLifecycle:
             track.incident = dataclasses.replace(incident, last_seen_at=t, peak=track.peak)
             track.last_emit = t
             batch.changes.append(IncidentChange(ChangeKind.UPDATED, track.incident, t, ""))
+
+    def unknown(self, ns: NodeState, track: Track, t: float, batch: Batch) -> None:
+        """The open incident's inputs are missing from this result: say so, and hold it (neither seen nor clear)."""
+        incident = track.incident
+        assert incident is not None
+        since = ns.last_complete_t if batch.failures and ns.last_complete_t is not None else t
+        note = missing_note(track.rule, batch.failures, min(since, t))
+        track.unknown_since, track.unknown_note = t, note
+        incident = dataclasses.replace(incident, detail=f"{incident.detail}{UNKNOWN_MARK}{note}")
+        track.incident = incident
+        track.last_emit = t
+        log.info("incident condition unknown: %s %s: %s", ns.name, incident.title, note)
+        batch.changes.append(IncidentChange(ChangeKind.UPDATED, incident, t, f"condition unknown: {note}"))
+
+    def known_again(self, track: Track, t: float, batch: Batch) -> None:
+        """Data for an unknown condition returned: drop the note; clearing counts from now."""
+        incident = track.incident
+        assert incident is not None
+        note = f"data again at {utc_minute(t)} after {track.unknown_note}"
+        detail = incident.detail.split(UNKNOWN_MARK, 1)[0]
+        track.unknown_since, track.unknown_note, track.known_again = None, "", t
+        track.incident = dataclasses.replace(incident, detail=detail)
+        track.last_emit = t
+        batch.changes.append(IncidentChange(ChangeKind.UPDATED, track.incident, t, note))
+
+    def adopt(self, ns: NodeState, track: Track) -> None:
+        """A resumed incident (open before a restart) is live again: acknowledge and resolve reach it by id."""
+        assert track.incident is not None
+        self._by_id[track.incident.id] = ns
+        remember_id(ns, track.key, track.incident.id)
 
     def add_note(self, track: Track, note: str, t: float, batch: Batch) -> None:
         """Append ``note`` to the open incident's detail (e.g. the Xid that describes it)."""
@@ -255,5 +341,5 @@ def incident_detail(track: Track) -> str:
         unit = f" {rule.unit}" if rule.unit else ""
         parts.append(f"{rule.signal or rule.kind} {track.value:.4g}{unit} ({rule.threshold_text()})")
     if rule.for_s:
-        parts.append(f"held for {rule.for_s:g} s since {track.pending_since:.0f}")
+        parts.append(f"held for {rule.for_s:g} s since {utc_minute(track.pending_since)}")
     return "; ".join(parts)

@@ -8,6 +8,7 @@ instant and clear after ``clear_s`` of silence. ``console.incidents.lifecycle`` 
 
 from __future__ import annotations
 
+from console.incidents.coverage import known
 from console.incidents.detectors import Finding
 from console.incidents.lifecycle import IncidentLifecycle
 from console.incidents.model import Severity
@@ -61,8 +62,14 @@ class ConditionTracker:
         track = ns.tracks.get(key)
         if track is None:
             track = ns.tracks[key] = Track(rule, key, pending_since=t, last_active=t, severity=severity)
-            track.action, track.mnemonic = action, mnemonic
+            track.action, track.mnemonic, track.onset_source = action, mnemonic, batch.source_t
+        elif track.unknown_since is not None:
+            self._lifecycle.known_again(track, t, batch)
+            track.last_emit = 0.0  # seen as soon as its data returned: report last_seen_at now
         was_active = track.active
+        if track.resumed:  # carried over from before a restart: seeing it now continues it, it does not recur
+            track.resumed, was_active = False, True
+            track.mnemonic = track.mnemonic or mnemonic
         track.active = not event  # an event is seen at one instant; its incident clears after clear_s of silence
         track.last_active = t
         track.value = value
@@ -103,26 +110,49 @@ class ConditionTracker:
     def settle_untouched(self, ns: NodeState, t: float, batch: Batch, new_sample: bool) -> None:
         """Conditions not seen in this result are inactive; resolve those clear for ``clear_s``.
 
-        Without a new sample (a failed poll, or a repeat) only result conditions are known to be absent."""
+        Without a new sample (a failed poll, or a repeat) only result conditions are known to be absent; after a
+        failed poll the sample conditions are unknown. In a new sample, an open condition whose inputs are missing
+        (its collector is down, or the value is None) is unknown too: it neither clears nor counts as seen."""
         touched = batch.touched
         result_ids = ns.plan.result_ids
+        sample = batch.sample
+        lifecycle = self._lifecycle
         for key, track in list(ns.tracks.items()):
             if key in touched:
                 continue
-            if not new_sample and track.rule.id not in result_ids:
+            rule = track.rule
+            if rule.id in result_ids:
+                if sample is None and track.incident is not None and rule.kind == "collector_down":
+                    continue  # the whole node is down: nothing new about that one collector
+            elif not new_sample:
+                if sample is None and track.incident is not None and track.unknown_since is None:
+                    lifecycle.unknown(ns, track, t, batch)
                 continue  # no new data about this condition
+            elif track.incident is not None:
+                assert sample is not None
+                if not known(rule, sample, key[0]):
+                    if track.unknown_since is None:
+                        lifecycle.unknown(ns, track, t, batch)
+                    continue
+                if track.unknown_since is not None:
+                    lifecycle.known_again(track, t, batch)
             track.active = False
             if track.incident is None:
                 del ns.tracks[key]  # a pending condition that went away: its for_s starts over next time
-            elif t - track.last_active >= track.rule.clear_s:
-                self._lifecycle.auto_resolve(ns, key, track, t, batch)
+            elif t - max(track.last_active, track.known_again) >= rule.clear_s:
+                lifecycle.auto_resolve(ns, key, track, t, batch)
 
     def settle_tick(self, ns: NodeState, now: float, batch: Batch) -> None:
-        """The clock alone: open result conditions whose ``for_s`` has passed, resolve what was clear ``clear_s``."""
+        """The clock alone: open result conditions whose ``for_s`` has passed, resolve what was clear ``clear_s``
+        (never one whose condition is unknown now)."""
         result_ids = ns.plan.result_ids
         for key, track in list(ns.tracks.items()):
             if track.incident is None:
                 if track.active and track.rule.id in result_ids and now - track.pending_since >= track.rule.for_s:
                     self._lifecycle.open(ns, track, now, batch)
-            elif not track.active and now - track.last_active >= track.rule.clear_s:
+            elif (
+                not track.active
+                and track.unknown_since is None
+                and now - max(track.last_active, track.known_again) >= track.rule.clear_s
+            ):
                 self._lifecycle.auto_resolve(ns, key, track, now, batch)

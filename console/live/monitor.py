@@ -12,16 +12,18 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from console.config.fleet import Fleet
+from console.incidents.lifecycle import ID_WINDOW_S
 from console.incidents.model import ChangeKind, Incident, IncidentChange, Outcome, Status
 from console.polling.poller import Poller, PollerStats, SourceMaker
 from console.samples.results import PollResult
 from console.samples.schema import NodeSample
 from console.sources import make_source as default_make_source
+from console.store.types import IncidentFilter
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ class Engine(Protocol):
 
     def resolve(self, incident_id: str, note: str, outcome: Outcome, now: float) -> IncidentChange: ...
 
+    def resume(self, incidents: Iterable[Incident], *, resolved: Iterable[Incident] = ()) -> list[IncidentChange]: ...
+
 
 class ChangeSink(Protocol):
     """What the monitor needs of the store (console.store.IncidentStore): non-blocking submissions."""
@@ -58,6 +62,10 @@ class ChangeSink(Protocol):
     def submit(self, changes: Sequence[IncidentChange]) -> None: ...
 
     def get(self, incident_id: str) -> Incident | None: ...
+
+    def unresolved(self) -> tuple[Incident, ...]: ...
+
+    def iter_incidents(self, flt: IncidentFilter) -> Iterator[Incident]: ...
 
     def record_exposure(self, site: str, provider: str, gpu_model: str, gpu_seconds: float, at: float) -> None: ...
 
@@ -126,13 +134,35 @@ class FleetMonitor:
         self._providers = {site.name: site.provider for site in fleet.sites}
         self._intervals = {node.name: fleet.interval_s(node) for node in fleet.nodes}
         self.counters = MonitorCounters(self._poller.stats)
+        self._resumed = False
 
     # -- lifecycle ----
 
     def start(self) -> None:
+        self.resume()
         self._poller.start()
         self._ticker = threading.Thread(target=self._tick_loop, name="gpu-console-ticker", daemon=True)
         self._ticker.start()
+
+    def resume(self) -> None:
+        """Carry on the incidents an earlier run left open or acknowledged in the database (before any result):
+        the engine keeps updating them instead of opening the same fault again. The recently resolved ones come
+        along so that a recurrence in the same id window takes a new id. Called once, by ``start``."""
+        store = self._store
+        if store is None or self._resumed:
+            return
+        self._resumed = True
+        try:
+            unresolved = store.unresolved()
+            recent = tuple(
+                store.iter_incidents(IncidentFilter(since=time.time() - 2 * ID_WINDOW_S, status=Status.RESOLVED))
+            )
+        except Exception:  # an unreadable log must not stop polling: the engine then starts empty, as before
+            log.exception("cannot read the unresolved incidents: starting without them")
+            return
+        with self._lock:
+            changes = self._engine.resume(unresolved, resolved=recent)
+        self._publish(None, changes)
 
     def stop(self) -> None:
         self._stop.set()

@@ -154,6 +154,30 @@ def test_inventory_loads_and_its_dcgm_sources_poll(simulator: RunningSimulator) 
     assert len(sample.gpus) == 8
 
 
+def test_the_inventory_carries_the_demo_topology() -> None:
+    with running_simulator("--nodes", "8", "--faults", "none", "--duration", "60") as running:
+        fleet = parse_inventory(get(f"{running.url}/inventory.toml").decode(), "simulate")
+    by_name = {node.name: node.topology for node in fleet.nodes}
+    assert all(topology.rack and topology.power_feed for topology in by_name.values())
+    liquid = [name for name, e in {e.node: e for e in simulated_roster(8)}.items() if e.site.cooling is Cooling.LIQUID]
+    assert len(liquid) == 2
+    assert {by_name[name].cooling_loop for name in liquid} == {"onprem-dgx-a-cdu-1"}  # one loop, both nodes
+    assert all(by_name[name].cooling_loop is None for name in by_name if name not in liquid)
+
+
+def test_a_loop_fault_reaches_every_node_of_its_loop() -> None:
+    config = SimulatorConfig(nodes=8, faults=parse_faults("loop_flow_drop"), anchor=0.0)
+    server = SimulatorServer(config)
+    fault = next(iter(server.nodes.values())).simulation.plan.schedule(600.0)[0]
+    assert fault.kind is FaultKind.LOOP_FLOW_DROP and len(fault.nodes) == 2
+    flows: dict[str, float | None] = {}
+    for name, node in server.nodes.items():  # one step a second, as when polled, up to 20 s into the fault
+        for t in range(int(fault.start_s) - 5, int(fault.start_s) + 21):
+            flows[name] = node.sample(float(t)).chassis.coolant_flow_lpm
+    assert all(flows[name] is not None and flows[name] < 10.0 for name in fault.nodes)  # type: ignore[operator]
+    assert all(flow is None or flow > 20.0 for name, flow in flows.items() if name not in fault.nodes)
+
+
 def test_redfish_bmc_reads_through_the_redfish_source(simulator: RunningSimulator) -> None:
     rows = {row["node"]: row for row in json.loads(get(f"{simulator.url}/targets"))}
     roster = {entry.node: entry for entry in simulated_roster(6)}

@@ -231,6 +231,45 @@ def test_every_fault_kind_starts_within_a_minute_and_recurs_on_other_nodes(seed:
     assert len({f.node for f in first_round}) == len(FaultKind)  # one node each, not one unlucky node
 
 
+def test_every_node_has_a_rack_and_feed_and_liquid_nodes_share_cooling_loops() -> None:
+    fleet = build_demo_fleet(anchor=ANCHOR)
+    assert all(node.topology.rack and node.topology.power_feed for node in fleet.nodes)
+    liquid = {n.name for n in fleet.nodes if dict(n.sources[0].options)["cooling"] == "liquid"}
+    loops: dict[str, set[str]] = {}
+    for node in fleet.nodes:
+        assert (node.topology.cooling_loop is not None) == (node.name in liquid)
+        if node.topology.cooling_loop:
+            loops.setdefault(node.topology.cooling_loop, set()).add(node.name)
+    assert len(loops) >= 2 and all(len(members) >= 2 for members in loops.values())
+    racks = {node.name: node.topology.rack for node in fleet.nodes}
+    assert all(len({racks[n] for n in members}) == 1 for members in loops.values())  # a loop inside one rack
+    assert len({racks[n] for n in liquid}) >= 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 41])
+def test_a_loop_fault_drops_the_flow_on_every_node_of_its_loop_at_once(seed: int) -> None:
+    fleet = build_demo_fleet(seed=seed, anchor=ANCHOR)
+    by_name = {node.name: node for node in fleet.nodes}
+    schedule = fault_schedule(fleet, 3600)
+    for fault in (f for f in schedule if f.kind is FaultKind.LOOP_FLOW_DROP):
+        loop = by_name[fault.node].topology.cooling_loop
+        assert fault.scope_name == loop
+        assert set(fault.nodes) == {n.name for n in fleet.nodes if n.topology.cooling_loop == loop}
+        # the same round's single-node coolant fault is in another rack: two faults stay two
+        same_round = [
+            f for f in schedule if f.kind is FaultKind.COOLANT_FLOW_DROP and abs(f.start_s - fault.start_s) < 120
+        ]
+        racks = {by_name[n].topology.rack for n in fault.nodes}
+        assert all(by_name[f.node].topology.rack not in racks for f in same_round)
+    first = next(f for f in schedule if f.kind is FaultKind.LOOP_FLOW_DROP)
+    rack = by_name[first.node].topology.rack
+    neighbour = next(n.name for n in fleet.nodes if n.topology.rack == rack and n.name not in first.nodes)
+    for name in (*first.nodes, neighbour):  # the loop's nodes lose their flow, their rack neighbour keeps it
+        series = [s.chassis.coolant_flow_lpm for s in run(simulation_of(fleet, name), 0, first.start_s + 20)]
+        assert value(series[int(first.start_s) - 1]) > 25
+        assert (value(series[-1]) < 10) == (name in first.nodes), name
+
+
 def test_the_coolant_flow_drop_drives_the_margin_to_zero_and_hw_thermal_slowdown() -> None:
     for seed in (0, 1, 2, 3):
         fleet, fault = first(FaultKind.COOLANT_FLOW_DROP, seed=seed)

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec
+from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec, Topology
 from console.incidents.engine import IncidentEngine
 from console.incidents.model import ChangeKind, IncidentChange
 from console.samples.results import PollFailure, PollResult, SourceFailure
@@ -47,11 +47,16 @@ def make_fleet(
     nodes: Iterable[tuple[str, str]] = ((NODE, SITE),),
     sites: Iterable[tuple[str, str]] = ((SITE, PROVIDER),),
     overrides: tuple[tuple[str, str, str, float], ...] = (),
+    topology: dict[str, Topology] | None = None,
 ) -> Fleet:
+    """A fleet of ``nodes`` ((name, site)); ``topology`` places nodes in racks, cooling loops, feeds, domains."""
     spec = SourceSpec(kind=SourceKind.DEMO)
+    where = topology or {}
     return Fleet(
         sites=tuple(Site(name=name, provider=provider) for name, provider in sites),
-        nodes=tuple(Node(name=name, site=site, sources=(spec,)) for name, site in nodes),
+        nodes=tuple(
+            Node(name=name, site=site, sources=(spec,), topology=where.get(name, Topology())) for name, site in nodes
+        ),
         rule_overrides=overrides,
     )
 
@@ -168,6 +173,12 @@ def build_trace(
             sample = NodeSample(node, site, "demo", t, tuple(gpus), chassis, evs)
             out.append(PollResult(node, site, t - latency, latency, sample))
     return out
+
+
+def merge(*traces: list[PollResult | float]) -> list[PollResult | float]:
+    """Several nodes' traces as one, in time order (a silent step of one node is dropped: the others tick)."""
+    results = [entry for trace in traces for entry in trace if isinstance(entry, PollResult)]
+    return sorted(results, key=lambda r: (r.started + r.latency_s, r.node))
 
 
 def run(engine: IncidentEngine, trace: Iterable[PollResult | float], *, tick: bool = True) -> list[IncidentChange]:

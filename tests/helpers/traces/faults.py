@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from console.samples.results import PollResult
-from console.samples.schema import GpuSample, Health, RecoveryAction, ThrottleReason
+from console.samples.results import PollFailure, PollResult, SourceFailure
+from console.samples.schema import EMPTY_CHASSIS, GpuSample, Health, RecoveryAction, ThrottleReason
 from tests.helpers.traces import FaultTrace, build_trace, chassis_from, replace, replace_chassis, victim, xid_at
 
 Trace = list[PollResult | float]
@@ -30,6 +30,18 @@ def _energy_reset(step: int, gpu: GpuSample) -> GpuSample:
     if gpu.index == 2 and step >= 20 and gpu.energy_j is not None:
         return dataclasses.replace(gpu, energy_j=gpu.energy_j - 1.0e6 + 10.0)  # driver reload at step 20
     return gpu
+
+
+def _bmc_down(seconds: int, from_step: int = 20) -> Trace:
+    """The BMC stops answering from ``from_step`` while the in-band source keeps answering: GPUs, no chassis."""
+    failure = SourceFailure("redfish https://bmc.node-a", PollFailure.TIMEOUT, "no answer within 3 s")
+    trace = build_trace(seconds)
+    for step in range(from_step, seconds):
+        entry = trace[step]
+        assert isinstance(entry, PollResult) and entry.sample is not None
+        sample = dataclasses.replace(entry.sample, chassis=EMPTY_CHASSIS)
+        trace[step] = dataclasses.replace(entry, sample=sample, failures=(failure,))
+    return trace
 
 
 def _delta_t_drift() -> Trace:
@@ -120,6 +132,7 @@ FAULT_TRACES: dict[str, FaultTrace] = {
         FaultTrace(
             "node_unreachable", lambda: build_trace(90, state=lambda s: "fail" if s >= 20 else "ok"), gpu_index=None
         ),
+        FaultTrace("collector_down", lambda: _bmc_down(90), gpu_index=None),
         FaultTrace(
             "node_stale", lambda: build_trace(60, state=lambda s: "silent" if s >= 20 else "ok"), gpu_index=None
         ),
