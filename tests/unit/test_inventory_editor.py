@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLineEdit, QTreeWidgetItem
 from pytestqt.qtbot import QtBot
 
-from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec
+from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec, Topology
 from console.config.inventory import load_inventory
 from tests.helpers.builders import ExporterStandIn, free_port
 from widgets.inventory.editor import TESTING_TEXT, InventoryEditor
@@ -201,3 +201,24 @@ def test_problems_show_node_text_as_plain_text_and_block_saving(qtbot: QtBot, tm
     assert not dialog.save_button.isEnabled()
     dialog.save()
     assert not path.exists()
+
+
+def test_topology_is_shown_edited_and_saved(qtbot: QtBot, tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    fleet = Fleet(
+        sites=(Site("dc1", "onprem"),),
+        nodes=(Node("a", "dc1", (SourceSpec(SourceKind.NVML),), topology=Topology(rack="r1", power_feed="pdu-1")),),
+    )
+    dialog = open_editor(qtbot, path, fleet)
+    select(dialog, 1, 0)
+    edits = dialog.node_form.edits
+    assert (edits["rack"].text(), edits["power_feed"].text(), edits["cooling_loop"].text()) == ("r1", "pdu-1", "")
+    type_into(qtbot, edits["rack"], "r2")
+    type_into(qtbot, edits["cooling_loop"], "cdu-3")
+    type_into(qtbot, edits["nvlink_domain"], "nvl72-04")
+    type_into(qtbot, edits["power_feed"], "")  # an emptied field removes the key
+    assert dialog.problems == []
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+
+    saved = load_inventory(path).nodes[0].topology
+    assert saved == Topology(rack="r2", cooling_loop="cdu-3", nvlink_domain="nvl72-04")

@@ -170,3 +170,31 @@ def test_a_damaged_database_is_moved_aside_and_the_banner_says_so(qtbot, tmp_pat
         assert list(tmp_path.glob("incidents.sqlite3.corrupt-*")), "the damaged file is kept for inspection"
     finally:
         app.shutdown()
+
+
+def test_the_status_bar_counts_faults_and_the_list_shows_one_row_per_fault(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from console.incidents.model import ChangeKind, IncidentChange, Scope
+    from tests.helpers.builders import make_incident
+    from widgets.live.main_window import MainWindow
+
+    window = MainWindow(build_demo_fleet(seed=SEED), tmp_path / "i.sqlite3")
+    qtbot.addWidget(window)
+    try:
+        loop = make_incident(
+            "loop", 100.0, node="node-a", gpu_index=None, rule="coolant_flow_low", kind="cooling",
+            scope=Scope.COOLING_LOOP, scope_name="loop-a", nodes=("node-a", "node-b"),
+        )  # fmt: skip
+        symptoms = [make_incident(f"hot-{g}", 110.0 + g, node="node-a", gpu_index=g, parent_id="loop") for g in (1, 2)]
+        lone = make_incident("xid", 50.0, node="node-c")
+        # a symptom first: its cause is not known yet, so it counts as a fault of its own until the cause arrives
+        window.incidents.apply([IncidentChange(ChangeKind.OPENED, symptoms[0], 110.0)])
+        window._refresh_status()
+        assert "1 open fault" in window.status_nodes.text()
+        window.incidents.apply(IncidentChange(ChangeKind.OPENED, i, 120.0) for i in (loop, symptoms[1], lone))
+        window._refresh_status()
+        assert "2 open faults</b> (4 incidents)" in window.status_nodes.text()
+        rows = window.incidents.model
+        assert [rows.incident(r).id for r in range(rows.rowCount())] == ["loop", "xid"]
+        assert rows.rowCount(rows.index(0, 0)) == 2
+    finally:
+        window.shutdown()

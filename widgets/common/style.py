@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import html
+import re
+import time
 
 from PySide6.QtGui import QColor
 
-from console.incidents.model import Incident, Severity
+from console.incidents.model import Incident, Scope, Severity
 from console.live.fleet_state import NodeStatus
 
 STATUS_COLORS: dict[NodeStatus, str] = {
@@ -67,5 +69,55 @@ def plain_tooltip(text: str) -> str:
     return "<p style='white-space:pre'>" + html.escape(text).replace("\n", "<br>") + "</p>"
 
 
+# An epoch stamp (2001-2033) standing alone in text made by the engine ("held for 60 s since 1750000000"); a
+# longer or shorter number (a serial, a count) or one inside a word or a version string is left as it is.
+_EPOCH = re.compile(r"(?<![\w.:-])1[0-9]{9}(?:\.[0-9]+)?(?![\w:-])(?!\.[0-9])")
+_SCOPE_WORDS = {
+    Scope.RACK: "rack",
+    Scope.COOLING_LOOP: "loop",
+    Scope.POWER_FEED: "power feed",
+    Scope.NVLINK_DOMAIN: "NVLink domain",
+    Scope.SITE: "site",
+}
+NODES_LISTED = 3  # member nodes named in a cell before "+N more"
+
+
+def hms(stamp: float) -> str:
+    """A time of day as operators read it on a page: ``03:12:09 UTC``."""
+    return time.strftime("%H:%M:%S UTC", time.gmtime(stamp))
+
+
+def readable_times(text: str) -> str:
+    """``text`` with raw epoch numbers replaced by ``HH:MM:SS UTC`` (titles and details never show epochs)."""
+    if "1" not in text:
+        return text
+    return _EPOCH.sub(lambda match: hms(float(match.group(0))), text)
+
+
+def scope_text(incident: Incident) -> str:
+    """What the incident covers: ``GPU 3``, ``node``, ``rack R01``, ``loop loop-a``, ``power feed pdu-2``."""
+    scope = incident.effective_scope
+    if scope is Scope.GPU:
+        index = incident.context.gpu_index
+        return "GPU" if index is None else f"GPU {index}"
+    if scope is Scope.NODE:
+        return "node"
+    return f"{_SCOPE_WORDS[scope]} {incident.scope_name}".strip()
+
+
+def nodes_text(incident: Incident) -> str:
+    """The member nodes, the first few by name: ``node-a`` or ``4 nodes: a, b, c +1``."""
+    nodes = incident.member_nodes
+    if len(nodes) == 1:
+        return nodes[0]
+    named = ", ".join(nodes[:NODES_LISTED])
+    more = f" +{len(nodes) - NODES_LISTED}" if len(nodes) > NODES_LISTED else ""
+    return f"{len(nodes)} nodes: {named}{more}"
+
+
 def incident_tooltip(incident: Incident) -> str:
-    return plain_tooltip(f"{incident.title}\n{incident.detail}\nAction: {incident.recommended_action}")
+    where = f"{scope_text(incident)} · {incident.context.site} · nodes: {', '.join(incident.member_nodes)}"
+    return plain_tooltip(
+        f"{readable_times(incident.title)}\n{where}\n{readable_times(incident.detail)}\n"
+        f"Action: {incident.recommended_action}"
+    )

@@ -147,6 +147,10 @@ class NodeForm(TableForm):
                 "tags": ("Tags", "comma separated, optional"),
                 "interval_s": ("Poll interval (s)", "the site's default"),
                 "timeout_s": ("Timeout (s)", "the site's default"),
+                "rack": ("Rack", "optional, e.g. r12"),
+                "cooling_loop": ("Cooling loop", "optional, e.g. cdu-3"),
+                "power_feed": ("Power feed", "optional, e.g. pdu-a7"),
+                "nvlink_domain": ("NVLink domain", "optional, e.g. nvl72-04"),
             }
         )
         self.site_combo = QComboBox()

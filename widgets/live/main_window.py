@@ -236,7 +236,7 @@ class MainWindow(QMainWindow):
         ]
         self.status_nodes.setText(
             f"Nodes: {' · '.join(parts)} &nbsp;|&nbsp; {sum(site.gpus for site in sites)} GPUs &nbsp;|&nbsp; "
-            f"{len(self.state.open_incidents)} open incidents"
+            f"{self._faults_text()}"
         )
         latency = self.state.latency_summary()
         self.status_latency.setText(
@@ -244,6 +244,14 @@ class MainWindow(QMainWindow):
             if latency
             else "Poll latency: n/a"
         )
+
+    def _faults_text(self) -> str:
+        """Faults are the top-level rows of the open-incident list (root incidents, and symptoms whose cause has not
+        arrived yet); every open incident, symptoms included, is counted in brackets."""
+        rows = self.incidents.model
+        faults, total = rows.fault_count, len(rows)
+        text = f"<b>{faults} open fault{'' if faults == 1 else 's'}</b>"
+        return f"{text} ({total} incident{'' if total == 1 else 's'})" if total != faults else text
 
     def shutdown(self) -> None:
         self._refresh_timer.stop()

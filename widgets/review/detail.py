@@ -25,10 +25,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.incidents.model import Incident, Status
+from console.incidents.model import EvidencePoint, Incident, Status
 from console.store import IncidentStore, SeenBefore, SeenGroup, TimelineEntry
-from widgets.common.style import SEVERITY_COLORS, plain_tooltip, severity_text_color
+from widgets.common.style import (
+    SEVERITY_COLORS,
+    nodes_text,
+    plain_tooltip,
+    readable_times,
+    scope_text,
+    severity_text_color,
+)
 from widgets.review.evidence import EvidenceChart, EvidenceSeries, evidence_series
+from widgets.review.symptoms import SymptomsBox
 from widgets.review.table import outcome_label, outcome_text, utc
 
 SAME_COLOR = "#2e7d32"
@@ -45,6 +53,26 @@ class DetailData:
     timeline: tuple[TimelineEntry, ...]
     seen_before: SeenBefore
     evidence: EvidenceSeries
+    children: tuple[Incident, ...] = ()  # its symptoms
+    parent: Incident | None = None  # what it is a symptom of
+
+
+def _member_evidence(
+    store: IncidentStore, incident: Incident, own: list[EvidencePoint], children: tuple[Incident, ...]
+) -> list[EvidencePoint]:
+    """A group incident (rack, loop, feed) charts every member node: nodes its own evidence lacks are read from a
+    symptom on that node (evidence points are whole node samples)."""
+    if len(incident.member_nodes) <= 1 or not children:
+        return own
+    covered = {incident.context.node} if own else set()
+    missing = [node for node in incident.member_nodes if node not in covered]
+    points = list(own)
+    for node in missing:
+        child = next((c for c in children if c.context.node == node and c.rule == incident.rule), None)
+        child = child or next((c for c in children if c.context.node == node), None)
+        if child is not None:
+            points.extend(store.evidence(child.id))
+    return points
 
 
 def load_detail(store: IncidentStore, incident_id: str) -> DetailData | None:
@@ -52,11 +80,16 @@ def load_detail(store: IncidentStore, incident_id: str) -> DetailData | None:
     incident = store.get(incident_id)
     if incident is None:
         return None
+    children = tuple(store.children(incident_id))
+    parent = store.get(incident.parent_id) if incident.parent_id else None
+    points = _member_evidence(store, incident, store.evidence(incident_id), children)
     return DetailData(
         incident=incident,
         timeline=tuple(store.timeline(incident_id)),
         seen_before=store.seen_before(incident),
-        evidence=evidence_series(incident, store.evidence(incident_id)),
+        evidence=evidence_series(incident, points),
+        children=children,
+        parent=parent,
     )
 
 
@@ -179,6 +212,7 @@ class IncidentDetail(QWidget):
         grid.setHorizontalSpacing(14)
         grid.setVerticalSpacing(2)
         names = (
+            ("Scope", "Nodes", "Symptoms"),
             ("Site", "Provider", "Node"),
             ("GPU", "GPU model", "Serial"),
             ("Driver", "VBIOS", "PCI bus"),
@@ -202,6 +236,7 @@ class IncidentDetail(QWidget):
         self.detail_text = _plain_label()
         self.resolution = _plain_label()
 
+        self.symptoms = SymptomsBox()
         self.chart = EvidenceChart()
         self.timeline = _tree(TIMELINE_COLUMNS, (140, 96, 70, 96, 56))
         self.timeline.setMinimumHeight(70)
@@ -219,6 +254,7 @@ class IncidentDetail(QWidget):
         left.addWidget(self.resolution)
         left.addWidget(self.chart, 1)
         right = QVBoxLayout()
+        right.addWidget(self.symptoms)
         right.addWidget(_section("Timeline of updates"))
         right.addWidget(self.timeline)
         right.addWidget(_line())
@@ -249,6 +285,7 @@ class IncidentDetail(QWidget):
             label.setText("")
             label.hide()
         self.chart.show_series(None, None)
+        self.symptoms.show_relations(None, ())
         self.timeline.clear()
         self.same_box.show_group("Same provider, GPU model and driver", None)
         self.elsewhere_box.show_group("Elsewhere", None)
@@ -259,6 +296,8 @@ class IncidentDetail(QWidget):
         incident = data.incident
         self.show_incident(incident)
         self.chart.show_series(incident, data.evidence)
+        self.symptoms.show_relations(data.parent, data.children)
+        self.fields["Symptoms"].setText(self._symptoms_text(incident, data.children))
         self.timeline.clear()
         self.timeline.addTopLevelItems(
             [
@@ -281,7 +320,7 @@ class IncidentDetail(QWidget):
         """The parts that come with the row itself (shown at once; the rest follows from the worker)."""
         self.incident = incident
         ctx = incident.context
-        self.title.setText(incident.title)
+        self.title.setText(readable_times(incident.title))
         color = SEVERITY_COLORS[incident.severity]
         self.badge.setText(f" {incident.severity.label.upper()} ")
         self.badge.setStyleSheet(
@@ -290,6 +329,9 @@ class IncidentDetail(QWidget):
         gpu = "node-level" if ctx.gpu_index is None else f"{ctx.gpu_index}  {ctx.gpu_uuid or ''}".strip()
         peak = "" if incident.peak is None else f" / peak {incident.peak:g}"
         values = {
+            "Scope": scope_text(incident),
+            "Nodes": nodes_text(incident) if len(incident.member_nodes) <= 3 else ", ".join(incident.member_nodes),
+            "Symptoms": "symptom" if incident.parent_id else "…",
             "Site": ctx.site,
             "Provider": ctx.provider,
             "Node": ctx.node,
@@ -309,7 +351,7 @@ class IncidentDetail(QWidget):
         for name, value in values.items():
             self.fields[name].setText(value)
         code = f" {incident.code}" if incident.code else ""
-        self.detail_text.setText(f"{incident.kind} / {incident.rule}{code}: {incident.detail}")
+        self.detail_text.setText(f"{incident.kind} / {incident.rule}{code}: {readable_times(incident.detail)}")
         self.detail_text.show()
         self.action.setText(f"Recommended action: {incident.recommended_action or 'none recorded'}")
         self.action.show()
@@ -317,6 +359,13 @@ class IncidentDetail(QWidget):
         self.resolution.setVisible(bool(incident.resolution_note))
         self.acknowledge_button.setEnabled(incident.status is Status.OPEN)
         self.resolve_button.setEnabled(incident.status is not Status.RESOLVED)
+
+    @staticmethod
+    def _symptoms_text(incident: Incident, children: tuple[Incident, ...]) -> str:
+        if not children:
+            return "none (this is a symptom: its cause is above)" if incident.parent_id else "none"
+        still_open = sum(1 for child in children if child.status is not Status.RESOLVED)
+        return f"{len(children)} ({still_open} open)"
 
     def _show_seen_before(self, incident: Incident, seen: SeenBefore) -> None:
         ctx = incident.context

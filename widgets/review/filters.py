@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from PySide6.QtCore import QDateTime, QStringListModel, Qt, QTimer, QTimeZone, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QCompleter,
     QDateTimeEdit,
@@ -92,6 +93,11 @@ class IncidentFilterBar(QWidget):
         self.status = QComboBox()
         for label, _ in STATUSES:
             self.status.addItem(label)
+        self.show_symptoms = QCheckBox("Show symptoms")
+        self.show_symptoms.setToolTip(
+            "Off: one row per fault (root incidents; a cause's symptoms are listed in its detail).\n"
+            "On: every incident, symptoms included."
+        )
         self.text = QLineEdit()
         self.text.setPlaceholderText("search titles, details and notes (every word)")
         self.text.setClearButtonEnabled(True)
@@ -131,6 +137,7 @@ class IncidentFilterBar(QWidget):
         second_row = [QLabel("Where")] + [self.fields[name] for name in TEXT_FIELDS if name != "rule"]
         for col, widget in enumerate(second_row):
             grid.addWidget(widget, 1, col)
+        grid.addWidget(self.show_symptoms, 1, len(second_row))
         for col in range(1, 10):
             grid.setColumnStretch(col, 1)
 
@@ -140,6 +147,7 @@ class IncidentFilterBar(QWidget):
         for time_edit in (self.since_edit, self.until_edit):
             time_edit.dateTimeChanged.connect(self._on_any_changed)
         self.text.textChanged.connect(self._on_any_changed)
+        self.show_symptoms.toggled.connect(self._on_any_changed)
         self._on_time_range_changed()
         self._debounce.stop()
 
@@ -156,6 +164,7 @@ class IncidentFilterBar(QWidget):
             severity=SEVERITIES[self.severity.currentIndex()][1],
             status=STATUSES[self.status.currentIndex()][1],
             text=text,
+            roots_only=not self.show_symptoms.isChecked(),
             **values,
         )
 

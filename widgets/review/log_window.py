@@ -98,6 +98,23 @@ def _export_file(
     return written
 
 
+def _log_view(model: IncidentTableModel) -> TableView:
+    view = TableView()
+    view.setModel(model)
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+    view.setAlternatingRowColors(True)
+    view.setWordWrap(False)
+    view.verticalHeader().setVisible(False)
+    view.verticalHeader().setDefaultSectionSize(22)
+    header = view.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    for column, width in enumerate(COLUMN_WIDTHS):
+        header.resizeSection(column, width)
+    header.setSectionResizeMode(TITLE_COLUMN, QHeaderView.ResizeMode.Stretch)
+    return view
+
+
 class IncidentLogWindow(QMainWindow):
     count_loaded = Signal(int)
     detail_loaded = Signal(str)  # incident id
@@ -131,19 +148,7 @@ class IncidentLogWindow(QMainWindow):
 
         self.filters = IncidentFilterBar()
         self.model = IncidentTableModel(store, self.jobs)
-        self.view = TableView()
-        self.view.setModel(self.model)
-        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.view.setAlternatingRowColors(True)
-        self.view.setWordWrap(False)
-        self.view.verticalHeader().setVisible(False)
-        self.view.verticalHeader().setDefaultSectionSize(22)
-        header = self.view.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for column, width in enumerate(COLUMN_WIDTHS):
-            header.resizeSection(column, width)
-        header.setSectionResizeMode(TITLE_COLUMN, QHeaderView.ResizeMode.Stretch)
+        self.view = _log_view(self.model)
 
         self.count_label = QLabel("")
         self.count_label.setTextFormat(Qt.TextFormat.PlainText)
@@ -192,6 +197,7 @@ class IncidentLogWindow(QMainWindow):
         self.view.selectionModel().currentRowChanged.connect(self._on_view_current_row_changed)
         self.detail.acknowledge_button.clicked.connect(self._on_acknowledge_button_clicked)
         self.detail.resolve_button.clicked.connect(self._on_resolve_button_clicked)
+        self.detail.symptoms.incident_chosen.connect(self._on_symptoms_incident_chosen)
         self.refresh_button.clicked.connect(self.apply_filters)
         self.export_csv_button.clicked.connect(lambda: self._ask_export("csv"))
         self.export_json_button.clicked.connect(lambda: self._ask_export("json"))
@@ -353,7 +359,8 @@ class IncidentLogWindow(QMainWindow):
         if self.total is None:
             self.count_label.setText(f"{shown:,} shown · counting…" if self._count_pending else f"{shown:,} shown")
         else:
-            self.count_label.setText(f"{self.total:,} incidents match · {shown:,} loaded")
+            roots = " · faults only (tick Show symptoms for all)" if self.model.filter.roots_only else ""
+            self.count_label.setText(f"{self.total:,} incidents match · {shown:,} loaded{roots}")
 
     def _update_loading(self) -> None:
         self.loading_label.setVisible(self.loading)
@@ -364,6 +371,24 @@ class IncidentLogWindow(QMainWindow):
         incident = self.model.incident(current.row())
         self.detail.show_incident(incident)
         self._request_detail(incident.id)
+
+    def show_related(self, incident_id: str) -> None:
+        """Open a symptom or cause listed in the detail: its row when the log holds one, else straight in the pane."""
+        row = self.model.row_of(incident_id)
+        if row is not None:
+            self.select_row(row)
+            self.view.scrollTo(self.model.index(row, 0))
+            return
+        incident = self.detail.symptoms.incidents.get(incident_id)
+        if incident is None:
+            return
+        # No row is current any more, so clicking the previous row again brings it back.
+        self.view.selectionModel().setCurrentIndex(QModelIndex(), QItemSelectionModel.SelectionFlag.Clear)
+        self.detail.show_incident(incident)
+        self._request_detail(incident_id)
+
+    def _on_symptoms_incident_chosen(self, incident_id: str) -> None:
+        self.show_related(incident_id)
 
     def _request_detail(self, incident_id: str) -> None:
         store = self.store

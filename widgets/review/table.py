@@ -7,6 +7,7 @@ flight ``canFetchMore`` says no, so a view scrolled to the bottom asks once, not
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
@@ -14,7 +15,14 @@ from PySide6.QtGui import QBrush, QColor, QFont
 
 from console.incidents.model import Incident, Outcome, Status
 from console.store import IncidentFilter, IncidentPage, IncidentStore, PageCursor
-from widgets.common.style import incident_tooltip, severity_color, severity_text_color
+from widgets.common.style import (
+    incident_tooltip,
+    nodes_text,
+    readable_times,
+    scope_text,
+    severity_color,
+    severity_text_color,
+)
 from widgets.workers import WorkError, Workers
 
 PAGE_SIZE = 100
@@ -23,17 +31,18 @@ COLUMNS = (
     "Status",
     "Site",
     "Provider",
-    "Node",
-    "GPU",
+    "Scope",
+    "Nodes",
     "Kind / rule",
     "Code",
     "Title",
+    "Symptoms",
     "Opened (UTC)",
     "Last seen (UTC)",
     "Count",
     "Outcome",
 )
-COLUMN_WIDTHS = (74, 96, 130, 96, 150, 44, 170, 50, 320, 148, 148, 50, 90)
+COLUMN_WIDTHS = (74, 80, 130, 84, 100, 150, 140, 50, 320, 66, 140, 140, 50, 90)
 TITLE_COLUMN = COLUMNS.index("Title")
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -55,18 +64,34 @@ def outcome_text(incident: Incident) -> str:
     return outcome_label(incident.outcome)
 
 
-def _cells(incident: Incident) -> tuple[str, ...]:
+@dataclass(frozen=True, slots=True)
+class CountedPage:
+    """A page and the symptom count of each of its incidents, read together on the query lane."""
+
+    page: IncidentPage
+    symptoms: dict[str, int]
+
+
+def read_page(store: IncidentStore, flt: IncidentFilter, after: PageCursor | None, limit: int) -> CountedPage:
+    """Run on a worker: one page, and how many symptoms each of its rows has."""
+    page = store.query(flt, after=after, limit=limit)
+    return CountedPage(page, store.symptom_counts([incident.id for incident in page.incidents]))
+
+
+def _cells(incident: Incident, symptoms: int) -> tuple[str, ...]:
     ctx = incident.context
+    title = readable_times(incident.title)
     return (
         incident.severity.label,
         str(incident.status),
         ctx.site,
         ctx.provider,
-        ctx.node,
-        gpu_text(incident),
+        scope_text(incident),
+        nodes_text(incident),  # the GPU index is in the scope ("GPU 3")
         f"{incident.kind} / {incident.rule}" if incident.kind != incident.rule else incident.kind,
         incident.code,
-        incident.title,
+        title if incident.parent_id is None else f"↳ {title}",  # a symptom, listed with "Show symptoms"
+        f"{symptoms:,}" if symptoms else "",
         utc(incident.opened_at),
         utc(incident.last_seen_at),
         f"{incident.count:,}",
@@ -87,6 +112,7 @@ class IncidentTableModel(QAbstractTableModel):
         self._filter = IncidentFilter()
         self._rows: list[Incident] = []
         self._row_of: dict[str, int] = {}
+        self._symptoms: dict[str, int] = {}  # incident id -> symptoms (children) in the store, for held rows
         self._next: PageCursor | None = None
         self._exhausted = True  # nothing to fetch until the first query
         self._in_flight = False
@@ -113,6 +139,7 @@ class IncidentTableModel(QAbstractTableModel):
         self._filter = flt
         self._rows = []
         self._row_of = {}
+        self._symptoms = {}
         self._next = None
         self._exhausted = False
         self._in_flight = False
@@ -129,16 +156,18 @@ class IncidentTableModel(QAbstractTableModel):
     def _request(self) -> None:
         store, flt, after, limit = self._store, self._filter, self._next, self._page_size
         self._in_flight = True
-        self._jobs.submit("query", "page", lambda: store.query(flt, after=after, limit=limit), self._on_page)
+        self._jobs.submit("query", "page", lambda: read_page(store, flt, after, limit), self._on_page)
         self.loading_changed.emit(True)
 
-    def _on_page(self, answer: IncidentPage | WorkError) -> None:
+    def _on_page(self, counted: CountedPage | WorkError) -> None:
         self._in_flight = False
-        if isinstance(answer, WorkError):
+        if isinstance(counted, WorkError):
             self._exhausted = True  # retried by the next filter change or refresh, not in a loop
             self.loading_changed.emit(False)
-            self.page_failed.emit(answer.message)
+            self.page_failed.emit(counted.message)
             return
+        answer = counted.page
+        self._symptoms.update(counted.symptoms)
         fresh = [incident for incident in answer.incidents if incident.id not in self._row_of]
         if fresh:
             first = len(self._rows)
@@ -168,6 +197,9 @@ class IncidentTableModel(QAbstractTableModel):
     def incidents(self) -> list[Incident]:
         return list(self._rows)
 
+    def symptom_count(self, incident_id: str) -> int:
+        return self._symptoms.get(incident_id, 0)
+
     def row_of(self, incident_id: str) -> int | None:
         return self._row_of.get(incident_id)
 
@@ -188,7 +220,7 @@ class IncidentTableModel(QAbstractTableModel):
         incident = self._rows[index.row()]
         column = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return _cells(incident)[column]
+            return _cells(incident, self._symptoms.get(incident.id, 0))[column]
         if column == 0:
             if role == Qt.ItemDataRole.BackgroundRole:
                 return QBrush(severity_color(incident.severity))
@@ -200,6 +232,6 @@ class IncidentTableModel(QAbstractTableModel):
             return QBrush(QColor("#5f5f5f"))  # resolved rows recede; open ones stand out
         if role == Qt.ItemDataRole.ToolTipRole:
             return incident_tooltip(incident)
-        if role == Qt.ItemDataRole.TextAlignmentRole and COLUMNS[column] in ("Count", "GPU", "Code"):
+        if role == Qt.ItemDataRole.TextAlignmentRole and COLUMNS[column] in ("Count", "Code", "Symptoms"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
