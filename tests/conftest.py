@@ -17,6 +17,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["TZ"] = "UTC"
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="gpu-console-xdg-"))
 os.chmod(os.environ["XDG_RUNTIME_DIR"], 0o700)
+# Settings a test saves (desktop notifications, QSettings) go to a private place, never the user's config.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="gpu-console-config-")
 if os.environ["QT_QPA_PLATFORM"] != "offscreen" and not os.environ.get("DISPLAY"):
     raise pytest.UsageError("Qt tests need QT_QPA_PLATFORM=offscreen or a DISPLAY; neither is set")
 

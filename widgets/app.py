@@ -14,18 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from PySide6.QtCore import QTimer, QtMsgType, qInstallMessageHandler
+from PySide6.QtCore import QSettings, QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from console.config.fleet import Fleet
 from console.history.rings import ASSUMED_GPUS_PER_NODE, FleetHistory
 from console.history.rollup import DEFAULT_RETENTION_H, RollupStore, history_path_for
-from console.live.monitor import FleetMonitor
+from console.live.monitor import FleetMonitor, MonitorUpdate
 from console.live.startup import incident_engine_for, open_chart_history, tune_garbage_collector
 from console.store import IncidentStore
 from widgets import windows
 from widgets.bridge import MonitorBridge
 from widgets.live.main_window import MainWindow
+from widgets.live.tray import FleetTray, NotificationSettingsDialog
 
 log = logging.getLogger(__name__)
 qt_log = logging.getLogger("qt")
@@ -59,6 +60,7 @@ class ConsoleApp:
     engine: object
     extra_windows: list[dict[str, QWidget]] = field(default_factory=list)
     rollup: RollupStore | None = None  # per-minute chart history; None when its file could not be opened
+    tray: FleetTray | None = None
     _stopped: bool = False
 
     def start(self) -> None:
@@ -73,6 +75,8 @@ class ConsoleApp:
             return
         self._stopped = True
         windows.shutdown(self.extra_windows)
+        if self.tray is not None:
+            self.tray.shutdown()
         self.window.shutdown()  # its timers and the chart-history lane
         self.monitor.stop()
         close = getattr(self.store, "close", None)
@@ -104,6 +108,7 @@ def build_app(
     history_path: Path | None = None,
     history_retention_h: float = DEFAULT_RETENTION_H,
     history_budget_bytes: int = HISTORY_BUDGET_BYTES,
+    settings: QSettings | None = None,
 ) -> ConsoleApp:
     # The GUI thread re-takes the GIL after each call into Qt; with the poller busy (1,000 nodes a second) it waited
     # up to the 5 ms switch interval every time, and a repaint made of hundreds of such calls stalled for seconds
@@ -127,6 +132,7 @@ def build_app(
         if rollup.recovered is not None:
             window.show_problem(rollup.recovered.message)
     monitor = FleetMonitor(fleet, engine=engine, store=store, on_update=bridge.post, seed=seed, history=rollup)
+    tray = _attach_tray(window, bridge, settings or QSettings("gpu-ops-console", "console"))
     app = ConsoleApp(
         fleet=fleet,
         db_path=db_path,
@@ -136,6 +142,7 @@ def build_app(
         store=store,
         engine=engine,
         rollup=rollup,
+        tray=tray,
     )
     # Incident log and inventory editor hang off toolbar actions; each is built (and imported) on first use.
     opened = windows.attach(
@@ -143,6 +150,26 @@ def build_app(
     )
     app.extra_windows.append(opened)
     return app
+
+
+def _attach_tray(window: MainWindow, bridge: MonitorBridge, settings: QSettings) -> FleetTray:
+    """The tray icon follows the monitor's changes; a clicked notification opens its incident in the window."""
+    tray = FleetTray(settings, parent=window)
+
+    def on_updates(updates: tuple[MonitorUpdate, ...]) -> None:
+        changes = [change for update in updates for change in update.changes]
+        if changes:
+            tray.apply(changes)
+
+    def open_settings() -> None:
+        dialog = NotificationSettingsDialog(tray.settings, window, tray_available=tray.available)
+        if dialog.exec() == NotificationSettingsDialog.DialogCode.Accepted:
+            tray.apply_settings(dialog.chosen())
+
+    bridge.updates_received.connect(on_updates)
+    tray.incident_requested.connect(window.show_incident)
+    window.add_action("notifications", "Notifications…").triggered.connect(open_settings)
+    return tray
 
 
 def run_gui(args: argparse.Namespace) -> int:

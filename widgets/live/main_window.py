@@ -149,6 +149,17 @@ class MainWindow(QMainWindow):
         if first_data and self.charts.selection is None:
             self._select_first_node()
 
+    def show_incident(self, incident_id: str) -> None:
+        """Bring the window up on an open incident (a clicked desktop notification)."""
+        if self.isMinimized():
+            self.showNormal()
+        else:
+            self.show()
+        self.raise_()
+        self.activateWindow()
+        if not self.incidents.reveal(incident_id):
+            self.statusBar().showMessage("That incident is no longer open: see the incident log.", 10_000)
+
     def show_problem(self, message: str) -> None:
         """Show a recoverable problem in the red banner (newest first, at most three lines kept)."""
         lines = [message, *[line for line in self.problem_banner.text().splitlines() if line != message]][:3]

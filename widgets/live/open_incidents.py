@@ -43,6 +43,20 @@ class IncidentsPanel(QWidget):
     def apply(self, changes: Iterable[IncidentChange]) -> None:
         self.model.apply(changes)
 
+    def reveal(self, incident_id: str) -> bool:
+        """Select the incident's row (its causes expanded) and chart it; False when it is no longer open."""
+        index = self.model.index_of(incident_id)
+        if not index.isValid():
+            return False
+        parent = index.parent()
+        while parent.isValid():
+            self.view.expand(parent)
+            parent = parent.parent()
+        self.view.setCurrentIndex(index)
+        self.view.scrollTo(index)
+        self._on_view_double_clicked(index)
+        return True
+
     def _on_view_double_clicked(self, index: QModelIndex) -> None:
         incident = self.model.incident_at(index)
         node = incident.context.node or incident.member_nodes[0]
