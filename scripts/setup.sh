@@ -13,8 +13,8 @@ shift || true
 QT_PACKAGES="libegl1 libgl1 libopengl0 libxkbcommon0 libfontconfig1 libfreetype6 libdbus-1-3 libglib2.0-0
   fonts-dejavu-core xvfb xauth libxkbcommon-x11-0 libx11-xcb1 libxcb-cursor0 libxcb-icccm4 libxcb-image0
   libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libxcb-xinerama0"
-# Real peers the tests start on 127.0.0.1: Prometheus (and promtool), an OpenSSH server.
-TEST_PACKAGES="prometheus openssh-server openssh-client desktop-file-utils"
+# Real peers the tests start on 127.0.0.1: Prometheus (and promtool), Alertmanager, an OpenSSH server.
+TEST_PACKAGES="prometheus prometheus-alertmanager openssh-server openssh-client desktop-file-utils"
 PY_PACKAGES="python3 python3-venv python3-dev gcc"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -27,7 +27,7 @@ command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null
 if [ -n "$need" ]; then
   echo "setup: installing Debian packages:$need" >&2
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  # prometheus' package starts a service where systemd runs; the tests start their own on a free port.
+  # prometheus' and alertmanager's packages start a service where systemd runs; the tests start their own on a free port.
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
 

@@ -21,11 +21,13 @@ from console.config.fleet import Fleet
 from console.history.rings import ASSUMED_GPUS_PER_NODE, FleetHistory
 from console.history.rollup import DEFAULT_RETENTION_H, RollupStore, history_path_for
 from console.live.monitor import FleetMonitor, MonitorUpdate
-from console.live.startup import incident_engine_for, open_chart_history, tune_garbage_collector
+from console.live.startup import incident_engine_for, open_chart_history, open_notifier, tune_garbage_collector
+from console.notify.notifier import Notifier
 from console.store import IncidentStore
 from widgets import windows
 from widgets.bridge import MonitorBridge
 from widgets.live.main_window import MainWindow
+from widgets.live.receivers import ReceiverStatusLabel
 from widgets.live.tray import FleetTray, NotificationSettingsDialog
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class ConsoleApp:
     extra_windows: list[dict[str, QWidget]] = field(default_factory=list)
     rollup: RollupStore | None = None  # per-minute chart history; None when its file could not be opened
     tray: FleetTray | None = None
+    notifier: Notifier | None = None  # Alertmanager, webhooks, silences; None with nobody to tell
     _stopped: bool = False
 
     def start(self) -> None:
@@ -79,6 +82,8 @@ class ConsoleApp:
             self.tray.shutdown()
         self.window.shutdown()  # its timers and the chart-history lane
         self.monitor.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
         close = getattr(self.store, "close", None)
         if close is not None:
             close()
@@ -131,7 +136,12 @@ def build_app(
         window.charts.set_rollup(rollup.reader)
         if rollup.recovered is not None:
             window.show_problem(rollup.recovered.message)
-    monitor = FleetMonitor(fleet, engine=engine, store=store, on_update=bridge.post, seed=seed, history=rollup)
+    notifier = open_notifier(fleet, db_path, window.show_problem)
+    if notifier is not None:
+        window.statusBar().addPermanentWidget(ReceiverStatusLabel(notifier.statuses, window))
+    monitor = FleetMonitor(
+        fleet, engine=engine, store=store, on_update=bridge.post, seed=seed, history=rollup, notifier=notifier
+    )
     tray = _attach_tray(window, bridge, settings or QSettings("gpu-ops-console", "console"))
     app = ConsoleApp(
         fleet=fleet,
@@ -143,6 +153,7 @@ def build_app(
         engine=engine,
         rollup=rollup,
         tray=tray,
+        notifier=notifier,
     )
     # Incident log and inventory editor hang off toolbar actions; each is built (and imported) on first use.
     opened = windows.attach(

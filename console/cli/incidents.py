@@ -1,4 +1,4 @@
-"""``gpu-console incidents list|show|export|stats|merge``: review the incident log without a window."""
+"""``gpu-console incidents list|show|export|stats|merge|acknowledge|resolve``: the incident log without a window."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from console.store import IncidentFilter, IncidentStore
     from console.store.export import ExportFormat
 
-HELP = "review the incident log: list, show, export, stats, merge"
+HELP = "review the incident log: list, show, export, stats, merge, acknowledge, resolve"
 EXIT_NOT_FOUND = 1
 EXIT_STORE_ERROR = 2
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -135,6 +136,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     merge.add_argument("other", metavar="OTHER.db")
     _add_format(merge, csv=False)
 
+    from console.cli import incident_steps
+
+    incident_steps.add_parsers(actions, _add_db)
+
 
 def run(args: argparse.Namespace) -> int:
     from console.store import IncidentStore, StoreError, default_db_path
@@ -148,7 +153,17 @@ def run(args: argparse.Namespace) -> int:
         with IncidentStore.open(path) as store:
             if store.recovered is not None:
                 print(f"gpu-console incidents: {store.recovered.message}", file=sys.stderr)
-            handler = {"list": _list, "show": _show, "export": _export, "stats": _stats, "merge": _merge}[action]
+            from console.cli.incident_steps import run_step
+
+            handler = {
+                "list": _list,
+                "show": _show,
+                "export": _export,
+                "stats": _stats,
+                "merge": _merge,
+                "acknowledge": run_step,
+                "resolve": run_step,
+            }[action]
             return handler(store, args)
     except StoreError as exc:
         print(f"gpu-console incidents: {exc}", file=sys.stderr)
@@ -182,6 +197,28 @@ def _stamp(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _silence_marks(store: IncidentStore, incidents: Sequence[Incident], args: argparse.Namespace) -> dict[str, Any]:
+    """Each incident's silence now (``silenced_by``), from the notification file beside the database; the
+    inventory given with ``--config`` names the racks of nodes, for rack silences."""
+    from console.notify.schema import NotifyError, notify_path_for
+    from console.notify.state import read_marks
+
+    racks: dict[str, str] = {}
+    if getattr(args, "config", None):
+        from console.config.inventory import InventoryError, load_inventory
+
+        try:
+            racks = {n.name: n.topology.rack for n in load_inventory(Path(args.config)).nodes if n.topology.rack}
+        except (InventoryError, OSError) as exc:
+            print(f"gpu-console incidents: racks unknown, {exc}", file=sys.stderr)
+    try:
+        marks = read_marks(notify_path_for(store.path), incidents, racks)
+    except NotifyError as exc:
+        print(f"gpu-console incidents: silences unknown: {exc}", file=sys.stderr)
+        return {}
+    return {incident_id: mark.to_json() for incident_id, mark in marks.items()}
+
+
 def _list(store: IncidentStore, args: argparse.Namespace) -> int:
     from console.store.export import write_csv, write_json
 
@@ -191,7 +228,7 @@ def _list(store: IncidentStore, args: argparse.Namespace) -> int:
     incidents = store.query(_filter(args), limit=args.limit).incidents
     symptoms = store.symptom_counts([incident.id for incident in incidents])
     if args.fmt == "json":
-        write_json(incidents, sys.stdout, symptoms)
+        write_json(incidents, sys.stdout, symptoms, _silence_marks(store, incidents, args))
     elif args.fmt == "csv":
         write_csv(incidents, sys.stdout, symptoms)
     else:
@@ -391,6 +428,7 @@ def _merge(store: IncidentStore, args: argparse.Namespace) -> int:
             f"{result.incidents_updated} updated, {result.incidents_unchanged} unchanged, "
             f"{result.incidents_joined} joined to the same fault under another id, "
             f"{result.timeline_added} timeline entries, {result.evidence_added} evidence samples, "
+            f"{result.ledger_added} ledger entries, "
             f"{result.exposure_rows} exposure rows"
         )
     return 0

@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "incidents": "console.cli.incidents",
     "simulate": "console.cli.simulate",
     "inventory": "console.cli.inventory",
+    "fixes": "console.cli.fixes",
+    "silence": "console.cli.silence",
 }
 
 

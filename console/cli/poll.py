@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from console.live.startup import (
         incident_engine_for,
         open_chart_history,
+        open_notifier,
         resolve_db_path,
         resolve_fleet,
         tune_garbage_collector,
@@ -76,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
     def on_update(_update: MonitorUpdate) -> None:
         return None
 
-    monitor = FleetMonitor(fleet, engine=engine, store=store, on_update=on_update, seed=seed, history=rollup)
+    notifier = open_notifier(fleet, db_path, lambda problem: print(f"gpu-console poll: {problem}", file=sys.stderr))
+    monitor = FleetMonitor(
+        fleet, engine=engine, store=store, on_update=on_update, seed=seed, history=rollup, notifier=notifier
+    )
     monitor.start()
     deadline = time.monotonic() + args.duration if args.duration else None
     try:
@@ -87,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
             done.wait(0.5 if remaining is None else min(0.5, remaining))
     finally:
         monitor.stop()
+        if notifier is not None:
+            notifier.stop()  # one last short try for what is queued
         store.close()
         if rollup is not None:
             rollup.close()
@@ -103,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
                 "repeated_polls": counters.repeated_polls,
                 "on_time_polls": monitor.poller.stats.on_time_polls,
                 "incidents_opened": counters.incidents_opened,
+                # Per receiver: last success, last error, queued, sent, dropped (console.notify.health).
+                "receivers": [status.to_json() for status in notifier.statuses()] if notifier is not None else [],
             }
         )
     )

@@ -121,6 +121,43 @@ class Node:
     topology: Topology = Topology()
 
 
+class ReceiverKind(StrEnum):
+    ALERTMANAGER = "alertmanager"
+    WEBHOOK = "webhook"
+
+
+# console.incidents.model.Severity's names, lowest first (the config layer sits below incidents).
+SEVERITY_NAMES = ("info", "warning", "major", "critical")
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    """Who is told about incidents (``[[notify]]``): an Alertmanager (API v2) or a webhook.
+
+    Secrets are references only: basic auth (``user`` + ``password``) or a bearer ``token`` for an Alertmanager,
+    an HMAC ``secret`` for a webhook. The filters are empty (everything) unless the inventory sets them.
+    """
+
+    kind: ReceiverKind
+    url: str
+    name: str = ""
+    user: str | None = None
+    password: SecretRef | None = None
+    token: SecretRef | None = None
+    secret: SecretRef | None = None
+    verify_tls: bool = True
+    ca_file: str | None = None
+    timeout_s: float = 10.0
+    min_severity: str | None = None  # one of SEVERITY_NAMES
+    sites: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The receiver's name in status lines and errors: its own name, else its URL (which holds no secret)."""
+        return self.name or self.url
+
+
 @dataclass(frozen=True, slots=True)
 class Fleet:
     sites: tuple[Site, ...]
@@ -129,6 +166,7 @@ class Fleet:
     origin: str = ""  # file path, or "built-in demo fleet"
     # (scope, rule, key, value); scope is "site:NAME" or "provider:NAME"; applied by the incident engine
     rule_overrides: tuple[tuple[str, str, str, float], ...] = field(default=())
+    receivers: tuple[Receiver, ...] = ()  # [[notify]] blocks: where incidents are sent
 
     def site(self, name: str) -> Site:
         for site in self.sites:

@@ -29,6 +29,7 @@ from console.config.inventory_writer import (
     site_to_document,
     source_to_document,
 )
+from console.config.receivers import parse_receivers
 from console.config.secret_refs import DEFAULT_KEYRING_SERVICE, PASSWORD_KEYS, TOKEN_KEYS, read_secret_ref
 from console.config.validation import (
     LITERAL_SECRETS,
@@ -46,7 +47,7 @@ APP_NAME = "gpu-ops-console"
 DEFAULT_INTERVAL_S = Site("", "").interval_s
 DEFAULT_TIMEOUT_S = Site("", "").timeout_s
 
-_TOP_KEYS = ("sites", "nodes", "rule_overrides")
+_TOP_KEYS = ("sites", "nodes", "rule_overrides", "notify")
 _SITE_KEYS = ("name", "provider", "region", "interval_s", "timeout_s", "demo")
 _NODE_KEYS = ("name", "site", "tags", "interval_s", "timeout_s", "sources", *TOPOLOGY_KEYS)
 _RULE_KEYS = ("scope", "rule", "key", "value")
@@ -129,6 +130,7 @@ def fleet_from_document(document: Mapping[str, Any], origin: str = "<string>") -
     site_tables = read_tables(document, "sites", "", problems)
     node_tables = read_tables(document, "nodes", "", problems)
     rule_tables = read_tables(document, "rule_overrides", "", problems)
+    notify_tables = read_tables(document, "notify", "", problems)
 
     sites = [_parse_site(table, f"sites[{i}]", problems) for i, table in enumerate(site_tables)]
     site_names = _unique_names(site_tables, "sites", "site", problems)
@@ -139,6 +141,9 @@ def fleet_from_document(document: Mapping[str, Any], origin: str = "<string>") -
         _parse_rule_override(table, f"rule_overrides[{i}]", site_names, providers, problems)
         for i, table in enumerate(rule_tables)
     ]
+    receivers = parse_receivers(
+        notify_tables, site_names, providers, problems, lambda t, p, pr: _url(t, p, pr, required=True)
+    )
     if problems.items:
         raise InventoryError(origin, problems.items)
     return Fleet(
@@ -146,6 +151,7 @@ def fleet_from_document(document: Mapping[str, Any], origin: str = "<string>") -
         nodes=tuple(node for node in nodes if node is not None),
         origin=origin,
         rule_overrides=tuple(rule for rule in overrides if rule is not None),
+        receivers=receivers,
     )
 
 

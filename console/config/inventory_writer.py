@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from console.config.fleet import Fleet, Node, Site, SourceSpec
+from console.config.receivers import receiver_to_document
 from console.config.secret_refs import secret_ref_to_document
 
 
@@ -27,6 +28,8 @@ def fleet_to_document(fleet: Fleet) -> dict[str, Any]:
             {"scope": scope, "rule": rule, "key": key, "value": value}
             for scope, rule, key, value in fleet.rule_overrides
         ]
+    if fleet.receivers:
+        document["notify"] = [receiver_to_document(receiver) for receiver in fleet.receivers]
     return document
 
 

@@ -2,7 +2,8 @@
 
 A reference is ``<prefix>_env`` (an environment variable), ``<prefix>_file`` (an absolute path) or
 ``<prefix>_keyring`` (a name in the system keyring, or a ``{ service, name }`` table for another service), for
-the prefixes ``token`` (agent) and ``password`` (Redfish). ``console.config.secrets`` resolves them at use time.
+the prefixes ``token`` (agent, Alertmanager), ``password`` (Redfish, Alertmanager) and ``secret`` (a webhook's
+HMAC key). ``console.config.secrets`` resolves them at use time.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SECRET_SUFFIXES: Mapping[str, SecretKind] = {
 }
 TOKEN_KEYS = tuple(f"token{suffix}" for suffix in SECRET_SUFFIXES)
 PASSWORD_KEYS = tuple(f"password{suffix}" for suffix in SECRET_SUFFIXES)
+HMAC_SECRET_KEYS = tuple(f"secret{suffix}" for suffix in SECRET_SUFFIXES)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

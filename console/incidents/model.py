@@ -140,3 +140,7 @@ class IncidentChange:
     time: float
     note: str = ""
     evidence: tuple[EvidencePoint, ...] = ()
+    # An operator's step (acknowledge, resolve) says who took it and, for a resolution, the fix applied (an id
+    # of resources/remediation/actions.toml); the store keeps each such step as one entry of the fix ledger.
+    operator: str = ""
+    action: str = ""

@@ -23,11 +23,13 @@ from console.polling.poller import Poller, PollerStats, SourceMaker
 from console.samples.results import PollResult
 from console.samples.schema import NodeSample
 from console.sources import make_source as default_make_source
+from console.store.ledger import EntryKind, LedgerEntry, entry_id, operator_name
 from console.store.types import IncidentFilter
 
 log = logging.getLogger(__name__)
 
 EXPOSURE_FLUSH_S = 60.0
+OPERATOR_STEPS_EVERY_S = 2.0  # how soon an acknowledgement or fix made in another process reaches this engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,18 @@ class ChangeSink(Protocol):
     def iter_incidents(self, flt: IncidentFilter) -> Iterator[Incident]: ...
 
     def record_exposure(self, site: str, provider: str, gpu_model: str, gpu_seconds: float, at: float) -> None: ...
+
+    def ledger_since(self, after: int, limit: int = 500) -> list[tuple[int, LedgerEntry]]: ...
+
+    def ledger_cursor(self) -> int: ...
+
+
+class NotifySink(Protocol):
+    """What the monitor needs of the notifier (console.notify.notifier.Notifier): non-blocking hand-offs."""
+
+    def submit(self, changes: Sequence[IncidentChange]) -> None: ...
+
+    def resume(self, incidents: Iterable[Incident]) -> None: ...
 
 
 class HistorySink(Protocol):
@@ -118,8 +132,10 @@ class FleetMonitor:
         seed: int | None = None,
         tick_s: float = 1.0,
         history: HistorySink | None = None,
+        notifier: NotifySink | None = None,
     ) -> None:
         self.fleet = fleet
+        self._notifier = notifier
         self._engine = engine
         self._store = store
         self._history = history
@@ -135,6 +151,9 @@ class FleetMonitor:
         self._intervals = {node.name: fleet.interval_s(node) for node in fleet.nodes}
         self.counters = MonitorCounters(self._poller.stats)
         self._resumed = False
+        self._ledger_seen = 0  # the ledger rowid up to which other processes' steps have been applied
+        self._steps_checked = time.monotonic()
+        self._own_steps: set[str] = set()  # ledger ids of the steps taken through this monitor
 
     # -- lifecycle ----
 
@@ -162,7 +181,13 @@ class FleetMonitor:
             return
         with self._lock:
             changes = self._engine.resume(unresolved, resolved=recent)
+        if self._notifier is not None:
+            self._notifier.resume(unresolved)  # re-sent to Alertmanager, not announced again
         self._publish(None, changes)
+        try:
+            self._ledger_seen = store.ledger_cursor()
+        except Exception:
+            log.exception("cannot read the fix ledger: steps taken elsewhere will not reach this console")
 
     def stop(self) -> None:
         self._stop.set()
@@ -178,7 +203,7 @@ class FleetMonitor:
 
     # -- operator actions (any thread) ----
 
-    def acknowledge(self, incident_id: str, note: str = "") -> IncidentChange:
+    def acknowledge(self, incident_id: str, note: str = "", *, operator: str | None = None) -> IncidentChange:
         now = time.time()
         with self._lock:
             try:
@@ -187,10 +212,15 @@ class FleetMonitor:
                 incident = self._stored_unresolved(incident_id)
                 acked = dataclasses.replace(incident, status=Status.ACKNOWLEDGED, acknowledged_at=now)
                 change = IncidentChange(ChangeKind.ACKNOWLEDGED, acked, now, note)
+        change = dataclasses.replace(change, operator=operator or operator_name())
+        self._own_steps.add(entry_id(incident_id, EntryKind.ACKNOWLEDGE, change.time, change.operator))
         self._publish(None, [change])
         return change
 
-    def resolve(self, incident_id: str, note: str, outcome: Outcome) -> IncidentChange:
+    def resolve(
+        self, incident_id: str, note: str, outcome: Outcome, action: str = "other", *, operator: str | None = None
+    ) -> IncidentChange:
+        """Resolve with the fix applied (an action of resources/remediation/actions.toml): one ledger entry."""
         now = time.time()
         with self._lock:
             try:
@@ -201,8 +231,38 @@ class FleetMonitor:
                     incident, status=Status.RESOLVED, resolved_at=now, resolution_note=note, outcome=outcome
                 )
                 change = IncidentChange(ChangeKind.RESOLVED, resolved, now, note)
+        change = dataclasses.replace(change, operator=operator or operator_name(), action=action)
+        self._own_steps.add(entry_id(incident_id, EntryKind.RESOLVE, change.time, change.operator))
         self._publish(None, [change])
         return change
+
+    def _apply_steps_taken_elsewhere(self) -> None:
+        """Acknowledgements and fixes another process (the CLI, a second console) wrote to the ledger: applied
+        to this engine, so that its next update carries them instead of an open copy. Steps of this console are
+        in the ledger too, and skipped."""
+        store = self._store
+        if store is None:
+            return
+        steps = store.ledger_since(self._ledger_seen)
+        for rowid, entry in steps:
+            self._ledger_seen = rowid
+            self._apply_step(entry)
+
+    def _apply_step(self, entry: LedgerEntry) -> None:
+        if entry.id in self._own_steps:
+            self._own_steps.discard(entry.id)
+            return
+        with self._lock:
+            try:
+                if entry.kind is EntryKind.RESOLVE:
+                    outcome = Outcome(entry.outcome) if entry.outcome else Outcome.FIXED
+                    change = self._engine.resolve(entry.incident_id, entry.note, outcome, entry.time)
+                else:
+                    change = self._engine.acknowledge(entry.incident_id, entry.note, entry.time)
+            except (KeyError, ValueError):  # not live here, or already resolved: the database has it already
+                return
+        # No operator on the change: the ledger has this step already (one entry per step).
+        self._publish(None, [change])
 
     def _stored_unresolved(self, incident_id: str) -> Incident:
         incident = self._store.get(incident_id) if self._store is not None else None
@@ -250,6 +310,8 @@ class FleetMonitor:
             self.counters.incidents_opened += sum(1 for c in changes if c.kind == "opened")
             if self._store is not None:
                 self._store.submit(changes)
+            if self._notifier is not None:
+                self._notifier.submit(changes)
         if result is None and not changes:
             return
         try:
@@ -265,5 +327,8 @@ class FleetMonitor:
                 self._publish(None, changes)
                 if time.monotonic() - self._exposure_flushed >= EXPOSURE_FLUSH_S:
                     self._flush_exposure()
+                if time.monotonic() - self._steps_checked >= OPERATOR_STEPS_EVERY_S:
+                    self._steps_checked = time.monotonic()
+                    self._apply_steps_taken_elsewhere()
             except Exception:
                 log.exception("monitor tick failed")

@@ -13,6 +13,7 @@ from console.config.fleet import Fleet
 if TYPE_CHECKING:
     from console.history.rollup import RollupStore
     from console.incidents.engine import IncidentEngine
+    from console.notify.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +68,17 @@ def open_chart_history(path: Path, retention_h: float, on_unavailable: Callable[
     except RollupError as exc:
         on_unavailable(f"chart history disabled: {exc}")
         return None
+
+
+def open_notifier(fleet: Fleet, db_path: Path, on_problem: Callable[[str], None]) -> Notifier | None:
+    """The started notifier when there is someone to tell (``[[notify]]`` receivers) or silences to apply (a
+    notification file beside the database, made by ``gpu-console silence add``); else None, no thread."""
+    from console.notify.notifier import Notifier
+    from console.notify.schema import notify_path_for
+
+    path = notify_path_for(db_path)
+    if not fleet.receivers and not path.exists():
+        return None
+    notifier = Notifier.open(fleet, path, on_problem)
+    notifier.start()
+    return notifier

@@ -2,24 +2,28 @@
 
 Each incident carries its correlation: ``parent_id`` (null for a root), the effective ``scope`` and
 ``scope_name``, its member ``nodes`` (a list; a JSON array in a CSV cell) and ``symptoms``, the number of
-incidents grouped under it (counted by the store, never stored).
+incidents grouped under it (counted by the store, never stored). A JSON export also carries each incident's
+``ledger``: the operator steps taken on it (who, when, the fix applied), so that exported ledgers can be read
+back and compared; CSV keeps one row per incident and leaves them out.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TextIO
 
 from console.incidents.model import Incident
+from console.store.ledger import LEDGER_COLUMNS, LedgerEntry
 from console.store.schema import INCIDENT_COLUMNS, nodes_json
 
 ExportFormat = Literal["csv", "json"]
 # The same columns as the database, in the same order, so an export reads like the table it came from, then
 # the one derived column: how many symptoms an incident has.
 EXPORT_FIELDS: tuple[str, ...] = (*INCIDENT_COLUMNS, "symptoms")
-Counted = tuple[Incident, int]  # an incident and the number of its symptoms
+# An incident, the number of its symptoms and its ledger entries (None where they were not read).
+Counted = tuple[Incident, int, Sequence[LedgerEntry] | None]
 # A spreadsheet treats a cell starting with one of these as a formula (OWASP "CSV injection").
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -63,11 +67,24 @@ def incident_dict(incident: Incident, symptoms: int = 0) -> dict[str, Any]:
     }
 
 
-def counted(incidents: Iterable[Incident], symptoms: Mapping[str, int] | None = None) -> Iterator[Counted]:
-    """Pair each incident with its number of symptoms (0 when ``symptoms`` does not name it)."""
+def ledger_dict(entry: LedgerEntry) -> dict[str, Any]:
+    """One operator step, under the ledger table's column names."""
+    document = {name: getattr(entry, name) for name in LEDGER_COLUMNS}
+    document["kind"] = str(entry.kind)
+    return document
+
+
+def counted(
+    incidents: Iterable[Incident],
+    symptoms: Mapping[str, int] | None = None,
+    ledger: Mapping[str, Sequence[LedgerEntry]] | None = None,
+) -> Iterator[Counted]:
+    """Pair each incident with its number of symptoms (0 when ``symptoms`` does not name it) and, when
+    ``ledger`` is given, its entries there (none when it does not name it)."""
     counts = symptoms or {}
     for incident in incidents:
-        yield incident, counts.get(incident.id, 0)
+        entries = None if ledger is None else ledger.get(incident.id, ())
+        yield incident, counts.get(incident.id, 0), entries
 
 
 def safe_cell(value: Any) -> Any:
@@ -81,8 +98,15 @@ def write_csv(incidents: Iterable[Incident], out: TextIO, symptoms: Mapping[str,
     return write_counted_csv(counted(incidents, symptoms), out)
 
 
-def write_json(incidents: Iterable[Incident], out: TextIO, symptoms: Mapping[str, int] | None = None) -> int:
-    return write_counted_json(counted(incidents, symptoms), out)
+def write_json(
+    incidents: Iterable[Incident],
+    out: TextIO,
+    symptoms: Mapping[str, int] | None = None,
+    silenced_by: Mapping[str, Mapping[str, Any]] | None = None,
+) -> int:
+    """With ``silenced_by`` (incident id -> its silence, for those silenced now), each incident also carries
+    ``silenced`` (true or false) and ``silenced_by`` (the silence, or null)."""
+    return write_counted_json(counted(incidents, symptoms), out, silenced_by)
 
 
 def write_counted_csv(rows: Iterable[Counted], out: TextIO) -> int:
@@ -90,7 +114,7 @@ def write_counted_csv(rows: Iterable[Counted], out: TextIO) -> int:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(EXPORT_FIELDS)
     written = 0
-    for incident, symptoms in rows:
+    for incident, symptoms, _ledger in rows:
         row = incident_dict(incident, symptoms)
         row["nodes"] = nodes_json(row["nodes"])  # one cell: the same JSON array text as the database column
         writer.writerow([safe_cell(row[name]) for name in EXPORT_FIELDS])
@@ -98,14 +122,22 @@ def write_counted_csv(rows: Iterable[Counted], out: TextIO) -> int:
     return written
 
 
-def write_counted_json(rows: Iterable[Counted], out: TextIO) -> int:
+def write_counted_json(
+    rows: Iterable[Counted], out: TextIO, silenced_by: Mapping[str, Mapping[str, Any]] | None = None
+) -> int:
     """A JSON array, written one incident at a time so a large export never sits in memory whole."""
     written = 0
     out.write("[")
-    for incident, symptoms in rows:
+    for incident, symptoms, entries in rows:
         out.write(",\n" if written else "\n")
+        document = incident_dict(incident, symptoms)
+        if entries is not None:
+            document["ledger"] = [ledger_dict(entry) for entry in entries]
+        if silenced_by is not None:
+            document["silenced_by"] = silenced_by.get(incident.id)
+            document["silenced"] = document["silenced_by"] is not None
         # ASCII escapes: text from nodes may hold control characters a terminal would obey (ESC, CSI).
-        out.write(json.dumps(incident_dict(incident, symptoms)))
+        out.write(json.dumps(document))
         written += 1
     out.write("\n]\n" if written else "]\n")
     return written

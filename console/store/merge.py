@@ -18,6 +18,7 @@ from pathlib import Path
 
 from console.db import file_uri, peek
 from console.incidents.lifecycle import ID_WINDOW_S
+from console.store.ledger import LEDGER_COLUMNS, has_ledger
 from console.store.schema import INCIDENT_COLUMNS, SCHEMA_VERSION, STATUS_RANK_SQL
 from console.store.types import MergeResult, StoreError
 
@@ -59,6 +60,12 @@ _TIMELINE_COLUMNS = "incident_id, time, kind, note, severity, status, count"
 _TIMELINE_REST = "time, kind, note, severity, status, count"
 _ALIASED = "coalesce((SELECT a.main_id FROM temp.merge_alias a WHERE a.other_id = t.incident_id), t.incident_id)"
 _EXPOSURE_COLUMNS = "site, provider, gpu_model, hour, gpu_seconds"
+_LEDGER_ALIASED = ", ".join(
+    "coalesce((SELECT a.main_id FROM temp.merge_alias a WHERE a.other_id = t.incident_id), t.incident_id)"
+    if name == "incident_id"
+    else f"t.{name}"
+    for name in LEDGER_COLUMNS
+)
 
 
 def check_other(other: Path, own: Path) -> None:
@@ -124,6 +131,13 @@ def merge(conn: sqlite3.Connection, other: Path) -> MergeResult:
             "INSERT OR IGNORE INTO main.evidence (incident_id, time, sample_json) "
             f"SELECT {_ALIASED}, time, sample_json FROM other.evidence t"
         ).rowcount
+        # Each operator step is one entry whoever's file it comes from (ids hash incident, step, time and who).
+        ledger = 0
+        if has_ledger(conn, "other"):
+            ledger = conn.execute(
+                f"INSERT OR IGNORE INTO main.ledger ({', '.join(LEDGER_COLUMNS)}) "
+                f"SELECT {_LEDGER_ALIASED} FROM other.ledger t ORDER BY t.time"
+            ).rowcount
         # Two consoles watching one site observe the same GPU-hours: take the larger figure, never the sum.
         exposure = conn.execute(
             f"INSERT INTO main.exposure ({_EXPOSURE_COLUMNS}) SELECT {_EXPOSURE_COLUMNS} FROM other.exposure "
@@ -150,4 +164,5 @@ def merge(conn: sqlite3.Connection, other: Path) -> MergeResult:
         evidence_added=evidence,
         exposure_rows=exposure,
         incidents_joined=joined,
+        ledger_added=ledger,
     )

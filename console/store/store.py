@@ -18,8 +18,8 @@ import platformdirs
 from console.db import Database, Writer
 from console.incidents.model import EvidencePoint, Incident, IncidentChange
 from console.store import export as exporting
+from console.store import ledger, queries, reliability
 from console.store import merge as merging
-from console.store import queries
 from console.store.schema import SCHEMA
 from console.store.types import (
     IncidentFilter,
@@ -152,6 +152,46 @@ class IncidentStore:
         """Incidents per 1,000 GPU-hours; ``roots_only`` counts each fault once, its symptoms left out."""
         return self._db.read(queries.rates, group_by, since, until, roots_only)
 
+    # --- the fix ledger (console/store/ledger.py) --------------------------------------------------------
+
+    def ledger_entries(
+        self, *, incident_id: str | None = None, gpu_uuid: str | None = None
+    ) -> list[ledger.LedgerEntry]:
+        """The operator steps on one incident, or on one GPU, oldest first."""
+        return self._db.read(lambda conn: ledger.entries_for(conn, incident_id=incident_id, gpu_uuid=gpu_uuid))
+
+    def verified_fixes(
+        self,
+        window_s: float,
+        now: float,
+        *,
+        rule: str | None = None,
+        code: str | None = None,
+        gpu_uuid: str | None = None,
+        node: str | None = None,
+    ) -> list[ledger.VerifiedFix]:
+        """Resolutions and whether they held (derived now, with this verify window), oldest first."""
+        return self._db.read(
+            lambda conn: ledger.verified(conn, window_s, now, rule=rule, code=code, gpu_uuid=gpu_uuid, node=node)
+        )
+
+    def fix_stats(
+        self, window_s: float, now: float, *, rule: str | None = None, code: str | None = None
+    ) -> list[ledger.FixStatsRow]:
+        return self._db.read(ledger.stats, window_s, now, rule, code)
+
+    def reliability(self, since: float, until: float) -> list[reliability.ReliabilityRow]:
+        """Per provider and GPU model: incidents per 1,000 GPU-hours, mean time to resolve, mean time between."""
+        return self._db.read(reliability.reliability, since, until)
+
+    def ledger_since(self, after: int, limit: int = 500) -> list[tuple[int, ledger.LedgerEntry]]:
+        """Operator steps written after ``after`` by any process (the running console picks up the CLI's)."""
+        return self._db.read(ledger.since, after, limit)
+
+    def ledger_cursor(self) -> int:
+        """Where ``ledger_since`` starts from for steps not yet written."""
+        return self._db.read(ledger.last_rowid)
+
     def iter_incidents(self, flt: IncidentFilter) -> Iterator[Incident]:
         """Every matching incident, newest first, fetched a page at a time."""
         cursor: PageCursor | None = None
@@ -162,22 +202,26 @@ class IncidentStore:
                 return
             cursor = result.next
 
-    def iter_counted(self, flt: IncidentFilter) -> Iterator[exporting.Counted]:
-        """Every matching incident with its number of symptoms, newest first, a page (and one count) at a time."""
+    def iter_counted(self, flt: IncidentFilter, *, with_ledger: bool = False) -> Iterator[exporting.Counted]:
+        """Every matching incident with its number of symptoms (and its ledger entries), newest first, a page
+        (and one count) at a time."""
         cursor: PageCursor | None = None
         while True:
             result = self.query(flt, after=cursor, limit=_EXPORT_PAGE)
-            counts = self.symptom_counts([incident.id for incident in result.incidents])
-            yield from exporting.counted(result.incidents, counts)
+            ids = [incident.id for incident in result.incidents]
+            counts = self.symptom_counts(ids)
+            entries = self._db.read(ledger.entries_of, ids) if with_ledger else None
+            yield from exporting.counted(result.incidents, counts, entries)
             if result.next is None:
                 return
             cursor = result.next
 
     def export(self, flt: IncidentFilter, fmt: exporting.ExportFormat, out: TextIO) -> int:
-        """Write the matching incidents (with their symptom counts) to ``out`` as CSV or JSON; returns how many."""
+        """Write the matching incidents (with their symptom counts, and in JSON their ledger entries) to ``out``
+        as CSV or JSON; returns how many."""
         if fmt not in ("csv", "json"):
             raise ValueError(f"export format must be csv or json, not {fmt!r}")
-        return exporting.write_counted(self.iter_counted(flt), fmt, out)
+        return exporting.write_counted(self.iter_counted(flt, with_ledger=fmt == "json"), fmt, out)
 
     def merge_from(self, other: Path, timeout_s: float = 600) -> MergeResult:
         """Import another operator's database (waits for the writer; call it off the GUI thread)."""

@@ -149,3 +149,4 @@ class MergeResult:
     # The other file's incidents that are a fault this file already holds under another id (two consoles whose
     # first sightings fell either side of an id window): their history joins the incident this file has.
     incidents_joined: int = 0
+    ledger_added: int = 0  # operator steps (acknowledgements, fixes) new to this file

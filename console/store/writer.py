@@ -15,6 +15,7 @@ from typing import Any
 
 from console.db import Writer
 from console.incidents.model import ChangeKind, IncidentChange
+from console.store.ledger import INSERT_LEDGER, ledger_row
 from console.store.schema import INCIDENT_COLUMNS, incident_row
 
 MAX_BATCH = 500  # queued items per commit: big enough to amortise the commit, small enough to bound a retry
@@ -29,11 +30,22 @@ _CREATE_STAGE = (
     f"SELECT {_COLUMNS}, 0 AS only_if_absent FROM main.incidents WHERE 0"
 )
 _STAGE = f"INSERT INTO temp.staged_incidents ({_COLUMNS}, only_if_absent) VALUES ({_PLACEHOLDERS}, ?)"
+# A row never goes back in status: another process (the CLI, a second console) may have acknowledged or resolved
+# an incident this engine still holds open, and the engine's next update must not undo the operator's step. A
+# resolved row takes no unresolved copy at all; an acknowledged one keeps its acknowledgement.
+_KEEP_ACKNOWLEDGED = {
+    "status": "CASE WHEN incidents.status = 'acknowledged' AND excluded.status = 'open' "
+    "THEN 'acknowledged' ELSE excluded.status END",
+    "acknowledged_at": "coalesce(excluded.acknowledged_at, incidents.acknowledged_at)",
+}
 _UPSERT_STAGED = (
     f"INSERT INTO main.incidents ({_COLUMNS}) "
     f"SELECT {_COLUMNS} FROM temp.staged_incidents WHERE NOT only_if_absent ORDER BY rowid "
     "ON CONFLICT(id) DO UPDATE SET "
-    + ", ".join(f"{name} = excluded.{name}" for name in INCIDENT_COLUMNS if name != "id")
+    + ", ".join(
+        f"{name} = {_KEEP_ACKNOWLEDGED.get(name, f'excluded.{name}')}" for name in INCIDENT_COLUMNS if name != "id"
+    )
+    + " WHERE incidents.status <> 'resolved' OR excluded.status = 'resolved'"
 )
 _INSERT_STAGED_IF_ABSENT = (
     f"INSERT INTO main.incidents ({_COLUMNS}) "
@@ -60,6 +72,7 @@ class ChangesWrite:
         staged: list[tuple[Any, ...]] = []
         timeline: list[tuple[Any, ...]] = []
         evidence: list[tuple[Any, ...]] = []
+        ledger: list[tuple[Any, ...]] = []
         for change in self.changes:
             incident = change.incident
             if change.kind is ChangeKind.EVIDENCE:
@@ -79,6 +92,10 @@ class ChangesWrite:
                     )
                 )
             evidence.extend((point.incident_id, point.time, point.sample_json) for point in change.evidence)
+            if change.operator and (row := ledger_row(change)) is not None:
+                ledger.append(row)
+        if ledger:
+            conn.executemany(INSERT_LEDGER, ledger)
         if staged:
             conn.executemany(_STAGE, staged)
         if timeline:

@@ -85,7 +85,7 @@ def write(store: IncidentStore, *changes: IncidentChange) -> None:
 @dataclass
 class Calls:
     acknowledged: list[tuple[str, str]] = field(default_factory=list)
-    resolved: list[tuple[str, str, Outcome]] = field(default_factory=list)
+    resolved: list[tuple[str, str, Outcome, str]] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -112,12 +112,12 @@ def open_window(qtbot: QtBot, store: IncidentStore, calls: Calls) -> Iterator[Ca
         acked = replace(current, status=Status.ACKNOWLEDGED, acknowledged_at=T0 + 5000)
         store.submit([IncidentChange(ChangeKind.ACKNOWLEDGED, acked, T0 + 5000, note)])
 
-    def on_resolve(incident_id: str, note: str, outcome: Outcome) -> None:
-        calls.resolved.append((incident_id, note, outcome))
+    def on_resolve(incident_id: str, note: str, outcome: Outcome, action: str) -> None:
+        calls.resolved.append((incident_id, note, outcome, action))
         current = store.get(incident_id)
         assert current is not None
         done = replace(current, status=Status.RESOLVED, resolved_at=T0 + 6000, resolution_note=note, outcome=outcome)
-        store.submit([IncidentChange(ChangeKind.RESOLVED, done, T0 + 6000, note)])
+        store.submit([IncidentChange(ChangeKind.RESOLVED, done, T0 + 6000, note, operator="tester", action=action)])
 
     def factory() -> IncidentLogWindow:
         window = IncidentLogWindow(store, on_acknowledge, on_resolve)
@@ -373,6 +373,7 @@ def test_seen_before_keeps_fixes_from_elsewhere_apart_from_the_same_provider_mod
     write(store, *(opened(incident) for incident in history), opened(make("now", T0, **here)))
     window = open_window()
     select(qtbot, window, "now")
+    window.detail.knowledge.setCurrentIndex(1)  # the operator opens the "Seen before" tab
     same, elsewhere = window.detail.same_box, window.detail.elsewhere_box
 
     assert (
@@ -401,6 +402,47 @@ def test_seen_before_keeps_fixes_from_elsewhere_apart_from_the_same_provider_mod
     assert "unrelated" not in listed(same) and "unrelated" not in listed(elsewhere)
 
 
+def fixed_by(incident: Incident, action: str, who: str = "alice") -> IncidentChange:
+    done = resolved(incident, Outcome.FIXED, f"did {action}")
+    assert done.resolved_at is not None
+    return IncidentChange(
+        ChangeKind.RESOLVED, done, done.resolved_at, done.resolution_note, operator=who, action=action
+    )
+
+
+def test_what_to_try_keeps_fixes_proven_here_apart_and_shows_this_gpus_history_with_verdicts(
+    qtbot: QtBot, store: IncidentStore, open_window: Callable[[], IncidentLogWindow]
+) -> None:
+    day = 86400.0
+    reseated = make("reseated", T0 - 30 * day, gpu_uuid="GPU-X")
+    reset = make("reset", T0 - 20 * day, gpu_uuid="GPU-Y")
+    came_back = make("came-back", T0 - 20 * day + 3600, gpu_uuid="GPU-Y")  # an hour after the reset
+    elsewhere = make("elsewhere", T0 - 10 * day, gpu_uuid="GPU-Z", site="fra-gpucloud", provider="gpucloud")
+    now = make("now", T0, gpu_uuid="GPU-Y")
+    write(store, *(opened(i) for i in (reseated, reset, came_back, elsewhere, now)))
+    write(store, fixed_by(reseated, "reseat"), fixed_by(reset, "gpu_reset"), fixed_by(elsewhere, "firmware_update"))
+    window = open_window()
+    select(qtbot, window, "now")
+    fixes = window.detail.fixes
+
+    assert window.detail.knowledge.currentWidget() is fixes  # the first tab an operator sees
+    assert fixes.here_actions() == ["reseat", "gpu_reset"]  # held beats did not hold
+    assert fixes.lead_actions() == ["firmware_update", "node_reboot"]  # another provider's; the catalog's
+    here_rows = [(item.text(1), item.text(2)) for item in tree_items(fixes.here)]
+    assert here_rows == [("1 / 1", "100%"), ("0 / 1", "0%")]
+    leads = tree_items(fixes.leads)
+    assert "other providers" in leads[0].text(3) and "catalog" in leads[1].text(3)
+    verdicts = [(item.text(2), item.text(3)) for item in tree_items(fixes.history)]
+    assert len(verdicts) == 3  # every incident on GPU-Y, and nothing of the other GPUs
+    assert ("fixed by gpu_reset (fixed, alice)", "did not hold (it came back)") in verdicts
+    # Xid 79 (a hardware bucket) on this GPU on two days: flagged before anyone tries a third reset.
+    assert fixes.suspect.isVisible() and "suspect hardware: Xid 79 on this GPU on 2 days" in fixes.suspect.text()
+
+    window.detail.resolve_button.click()
+    assert window.dialog is not None and window.dialog.chosen_action() == "reseat"  # proven here first
+    window.dialog.reject()
+
+
 # --- acting on incidents --------------------------------------------------------------------------------------------
 
 
@@ -421,10 +463,18 @@ def test_resolve_asks_for_a_note_and_outcome_and_calls_on_resolve_with_them(
     assert not dialog.ok_button.isEnabled()  # no note, no resolution
     dialog.note.setPlainText("Reseated the GPU; Xid 79 gone after 2 h burn-in")
     dialog.choose_outcome(Outcome.WORKAROUND)
+    # Xid 79 and no fix recorded yet: the catalog's action (reboot) is offered first; the operator reseated
+    assert dialog.chosen_action() == "node_reboot"
+    assert dialog.action.count() >= 12 and dialog.action.isVisible()
+    dialog.choose_action("reseat")
     assert dialog.ok_button.isEnabled()
     qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
 
-    assert calls.resolved == [("a", "Reseated the GPU; Xid 79 gone after 2 h burn-in", Outcome.WORKAROUND)]
+    assert calls.resolved == [("a", "Reseated the GPU; Xid 79 gone after 2 h burn-in", Outcome.WORKAROUND, "reseat")]
+    store.flush()
+    assert [(e.action, e.who, e.outcome) for e in store.ledger_entries(incident_id="a")] == [
+        ("reseat", "tester", "workaround")
+    ]
     row = window.model.row_of("a")
     assert row is not None
     qtbot.waitUntil(lambda: cell(window, row, "Status") == "resolved", timeout=WAIT_MS)
@@ -447,7 +497,7 @@ def test_acknowledge_calls_on_acknowledge_and_a_refusal_is_shown_not_raised(
     assert calls.acknowledged == [("a", "on it, ticket OPS-42")]
     qtbot.waitUntil(lambda: cell(window, 0, "Status") == "acknowledged", timeout=WAIT_MS)
 
-    def refuse(incident_id: str, note: str, outcome: Outcome) -> None:
+    def refuse(incident_id: str, note: str, outcome: Outcome, action: str) -> None:
         raise KeyError(f"no open incident with id {incident_id!r}")
 
     window._on_resolve = refuse

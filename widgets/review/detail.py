@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSizePolicy,
+    QTabWidget,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -36,6 +37,7 @@ from widgets.common.style import (
     severity_text_color,
 )
 from widgets.review.evidence import EvidenceChart, EvidenceSeries, evidence_series
+from widgets.review.fixes import FixesData, FixesPanel, load_fixes
 from widgets.review.symptoms import SymptomsBox
 from widgets.review.table import outcome_label, outcome_text, utc
 
@@ -55,6 +57,7 @@ class DetailData:
     evidence: EvidenceSeries
     children: tuple[Incident, ...] = ()  # its symptoms
     parent: Incident | None = None  # what it is a symptom of
+    fixes: FixesData | None = None  # what to try, and this GPU's history
 
 
 def _member_evidence(
@@ -90,6 +93,7 @@ def load_detail(store: IncidentStore, incident_id: str) -> DetailData | None:
         evidence=evidence_series(incident, points),
         children=children,
         parent=parent,
+        fixes=load_fixes(store, incident),
     )
 
 
@@ -258,12 +262,21 @@ class IncidentDetail(QWidget):
         right.addWidget(_section("Timeline of updates"))
         right.addWidget(self.timeline)
         right.addWidget(_line())
+        # What to try (the ledger's verified fixes) and what was seen before, one tab each: both are long lists.
+        self.fixes = FixesPanel()
+        seen = QWidget()
+        seen_layout = QVBoxLayout(seen)
+        seen_layout.setContentsMargins(0, 0, 0, 0)
         heading_row = QHBoxLayout()
         heading_row.addWidget(seen_heading)
         heading_row.addWidget(self.seen_summary, 1)
-        right.addLayout(heading_row)
-        right.addWidget(self.same_box, 1)
-        right.addWidget(self.elsewhere_box, 1)
+        seen_layout.addLayout(heading_row)
+        seen_layout.addWidget(self.same_box, 1)
+        seen_layout.addWidget(self.elsewhere_box, 1)
+        self.knowledge = QTabWidget()
+        self.knowledge.addTab(self.fixes, "What to try, and this GPU's history")
+        self.knowledge.addTab(seen, "Seen before, and what fixed it")
+        right.addWidget(self.knowledge, 2)
         body = QHBoxLayout()
         body.addLayout(left, 1)
         body.addLayout(right, 1)
@@ -286,6 +299,7 @@ class IncidentDetail(QWidget):
             label.hide()
         self.chart.show_series(None, None)
         self.symptoms.show_relations(None, ())
+        self.fixes.show_fixes(None)
         self.timeline.clear()
         self.same_box.show_group("Same provider, GPU model and driver", None)
         self.elsewhere_box.show_group("Elsewhere", None)
@@ -315,6 +329,7 @@ class IncidentDetail(QWidget):
             ]
         )
         self._show_seen_before(incident, data.seen_before)
+        self.fixes.show_fixes(data.fixes)
 
     def show_incident(self, incident: Incident) -> None:
         """The parts that come with the row itself (shown at once; the rest follows from the worker)."""

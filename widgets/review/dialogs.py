@@ -1,6 +1,9 @@
-"""Acknowledge and resolve dialogs: a note, and for a resolution the outcome (fixed, not fixed, workaround)."""
+"""Acknowledge and resolve dialogs: a note, and for a resolution the fix applied (an action of the catalog,
+resources/remediation/actions.toml) and its outcome (fixed, not fixed, workaround)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -26,7 +29,15 @@ OUTCOMES: tuple[tuple[str, Outcome], ...] = (
 class NoteDialog(QDialog):
     """Asks for a note about one incident; with ``ask_outcome`` also for the outcome of the fix."""
 
-    def __init__(self, incident: Incident, *, ask_outcome: bool, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        incident: Incident,
+        *,
+        ask_outcome: bool,
+        parent: QWidget | None = None,
+        actions: Sequence[tuple[str, str]] = (("other", "Other (say what in the note)"),),
+        suggested: str | None = None,
+    ) -> None:
         super().__init__(parent)
         self.incident = incident
         self.setWindowTitle("Resolve incident" if ask_outcome else "Acknowledge incident")
@@ -45,6 +56,13 @@ class NoteDialog(QDialog):
         for label, _ in OUTCOMES:
             self.outcome.addItem(label)
         self.outcome.setVisible(ask_outcome)
+        # The fix applied: what the ledger verifies (did the same fault come back on this GPU in the window?).
+        self.action = QComboBox()
+        for action_id, label in actions:
+            self.action.addItem(label, action_id)
+        if suggested is not None and (index := self.action.findData(suggested)) >= 0:
+            self.action.setCurrentIndex(index)
+        self.action.setVisible(ask_outcome)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.ok_button: QPushButton = buttons.addButton(
             "Resolve" if ask_outcome else "Acknowledge", QDialogButtonBox.ButtonRole.AcceptRole
@@ -55,6 +73,7 @@ class NoteDialog(QDialog):
         form.addRow(subject)
         form.addRow("Note", self.note)
         if ask_outcome:
+            form.addRow("Fix applied", self.action)
             form.addRow("Outcome", self.outcome)
             # A resolution without a note teaches the next operator nothing: require one.
             self.note.textChanged.connect(self._on_note_text_changed)
@@ -63,6 +82,12 @@ class NoteDialog(QDialog):
 
     def note_text(self) -> str:
         return self.note.toPlainText().strip()
+
+    def chosen_action(self) -> str:
+        return str(self.action.currentData() or "other")
+
+    def choose_action(self, action: str) -> None:
+        self.action.setCurrentIndex(max(0, self.action.findData(action)))
 
     def chosen_outcome(self) -> Outcome:
         return OUTCOMES[self.outcome.currentIndex()][1]

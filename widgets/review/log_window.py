@@ -41,6 +41,7 @@ from widgets.common.views import TableView
 from widgets.review.detail import DetailData, IncidentDetail, load_detail
 from widgets.review.dialogs import NoteDialog
 from widgets.review.filters import IncidentFilterBar
+from widgets.review.fixes import action_choices
 from widgets.review.rates import GROUPS, RatesPanel
 from widgets.review.table import COLUMN_WIDTHS, TITLE_COLUMN, IncidentTableModel, utc
 from widgets.workers import WorkError, Workers
@@ -51,7 +52,7 @@ REVIEW_LANES = ("query", "count", "bulk")  # pages and details; counts; rates an
 
 ExportFormat = Literal["csv", "json"]
 AcknowledgeCallback = Callable[[str, str], object]
-ResolveCallback = Callable[[str, str, Outcome], object]
+ResolveCallback = Callable[[str, str, Outcome, str], object]  # incident id, note, outcome, action applied
 
 
 class ExportCancelled(Exception):
@@ -98,6 +99,9 @@ def _export_file(
     return written
 
 
+_EXPECTED_ERRORS = (StoreError, OSError, ValueError, ExportCancelled)  # shown in the window, never raised
+
+
 def _log_view(model: IncidentTableModel) -> TableView:
     view = TableView()
     view.setModel(model)
@@ -135,12 +139,7 @@ class IncidentLogWindow(QMainWindow):
         self._on_resolve = on_resolve
         self.setWindowTitle(f"Incident review — {store.path}")
         self.resize(1600, 1000)
-        self.jobs = Workers(
-            "incident-review",
-            REVIEW_LANES,
-            expected_errors=(StoreError, OSError, ValueError, ExportCancelled),
-            parent=self,
-        )
+        self.jobs = Workers("incident-review", REVIEW_LANES, expected_errors=_EXPECTED_ERRORS, parent=self)
         self.total: int | None = None
         self._count_pending = False
         self._rates_stale = True
@@ -262,11 +261,11 @@ class IncidentLogWindow(QMainWindow):
             return False
         return self._act(incident, "acknowledge", lambda: self._on_acknowledge(incident.id, note))
 
-    def resolve_selected(self, note: str, outcome: Outcome) -> bool:
+    def resolve_selected(self, note: str, outcome: Outcome, action: str = "other") -> bool:
         incident = self.detail.incident
         if incident is None:
             return False
-        return self._act(incident, "resolve", lambda: self._on_resolve(incident.id, note, outcome))
+        return self._act(incident, "resolve", lambda: self._on_resolve(incident.id, note, outcome, action))
 
     def _act(self, incident: Incident, verb: str, call: Callable[[], object]) -> bool:
         try:
@@ -444,7 +443,10 @@ class IncidentLogWindow(QMainWindow):
         incident = self.detail.incident
         if incident is None:
             return
-        dialog = NoteDialog(incident, ask_outcome=ask_outcome, parent=self)
+        suggested = self.detail.fixes.first_action()
+        dialog = NoteDialog(
+            incident, ask_outcome=ask_outcome, parent=self, actions=action_choices(), suggested=suggested
+        )
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.accepted.connect(lambda: self._on_dialog_accepted(dialog, ask_outcome))
         self.dialog = dialog
@@ -457,7 +459,7 @@ class IncidentLogWindow(QMainWindow):
             self.message.setText("The selection changed while the dialog was open; nothing was recorded.")
             return
         if ask_outcome:
-            self.resolve_selected(dialog.note_text(), dialog.chosen_outcome())
+            self.resolve_selected(dialog.note_text(), dialog.chosen_outcome(), dialog.chosen_action())
         else:
             self.acknowledge_selected(dialog.note_text())
 
