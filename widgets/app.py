@@ -28,6 +28,7 @@ from widgets import windows
 from widgets.bridge import MonitorBridge
 from widgets.live.main_window import MainWindow
 from widgets.live.receivers import ReceiverStatusLabel
+from widgets.live.silencing import NodeSilencer
 from widgets.live.tray import FleetTray, NotificationSettingsDialog
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class ConsoleApp:
     extra_windows: list[dict[str, QWidget]] = field(default_factory=list)
     rollup: RollupStore | None = None  # per-minute chart history; None when its file could not be opened
     tray: FleetTray | None = None
-    notifier: Notifier | None = None  # Alertmanager, webhooks, silences; None with nobody to tell
+    notifier: Notifier | None = None  # Alertmanager, webhooks, silences
+    silencer: NodeSilencer | None = None  # the fleet panel's "Silence…"
     _stopped: bool = False
 
     def start(self) -> None:
@@ -78,6 +80,8 @@ class ConsoleApp:
             return
         self._stopped = True
         windows.shutdown(self.extra_windows)
+        if self.silencer is not None:
+            self.silencer.shutdown()
         if self.tray is not None:
             self.tray.shutdown()
         self.window.shutdown()  # its timers and the chart-history lane
@@ -136,9 +140,8 @@ def build_app(
         window.charts.set_rollup(rollup.reader)
         if rollup.recovered is not None:
             window.show_problem(rollup.recovered.message)
-    notifier = open_notifier(fleet, db_path, window.show_problem)
-    if notifier is not None:
-        window.statusBar().addPermanentWidget(ReceiverStatusLabel(notifier.statuses, window))
+    notifier = open_notifier(fleet, db_path, window.show_problem, always=True)
+    silencer = _attach_notifier(window, fleet, notifier) if notifier is not None else None
     monitor = FleetMonitor(
         fleet, engine=engine, store=store, on_update=bridge.post, seed=seed, history=rollup, notifier=notifier
     )
@@ -154,6 +157,7 @@ def build_app(
         rollup=rollup,
         tray=tray,
         notifier=notifier,
+        silencer=silencer,
     )
     # Incident log and inventory editor hang off toolbar actions; each is built (and imported) on first use.
     opened = windows.attach(
@@ -161,6 +165,19 @@ def build_app(
     )
     app.extra_windows.append(opened)
     return app
+
+
+def _attach_notifier(window: MainWindow, fleet: Fleet, notifier: Notifier) -> NodeSilencer:
+    """Silenced incidents dimmed in the open list; the receivers' status in the status bar (when there are any);
+    the fleet panel's node menu makes silences."""
+    window.incidents.show_silences(notifier.silence_of)
+    if fleet.receivers:
+        window.statusBar().addPermanentWidget(ReceiverStatusLabel(notifier.statuses, window))
+    racks = {node.name: node.topology.rack for node in fleet.nodes if node.topology.rack}
+    silencer = NodeSilencer(notifier, racks, lambda text: window.statusBar().showMessage(text, 15_000), window)
+    window.fleet_panel.silencing_enabled = True
+    window.fleet_panel.silence_requested.connect(silencer.ask)
+    return silencer
 
 
 def _attach_tray(window: MainWindow, bridge: MonitorBridge, settings: QSettings) -> FleetTray:

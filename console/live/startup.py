@@ -70,14 +70,17 @@ def open_chart_history(path: Path, retention_h: float, on_unavailable: Callable[
         return None
 
 
-def open_notifier(fleet: Fleet, db_path: Path, on_problem: Callable[[str], None]) -> Notifier | None:
+def open_notifier(
+    fleet: Fleet, db_path: Path, on_problem: Callable[[str], None], *, always: bool = False
+) -> Notifier | None:
     """The started notifier when there is someone to tell (``[[notify]]`` receivers) or silences to apply (a
-    notification file beside the database, made by ``gpu-console silence add``); else None, no thread."""
+    notification file beside the database, made by ``gpu-console silence add``), or ``always`` (the GUI, whose
+    node menu makes silences); else None, no thread."""
     from console.notify.notifier import Notifier
     from console.notify.schema import notify_path_for
 
     path = notify_path_for(db_path)
-    if not fleet.receivers and not path.exists():
+    if not always and not fleet.receivers and not path.exists():
         return None
     notifier = Notifier.open(fleet, path, on_problem)
     notifier.start()

@@ -245,7 +245,7 @@ value = "hot"
 def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
     problems = problems_of(BROKEN)
     expected = [
-        "colour: unknown key (expected one of: sites, nodes, rule_overrides)",
+        "colour: unknown key (expected one of: sites, nodes, rule_overrides, notify)",
         "sites[0].interval_s: must be > 0",
         "sites[1].timeout_s: must be > 0",
         'sites[1].name: duplicate site name "aws-use1" (first at sites[0])',

@@ -188,3 +188,24 @@ def test_any_order_of_changes_keeps_a_consistent_sorted_tree(qapp, steps) -> Non
     total = sum(model.symptom_count(i.id) for _, i in shown)
     assert total + model.fault_count == len(model) == len(held)
     del tester
+
+
+def test_a_silenced_fault_stays_listed_dimmed_with_its_silence_said() -> None:
+    from PySide6.QtCore import Qt
+
+    from console.notify.silences import SilenceMark, SilenceSource
+    from widgets.live.incident_tree import SILENCED_COLOR
+
+    model = OpenIncidentsModel()
+    model.apply([_opened(_incident("muted", opened_at=1.0)), _opened(_incident("loud", opened_at=2.0))])
+    mark = SilenceMark("s-1", "PSU swap, OPS-7", 1_800_000_000.0, "alice", SilenceSource.ALERTMANAGER)
+    model.silence_of = lambda incident: mark if incident.id == "muted" else None
+    model.refresh_silences()
+    by_id = {model.incident(row).id: model.index(row, 0) for row in range(model.rowCount())}
+    muted, loud = by_id["muted"], by_id["loud"]
+    assert _cell(model, muted, "Status") == "silenced" and _cell(model, loud, "Status") == "open"
+    title = model.index(muted.row(), COLUMNS.index("Title"))
+    assert model.data(title, Qt.ItemDataRole.ForegroundRole).color().name() == SILENCED_COLOR
+    tooltip = model.data(title, Qt.ItemDataRole.ToolTipRole)
+    assert "Silenced until 2027-01-15 08:00 UTC by alice (alertmanager): PSU swap, OPS-7" in tooltip
+    assert "Silenced" not in model.data(model.index(loud.row(), 1), Qt.ItemDataRole.ToolTipRole)

@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, overload
 
-from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, QPoint, Qt, Signal
 from PySide6.QtGui import QBrush
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QVBoxLayout, QWidget
 
 from console.config.fleet import Site, SourceKind
 from console.live.fleet_state import STATUS_RANK, FleetState, GpuState, NodeState, NodeStatus, SiteCounts
@@ -430,6 +430,7 @@ class FleetModel(QAbstractItemModel):
 class FleetPanel(QWidget):
     node_selected = Signal(str)  # node name: chart all its GPUs
     gpu_selected = Signal(str, str)  # node name, GPU UUID
+    silence_requested = Signal(str)  # node name: the operator asked to silence it (maintenance)
 
     def __init__(self, state: FleetState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -449,6 +450,9 @@ class FleetPanel(QWidget):
             header.resizeSection(column, width)
         self.view.expandToDepth(0)
         self.view.clicked.connect(self._on_view_clicked)
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._on_view_context_menu_requested)
+        self.silencing_enabled = False  # set once a notifier can make silences
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view)
@@ -463,6 +467,18 @@ class FleetPanel(QWidget):
             self.gpu_selected.emit(str(node), str(gpu))
         elif node:
             self.node_selected.emit(str(node))
+
+    def node_menu(self, node: str) -> QMenu:
+        menu = QMenu(self)
+        action = menu.addAction(f"Silence {node}…")
+        action.setEnabled(self.silencing_enabled)
+        action.triggered.connect(lambda: self.silence_requested.emit(node))
+        return menu
+
+    def _on_view_context_menu_requested(self, point: QPoint) -> None:
+        node = self.view.indexAt(point).data(NODE_ROLE)
+        if node:
+            self.node_menu(str(node)).popup(self.view.viewport().mapToGlobal(point))
 
     def reveal(self, node: str, gpu_uuid: str | None) -> None:
         """Select and scroll to a node or GPU row (used by the incidents panel's double-click)."""

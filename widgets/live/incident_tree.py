@@ -6,6 +6,9 @@ opening at start-up quadratic (2,000 of them held the GUI thread 176 ms). An upd
 ``dataChanged`` over that row), a new incident inserts one, a resolution removes one, a new parent or an escalation
 moves one (``beginMoveRows``: what the operator expanded stays expanded). Nothing resets the model.
 
+A silenced incident (a maintenance silence in Alertmanager or the console's own, ``silence_of``) is still shown,
+dimmed, its status "silenced" and the silence's comment and end in its tooltip: it is not lost, only not told.
+
 Changes arrive in any order: a symptom whose parent is not known yet shows at the top level, and moves under its
 parent when the parent arrives; the symptoms of a resolved parent come back to the top level.
 
@@ -15,14 +18,16 @@ whose symptoms that level holds.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 
 from console.incidents.model import ChangeKind, Incident, IncidentChange, Status
+from console.notify.silences import SilenceMark
 from widgets.common.style import hms, incident_tooltip, nodes_text, readable_times, scope_text, severity_color
 
 COLUMNS = ("Severity", "Scope", "Site", "Nodes", "Title", "Symptoms", "Started", "Count", "Status", "Action")
@@ -32,6 +37,17 @@ SYMPTOMS_COLUMN = COLUMNS.index("Symptoms")
 _Index = QModelIndex | QPersistentModelIndex
 _Key = tuple[int, float]
 _TOP = 0  # internalId of the top level
+SILENCED_COLOR = "#9e9e9e"
+SilenceOf = Callable[[Incident], SilenceMark | None]
+
+
+def _no_silences(_incident: Incident) -> SilenceMark | None:
+    return None
+
+
+def silence_text(mark: SilenceMark) -> str:
+    ends = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(mark.ends_at))
+    return f"Silenced until {ends} by {mark.created_by or 'someone'} ({mark.source}): {mark.comment}"
 
 
 def sort_key(incident: Incident) -> _Key:
@@ -69,6 +85,7 @@ class OpenIncidentsModel(QAbstractItemModel):
         self._waiting: dict[str, set[str]] = {}  # parent id not shown -> its symptoms shown at the top level
         self._bold = QFont()
         self._bold.setBold(True)
+        self.silence_of: SilenceOf = _no_silences  # the notifier's, when there is one (a lock-free read)
 
     # -- reading ----
 
@@ -159,7 +176,15 @@ class OpenIncidentsModel(QAbstractItemModel):
         incident = self.incident_at(index)
         column = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
+            if COLUMNS[column] == "Status" and self.silence_of(incident) is not None:
+                return "silenced"
             return self._cell(incident, column, top=index.internalId() == _TOP)
+        if role in (Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.ToolTipRole):
+            mark = self.silence_of(incident)
+            if mark is not None:
+                if role == Qt.ItemDataRole.ToolTipRole:
+                    return f"{silence_text(mark)}\n\n{incident_tooltip(incident)}"
+                return QBrush(QColor(SILENCED_COLOR))
         if role == Qt.ItemDataRole.ForegroundRole and column == 0:
             return QBrush(severity_color(incident.severity))
         if role == Qt.ItemDataRole.FontRole and index.internalId() == _TOP and column in (0, TITLE_COLUMN):
@@ -193,6 +218,12 @@ class OpenIncidentsModel(QAbstractItemModel):
         if name == "Status":
             return str(incident.status)
         return incident.recommended_action
+
+    def refresh_silences(self) -> None:
+        """Silences begin and end without any incident changing: repaint the top level's rows (cheap, no reads)."""
+        rows = self.rowCount()
+        if rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(rows - 1, len(COLUMNS) - 1))
 
     # -- changes ----
 

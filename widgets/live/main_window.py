@@ -267,6 +267,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         self._refresh_timer.stop()
         self.charts.stop()
+        self.incidents.shutdown()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()

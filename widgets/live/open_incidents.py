@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from PySide6.QtCore import QModelIndex, Signal
+from PySide6.QtCore import QModelIndex, QTimer, Signal
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QVBoxLayout, QWidget
 
 from console.incidents.model import IncidentChange
 from widgets.common.views import TreeView
-from widgets.live.incident_tree import COLUMN_WIDTHS, TITLE_COLUMN, OpenIncidentsModel
+from widgets.live.incident_tree import COLUMN_WIDTHS, TITLE_COLUMN, OpenIncidentsModel, SilenceOf
+
+SILENCE_REFRESH_MS = 5000
 
 __all__ = ["IncidentsPanel", "OpenIncidentsModel"]
 
@@ -36,12 +38,24 @@ class IncidentsPanel(QWidget):
             header.resizeSection(column, width)
         header.setSectionResizeMode(TITLE_COLUMN, QHeaderView.ResizeMode.Stretch)
         self.view.doubleClicked.connect(self._on_view_double_clicked)
+        self._silence_timer = QTimer(self)
+        self._silence_timer.setInterval(SILENCE_REFRESH_MS)
+        self._silence_timer.timeout.connect(self.model.refresh_silences)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view)
 
     def apply(self, changes: Iterable[IncidentChange]) -> None:
         self.model.apply(changes)
+
+    def show_silences(self, silence_of: SilenceOf) -> None:
+        """Dim the silenced incidents (``silence_of``: the notifier's), kept current every few seconds."""
+        self.model.silence_of = silence_of
+        self._silence_timer.start()
+        self.model.refresh_silences()
+
+    def shutdown(self) -> None:
+        self._silence_timer.stop()
 
     def reveal(self, incident_id: str) -> bool:
         """Select the incident's row (its causes expanded) and chart it; False when it is no longer open."""

@@ -170,6 +170,7 @@ class FixesPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         for widget in (self.suspect, self.problem, self.here_box, self.leads_box, self.history_box):
             layout.addWidget(widget)
+        self._first: str | None = None
         self.show_fixes(None)
 
     def show_fixes(self, data: FixesData | None) -> None:
@@ -177,6 +178,8 @@ class FixesPanel(QWidget):
             tree.clear()
         self.suspect.setVisible(False)
         self.problem.setVisible(bool(data and data.problem))
+        ranked = () if data is None or data.suggestions is None else data.suggestions.ranked
+        self._first = ranked[0].action if ranked else None
         if data is None:
             return
         self.problem.setText(data.problem)
@@ -217,9 +220,9 @@ class FixesPanel(QWidget):
         return _actions(self.leads)
 
     def first_action(self) -> str | None:
-        """The first fix proven here, else the first lead: what the resolve dialog offers first."""
-        ranked = self.here_actions() + self.lead_actions()
-        return ranked[0] if ranked else None
+        """What the resolve dialog offers first: the top suggestion (an escalation's next step, else the best
+        fix proven here, else the first lead)."""
+        return self._first
 
 
 def _actions(tree: QTreeWidget) -> list[str]:
