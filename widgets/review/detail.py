@@ -15,12 +15,10 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QSizePolicy,
     QTabWidget,
-    QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -36,6 +34,7 @@ from widgets.common.style import (
     scope_text,
     severity_text_color,
 )
+from widgets.common.views import flat_tree
 from widgets.review.evidence import EvidenceChart, EvidenceSeries, evidence_series
 from widgets.review.fixes import FixesData, FixesPanel, load_fixes
 from widgets.review.symptoms import SymptomsBox
@@ -106,22 +105,6 @@ def _plain_label(text: str = "", *, wrap: bool = True, selectable: bool = True) 
     return label
 
 
-def _tree(columns: tuple[str, ...], widths: tuple[int, ...]) -> QTreeWidget:
-    tree = QTreeWidget()
-    tree.setColumnCount(len(columns))
-    tree.setHeaderLabels(list(columns))
-    tree.setRootIsDecorated(False)
-    tree.setUniformRowHeights(True)
-    tree.setAlternatingRowColors(True)
-    tree.setWordWrap(False)
-    header = tree.header()
-    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-    header.setStretchLastSection(True)
-    for column, width in enumerate(widths):
-        header.resizeSection(column, width)
-    return tree
-
-
 def _context_text(value: object) -> str:
     return "not reported" if value is None or value == "" else str(value)
 
@@ -142,7 +125,7 @@ class SeenBox(QGroupBox):
         self.caveat = _plain_label()
         self.caveat.setStyleSheet(f"color: {color};")
         self.caveat.hide()
-        self.list = _tree(SEEN_COLUMNS, (116, 84, 250, 96, 86, 160, 130))
+        self.list = flat_tree(SEEN_COLUMNS, (116, 84, 250, 96, 86, 160, 130))
         self.list.setMinimumHeight(60)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 8, 6, 6)
@@ -242,7 +225,7 @@ class IncidentDetail(QWidget):
 
         self.symptoms = SymptomsBox()
         self.chart = EvidenceChart()
-        self.timeline = _tree(TIMELINE_COLUMNS, (140, 96, 70, 96, 56))
+        self.timeline = flat_tree(TIMELINE_COLUMNS, (140, 96, 70, 96, 56))
         self.timeline.setMinimumHeight(70)
         self.timeline.setMaximumHeight(100)
 

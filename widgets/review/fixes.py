@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QGroupBox, QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGroupBox, QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from console.incidents.model import Incident
 from console.incidents.xid import CatalogError as XidCatalogError
@@ -23,6 +23,7 @@ from console.remediation.catalog import CatalogError, RemediationCatalog, load_c
 from console.remediation.suggest import Suggestion, Suggestions, suggest
 from console.store import IncidentFilter, IncidentStore, StoreError
 from console.store.ledger import Verdict, VerifiedFix
+from widgets.common.views import flat_tree
 from widgets.review.table import utc
 
 log = logging.getLogger(__name__)
@@ -83,20 +84,6 @@ def load_fixes(store: IncidentStore, incident: Incident) -> FixesData:
     except StoreError as exc:
         return FixesData(None, tuple(history), f"No suggestions: {exc}")
     return FixesData(found, tuple(history))
-
-
-def _tree(columns: tuple[str, ...], widths: tuple[int, ...]) -> QTreeWidget:
-    tree = QTreeWidget()
-    tree.setHeaderLabels(list(columns))
-    tree.setRootIsDecorated(False)
-    tree.setUniformRowHeights(True)
-    tree.setWordWrap(False)
-    header = tree.header()
-    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-    header.setStretchLastSection(True)
-    for column, width in enumerate(widths):
-        header.resizeSection(column, width)
-    return tree
 
 
 def _label(text: str = "", color: str | None = None) -> QLabel:
@@ -160,9 +147,9 @@ class FixesPanel(QWidget):
         self.suspect = _label(color="#c62828")
         self.suspect.setStyleSheet("background: #fdecea; color: #7f1d1d; padding: 4px; font-weight: 600;")
         self.problem = _label(color="#c62828")
-        self.here = _tree(SUGGESTION_COLUMNS, (190, 80, 60))
-        self.leads = _tree(SUGGESTION_COLUMNS, (190, 80, 60))
-        self.history = _tree(HISTORY_COLUMNS, (120, 260, 200))
+        self.here = flat_tree(SUGGESTION_COLUMNS, (190, 80, 60))
+        self.leads = flat_tree(SUGGESTION_COLUMNS, (190, 80, 60))
+        self.history = flat_tree(HISTORY_COLUMNS, (120, 260, 200))
         self.here_box = _boxed("Proven here: same provider, GPU model and driver", HERE_COLOR, self.here)
         self.leads_box = _boxed("Leads: elsewhere or from the catalog (NOT proven here)", LEAD_COLOR, self.leads)
         self.history_box = _boxed("This GPU's history: incidents, fixes and whether they held", "#455a64", self.history)
