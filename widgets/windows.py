@@ -54,7 +54,7 @@ def attach(
 
     def _on_fleet_saved(saved: Fleet) -> None:
         main.statusBar().showMessage(
-            f"Inventory saved ({len(saved.sites)} sites, {len(saved.nodes)} nodes). "
+            f"Inventory saved ({len(saved.sites)} sites, {len(saved.nodes)} nodes, {len(saved.receivers)} receivers). "
             "Restart the console with --config to watch it.",
             15_000,
         )

@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from console.config.fleet import TOPOLOGY_KEYS, Fleet, Node, Site, SourceKind, SourceSpec, Topology
+from console.config.fleet import TOPOLOGY_KEYS, Fleet, Node, Receiver, Site, SourceKind, SourceSpec, Topology
 from console.config.inventory_writer import (
     dump_document,
     dump_inventory,
@@ -162,6 +162,19 @@ def source_from_document(table: Mapping[str, Any], path: str = "source") -> Sour
     if problems.items or spec is None:
         raise InventoryError(path, problems.items or [f"{path}: invalid"])
     return spec
+
+
+def receiver_from_document(
+    table: Mapping[str, Any], path: str, site_names: Collection[str], providers: Collection[Any]
+) -> Receiver:
+    """One ``[[notify]]`` table alone (the editor sends a test without the rest of the fleet being valid)."""
+    problems = Problems()
+    found = parse_receivers([table], site_names, providers, problems, lambda t, p, pr: _url(t, p, pr, required=True))
+    if problems.items or not found:
+        # parse_receivers names a lone table notify[0]; the editor shows the table's own place.
+        located = [problem.replace("notify[0]", path, 1) for problem in problems.items]
+        raise InventoryError(path, located or [f"{path}: invalid"])
+    return found[0]
 
 
 def _unique_names(tables: Sequence[Mapping[str, Any]], section: str, what: str, problems: Problems) -> frozenset[str]:

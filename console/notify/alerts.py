@@ -42,6 +42,7 @@ class Event(StrEnum):
     ESCALATED = "escalated"
     RESOLVED = "resolved"
     GROUPED = "grouped"  # it became a symptom of another incident, which speaks for it from now on
+    TEST = "test"  # Send test in the inventory editor: no incident (console.notify.trial)
 
 
 def rfc3339(epoch: float) -> str:

@@ -10,7 +10,7 @@ silence ends while it is still open, it is announced then (``catch_up``).
 What a receiver gets, per document (``POST`` to the receiver's ``url``, any 2xx is success)::
 
     Content-Type: application/json
-    X-GPU-Console-Event: opened | escalated | resolved | grouped
+    X-GPU-Console-Event: opened | escalated | resolved | grouped | test
     X-GPU-Console-Delivery: <the document's "id": a UUID, the same on every retry (dedup on it)>
     X-GPU-Console-Timestamp: <epoch seconds of this attempt, an integer>
     X-GPU-Console-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>   (only with a secret)
@@ -24,7 +24,9 @@ What a receiver gets, per document (``POST`` to the receiver's ``url``, any 2xx 
 To check a delivery: compute HMAC-SHA256 with the shared secret over the timestamp header's bytes, a ``.``, then
 the raw body bytes; compare ``"sha256=" + hexdigest`` with the signature header in constant time, and refuse a
 timestamp far from your clock (a replayed capture). ``console.notify.alerts.verify_signature`` does the first part.
-Times in the document are RFC 3339 UTC; the schema only gains fields (a new meaning gets a new ``schema``).
+A ``test`` document (the inventory editor's *Send test*, ``console.notify.trial``) has no ``incident``: it has
+``summary`` and ``description`` instead, and is signed like the others. Times in the document are RFC 3339 UTC;
+the schema only gains fields (a new meaning gets a new ``schema``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""The fleet inventory editor: add, edit and remove sites, nodes and sources, test a source, save as TOML.
+"""The fleet inventory editor: add, edit and remove sites, nodes, sources and receivers, test a source, send a
+test to a receiver, save as TOML.
 
 The dialog edits the inventory's document form (the dict tomllib returns) and validates it after every edit
 with ``console.config.inventory.fleet_from_document``, so the problems it shows carry the same key paths as a file's
 (``nodes[1].sources[0].url: ...``). Saving writes ``dump_inventory`` of the validated fleet. The forms
-(``widgets.inventory.forms``), the tree (``widgets.inventory.tree``) and "Test connection"
-(``widgets.inventory.probe``, on a worker lane) are their own modules; this one holds the document and the flow.
+(``widgets.inventory.forms``, ``widgets.inventory.receiver_form``), the tree (``widgets.inventory.tree``) and
+"Test connection" and "Send test" (``widgets.inventory.probe``, on worker lanes) are their own modules; this one
+holds the document and the flow.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.config.fleet import Fleet, SourceKind
+from console.config.fleet import Fleet, ReceiverKind, SourceKind
 from console.config.inventory import (
     DEFAULT_TIMEOUT_S,
     SOURCE_KEYS,
@@ -40,11 +42,13 @@ from console.config.inventory import (
     dump_inventory,
     fleet_from_document,
     fleet_to_document,
+    receiver_from_document,
     source_from_document,
 )
 from console.polling.probe import probe
 from widgets.inventory.forms import TESTING_TEXT, NodeForm, SiteForm, SourceForm, plain_label
-from widgets.inventory.probe import ConnectionTests, ProbeFunction
+from widgets.inventory.probe import ProbeFunction, TableTests, probe_job, send_test_job
+from widgets.inventory.receiver_form import ReceiverForm, keys_the_kind_takes
 from widgets.inventory.tree import InventoryTree, Selection, Table, item_selection
 
 
@@ -70,7 +74,8 @@ class InventoryEditor(QDialog):
         self.problems: list[str] = []
         self._fleet: Fleet | None = None
         self._selection: Selection = ()
-        self._tests = ConnectionTests(probe_function, self)
+        self._probe_function = probe_function
+        self._tests = TableTests(self)
         self._tests.test_changed.connect(self._on_tests_test_changed)
         self._build()
         self._rebuild_tree()
@@ -84,16 +89,20 @@ class InventoryEditor(QDialog):
         self.add_site_button = QPushButton("Add site")
         self.add_node_button = QPushButton("Add node")
         self.add_source_button = QPushButton("Add source")
+        self.add_receiver_button = QPushButton("Add receiver")
+        self.add_receiver_button.setToolTip("Who is told about incidents: an Alertmanager or a webhook")
         self.remove_button = QPushButton("Remove")
         self.add_site_button.clicked.connect(self.add_site)
         self.add_node_button.clicked.connect(self.add_node)
         self.add_source_button.clicked.connect(self.add_source)
+        self.add_receiver_button.clicked.connect(self.add_receiver)
         self.remove_button.clicked.connect(self.remove_selected)
         buttons = QHBoxLayout()
         for button in (
             self.add_site_button,
             self.add_node_button,
             self.add_source_button,
+            self.add_receiver_button,
             self.remove_button,
         ):
             buttons.addWidget(button)
@@ -105,13 +114,16 @@ class InventoryEditor(QDialog):
         self.site_form = SiteForm()
         self.node_form = NodeForm()
         self.source_form = SourceForm()
-        self.empty_page = plain_label("Select a site, a node or a source, or add one.")
+        self.receiver_form = ReceiverForm()
+        self.empty_page = plain_label("Select a site, a node, a source or a receiver, or add one.")
         self.stack = QStackedWidget()
-        for page in (self.empty_page, self.site_form, self.node_form, self.source_form):
+        for page in (self.empty_page, self.site_form, self.node_form, self.source_form, self.receiver_form):
             self.stack.addWidget(page)
-        for form in (self.site_form, self.node_form, self.source_form):
+        for form in (self.site_form, self.node_form, self.source_form, self.receiver_form):
             form.edited.connect(self._on_form_edited)
         self.source_form.test_requested.connect(self.test_selected_source)
+        self.receiver_form.send_test_requested.connect(self.send_test_to_selected_receiver)
+        self.receiver_form.reload_requested.connect(self._reload_receiver_form)
 
         splitter = QSplitter()
         splitter.addWidget(left)
@@ -147,6 +159,11 @@ class InventoryEditor(QDialog):
         nodes: list[Table] = self.document.setdefault("nodes", [])
         return nodes
 
+    @property
+    def receiver_tables(self) -> list[Table]:
+        receivers: list[Table] = self.document.setdefault("notify", [])
+        return receivers
+
     def fleet(self) -> Fleet | None:
         """The fleet as edited, or None while it has problems (see ``problems``)."""
         return self._fleet
@@ -157,6 +174,8 @@ class InventoryEditor(QDialog):
                 return self.sites[selection[1]]
             if selection[0] == "node":
                 return self.nodes[selection[1]]
+            if selection[0] == "receiver":
+                return self.receiver_tables[selection[1]]
             if selection[0] == "source" and len(selection) == 3:
                 sources: list[Table] = self.nodes[selection[1]].get("sources", [])
                 return sources[selection[2]]
@@ -186,6 +205,10 @@ class InventoryEditor(QDialog):
         sources.append({"kind": str(SourceKind.DCGM), "url": ""})
         self._changed(("source", node_index, len(sources) - 1))
 
+    def add_receiver(self) -> None:
+        self.receiver_tables.append({"kind": str(ReceiverKind.ALERTMANAGER), "url": ""})
+        self._changed(("receiver", len(self.receiver_tables) - 1))
+
     def remove_selected(self) -> None:
         selection = self._selection
         if not selection:
@@ -198,6 +221,9 @@ class InventoryEditor(QDialog):
             self._changed(())
         elif selection[0] == "node":
             del self.nodes[selection[1]]
+            self._changed(())
+        elif selection[0] == "receiver":
+            del self.receiver_tables[selection[1]]
             self._changed(())
         elif len(selection) == 3:
             del self.nodes[selection[1]]["sources"][selection[2]]
@@ -219,6 +245,13 @@ class InventoryEditor(QDialog):
                 self.source_form.load(table)
             self.source_form.update_visibility(table)
             self._tests.forget_result(table)  # a result no longer describes the edited settings
+            self._show_test_state(table)
+        if self._selection[0] == "receiver":
+            if key == "kind":
+                self._drop_keys_the_receiver_does_not_take(table)
+                self.receiver_form.load(table)
+            self.receiver_form.update_visibility(table)
+            self._tests.forget_result(table)
             self._show_test_state(table)
         self.tree.refresh_texts(self._table)
         self._revalidate()
@@ -243,6 +276,18 @@ class InventoryEditor(QDialog):
         if "url" in keys:
             table.setdefault("url", "")
 
+    @staticmethod
+    def _drop_keys_the_receiver_does_not_take(table: Table) -> None:
+        keys = keys_the_kind_takes(table.get("kind"))
+        for key in [k for k in table if k != "kind" and k not in keys]:
+            del table[key]
+
+    def _reload_receiver_form(self) -> None:
+        table = self._table(self._selection)
+        if table is not None and self._selection[0] == "receiver":
+            self.receiver_form.load(table)
+            self._show_form_problems()
+
     def _changed(self, selection: Selection) -> None:
         self._rebuild_tree(selection)
         self._revalidate()
@@ -251,8 +296,9 @@ class InventoryEditor(QDialog):
 
     def _revalidate(self) -> None:
         document = dict(self.document)
-        if not document.get("rule_overrides"):
-            document.pop("rule_overrides", None)
+        for key in ("rule_overrides", "notify"):
+            if not document.get(key):
+                document.pop(key, None)
         try:
             self._fleet = fleet_from_document(document, str(self.path))
             self.problems = []
@@ -275,6 +321,8 @@ class InventoryEditor(QDialog):
         elif selection[0] == "node":
             path = f"nodes[{selection[1]}]"
             self.node_form.show_problems(path, self.problems, exclude=f"{path}.sources[")
+        elif selection[0] == "receiver":
+            self.receiver_form.show_problems(f"notify[{selection[1]}]", self.problems)
         elif len(selection) == 3:
             self.source_form.show_problems(f"nodes[{selection[1]}].sources[{selection[2]}]", self.problems)
 
@@ -282,7 +330,9 @@ class InventoryEditor(QDialog):
 
     def _rebuild_tree(self, selection: Selection | None = None) -> None:
         wanted = self._selection if selection is None else selection
-        self.tree.rebuild(len(self.sites), [len(node.get("sources", [])) for node in self.nodes])
+        self.tree.rebuild(
+            len(self.sites), [len(node.get("sources", [])) for node in self.nodes], len(self.receiver_tables)
+        )
         self.tree.refresh_texts(self._table)
         item = self.tree.find_item(wanted)
         if item is not None:
@@ -305,6 +355,10 @@ class InventoryEditor(QDialog):
             self.node_form.load(table)
             self.node_form.set_sites([str(site.get("name", "")) for site in self.sites], str(table.get("site", "")))
             self.stack.setCurrentWidget(self.node_form)
+        elif selection[0] == "receiver":
+            self.receiver_form.load(table)
+            self._show_test_state(table)
+            self.stack.setCurrentWidget(self.receiver_form)
         else:
             self.source_form.load(table)
             self._show_test_state(table)
@@ -330,7 +384,26 @@ class InventoryEditor(QDialog):
             return
         node = self.nodes[selection[1]]
         name, site = str(node.get("name", "probe")), str(node.get("site", ""))
-        self._tests.start(table, spec, self._timeout_for(node), name, site)
+        self._tests.start(table, probe_job(self._probe_function, spec, self._timeout_for(node), name, site))
+        self._show_test_state(table)
+
+    # -- send test ----
+
+    def send_test_to_selected_receiver(self) -> None:
+        selection = self._selection
+        table = self._table(selection)
+        if table is None or selection[0] != "receiver":
+            return
+        path = f"notify[{selection[1]}]"
+        site_names = [str(site.get("name", "")) for site in self.sites]
+        providers = [site.get("provider") for site in self.sites]
+        try:
+            receiver = receiver_from_document(table, path, site_names, providers)
+        except InventoryError as exc:
+            self._tests.refuse(table, "Cannot send: " + "; ".join(exc.problems))
+            self._show_test_state(table)
+            return
+        self._tests.start(table, send_test_job(receiver))
         self._show_test_state(table)
 
     def _timeout_for(self, node: Mapping[str, Any]) -> float:
@@ -342,12 +415,13 @@ class InventoryEditor(QDialog):
 
     def _on_tests_test_changed(self) -> None:
         table = self._table(self._selection)
-        if table is not None and self._selection[0] == "source":
+        if table is not None and self._selection[0] in ("source", "receiver"):
             self._show_test_state(table)
 
     def _show_test_state(self, table: Table) -> None:
         state = self._tests.state(table)
-        self.source_form.show_test(state.text, state.testing, state.ok)
+        form = self.receiver_form if self._selection[0] == "receiver" else self.source_form
+        form.show_test(state.text, state.testing, state.ok)
 
     def wait_for_tests(self, timeout_s: float = 10.0) -> None:
         """End the probe lanes, waiting up to ``timeout_s`` for a probe in flight (tests, and a clean exit)."""

@@ -31,6 +31,7 @@ ERROR_COLOR = "#c62828"
 WARNING_COLOR = "#b26a00"
 TESTING_TEXT = "Testing..."
 TLS_OFF_WARNING = "TLS verification is OFF for this target: its certificate is not checked."
+LIST_KEYS = frozenset({"tags", "sites", "providers"})  # typed comma separated, stored as arrays
 SECRET_KINDS = (
     ("", "none"),
     ("env", "environment variable"),
@@ -96,9 +97,9 @@ class TableForm(QWidget):
         self.loading = False
 
     def _on_text_edited(self, key: str, text: str) -> None:
-        if key == "tags":
-            tags = [tag.strip() for tag in text.split(",") if tag.strip()]
-            self.edited.emit(key, tags or None)
+        if key in LIST_KEYS:
+            items = [item.strip() for item in text.split(",") if item.strip()]
+            self.edited.emit(key, items or None)
         else:
             self.edited.emit(key, coerce_text(key, text) if text.strip() else None)
 
@@ -124,6 +125,68 @@ class TableForm(QWidget):
 
     def field_widgets(self) -> dict[str, QWidget]:
         return dict(self.edits)
+
+
+class SecretRow(QWidget):
+    """Where a secret is read from, never the secret: a kind (environment, file, keyring) and a name, for the
+    keys ``<prefix>_env``, ``<prefix>_file`` or ``<prefix>_keyring``; an edit emits ``edited`` for each of them."""
+
+    edited = Signal(str, object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kind = QComboBox()
+        for value, label in SECRET_KINDS:
+            self.kind.addItem(label, value)
+        self.name = QLineEdit()
+        self.name.setObjectName("secret_name")
+        self.name.setPlaceholderText("variable name, file path, or keyring entry (never the secret)")
+        self.kind.currentIndexChanged.connect(self._on_edited)
+        self.name.textEdited.connect(self._on_edited)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.kind)
+        layout.addWidget(self.name, 1)
+        self.prefix = ""
+        self._keyring_service: str | None = None
+        self._loading = False
+
+    def load(self, table: Mapping[str, Any], prefix: str) -> None:
+        """Show the reference under ``prefix`` (``""``: this table takes no secret)."""
+        self._loading = True
+        try:
+            self.prefix = prefix
+            self._keyring_service = None
+            self.kind.setCurrentIndex(0)
+            self.name.setText("")
+            for index, (suffix, _label) in enumerate(SECRET_KINDS[1:], start=1):
+                value = table.get(f"{prefix}_{suffix}")
+                if prefix and value is not None:
+                    self.kind.setCurrentIndex(index)
+                    self.name.setText(display_value(value))
+                    if isinstance(value, dict):
+                        self._keyring_service = str(value.get("service", ""))
+        finally:
+            self._loading = False
+
+    def keys(self) -> list[str]:
+        return [f"{self.prefix}_{suffix}" for suffix, _label in SECRET_KINDS[1:]] if self.prefix else []
+
+    def _on_edited(self, *_args: object) -> None:
+        if self._loading or not self.prefix:
+            return
+        for key in self.keys():
+            self.edited.emit(key, None)
+        suffix = self.kind.currentData()
+        if suffix:
+            name = self.name.text().strip()
+            value: Any = name
+            if suffix == "keyring" and self._keyring_service:
+                value = {"service": self._keyring_service, "name": name}
+            self.edited.emit(f"{self.prefix}_{suffix}", value)
+
+    def field_widgets(self) -> dict[str, QWidget]:
+        return {key: self.name for key in self.keys()}
 
 
 class SiteForm(TableForm):
@@ -194,20 +257,8 @@ class SourceForm(TableForm):
         self.kind_combo.addItems([str(kind) for kind in SourceKind])
         self.kind_combo.currentTextChanged.connect(self._on_kind_changed)
         self.form.insertRow(0, "Kind", self.kind_combo)
-        self.secret_kind = QComboBox()
-        for value, label in SECRET_KINDS:
-            self.secret_kind.addItem(label, value)
-        self.secret_name = QLineEdit()
-        self.secret_name.setObjectName("secret_name")
-        self.secret_name.setPlaceholderText("variable name, file path, or keyring entry (never the secret)")
-        self.secret_kind.currentIndexChanged.connect(self._on_secret_edited)
-        self.secret_name.textEdited.connect(self._on_secret_edited)
-        secret_row = QHBoxLayout()
-        secret_row.addWidget(self.secret_kind)
-        secret_row.addWidget(self.secret_name, 1)
-        self.secret_row = QWidget()
-        self.secret_row.setLayout(secret_row)
-        secret_row.setContentsMargins(0, 0, 0, 0)
+        self.secret_row = SecretRow()
+        self.secret_row.edited.connect(self.edited)
         self.form.addRow("Secret from", self.secret_row)
         self.verify_tls = QCheckBox("Verify TLS certificate")
         self.verify_tls.toggled.connect(self._on_verify_tls_toggled)
@@ -220,8 +271,6 @@ class SourceForm(TableForm):
         self.extra.addWidget(self.tls_warning)
         self.extra.addWidget(self.test_button)
         self.extra.addWidget(self.test_result)
-        self._secret_prefix = ""
-        self._keyring_service: str | None = None
 
     def load(self, table: Mapping[str, Any]) -> None:
         super().load(table)
@@ -237,24 +286,14 @@ class SourceForm(TableForm):
     def _load_secret(self, table: Mapping[str, Any]) -> None:
         kind = SourceKind(table["kind"]) if table.get("kind") in set(SourceKind) else None
         keys = SOURCE_KEYS.get(kind, ()) if kind else ()
-        self._secret_prefix = "token" if "token_env" in keys else "password" if "password_env" in keys else ""
-        self._keyring_service = None
-        self.secret_kind.setCurrentIndex(0)
-        self.secret_name.setText("")
-        for index, (suffix, _label) in enumerate(SECRET_KINDS[1:], start=1):
-            value = table.get(f"{self._secret_prefix}_{suffix}")
-            if self._secret_prefix and value is not None:
-                self.secret_kind.setCurrentIndex(index)
-                self.secret_name.setText(display_value(value))
-                if isinstance(value, dict):
-                    self._keyring_service = str(value.get("service", ""))
+        self.secret_row.load(table, "token" if "token_env" in keys else "password" if "password_env" in keys else "")
 
     def update_visibility(self, table: Mapping[str, Any]) -> None:
         kind = str(table.get("kind", ""))
         keys = SOURCE_KEYS.get(SourceKind(kind), ()) if kind in set(SourceKind) else ()
         for key, edit in self.edits.items():
             self.form.setRowVisible(edit, key in keys)
-        self.form.setRowVisible(self.secret_row, bool(self._secret_prefix))
+        self.form.setRowVisible(self.secret_row, bool(self.secret_row.prefix))
         self.form.setRowVisible(self.verify_tls, "verify_tls" in keys)
         self.tls_warning.setVisible("verify_tls" in keys and table.get("verify_tls", True) is False)
 
@@ -266,25 +305,9 @@ class SourceForm(TableForm):
         if not self.loading:
             self.edited.emit("verify_tls", None if checked else False)
 
-    def _on_secret_edited(self, *_args: object) -> None:
-        if self.loading or not self._secret_prefix:
-            return
-        for suffix, _label in SECRET_KINDS[1:]:
-            self.edited.emit(f"{self._secret_prefix}_{suffix}", None)
-        suffix = self.secret_kind.currentData()
-        if suffix:
-            name = self.secret_name.text().strip()
-            value: Any = name
-            if suffix == "keyring" and self._keyring_service:
-                value = {"service": self._keyring_service, "name": name}
-            self.edited.emit(f"{self._secret_prefix}_{suffix}", value)
-
     def field_widgets(self) -> dict[str, QWidget]:
         widgets: dict[str, QWidget] = {**self.edits, "kind": self.kind_combo, "verify_tls": self.verify_tls}
-        if self._secret_prefix:
-            for suffix, _label in SECRET_KINDS[1:]:
-                widgets[f"{self._secret_prefix}_{suffix}"] = self.secret_name
-        return widgets
+        return {**widgets, **self.secret_row.field_widgets()}
 
     def show_test(self, text: str, testing: bool, ok: bool | None) -> None:
         self.test_button.setText(TESTING_TEXT if testing else "Test connection")
