@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLineEdit, QTreeWidgetItem
+from PySide6.QtWidgets import QTreeWidgetItem
 from pytestqt.qtbot import QtBot
 
 from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec, Topology
 from console.config.inventory import load_inventory
 from tests.helpers.builders import ExporterStandIn, free_port
+from tests.helpers.qt_input import type_into
 from widgets.inventory.editor import TESTING_TEXT, InventoryEditor
 
 # The offscreen platform warns when a dialog is shown; a real display does not.
@@ -25,15 +26,6 @@ def exporter(fixtures_dir: Path) -> Iterator[ExporterStandIn]:
     payload = (fixtures_dir / "dcgm_exporter_sample_cncf_kops_nvidia_L4.txt").read_text(encoding="utf-8")
     with ExporterStandIn(payload) as server:
         yield server
-
-
-def type_into(qtbot: QtBot, edit: QLineEdit, text: str) -> None:
-    """Replace the field's text the way a user does (select all, type)."""
-    edit.selectAll()
-    if text:
-        qtbot.keyClicks(edit, text)
-    else:
-        qtbot.keyClick(edit, Qt.Key.Key_Delete)
 
 
 def select(dialog: InventoryEditor, group: int, *path: int) -> QTreeWidgetItem:

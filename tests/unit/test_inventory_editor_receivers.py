@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QLineEdit, QTreeWidgetItem
+from PySide6.QtWidgets import QComboBox, QTreeWidgetItem
 from pytestqt.qtbot import QtBot
 
 from console.config.fleet import (
@@ -27,6 +27,7 @@ from console.config.fleet import (
 from console.config.inventory import load_inventory
 from console.notify.alerts import verify_signature
 from tests.helpers.alertmanager_server import Recorder
+from tests.helpers.qt_input import type_into
 from widgets.inventory.editor import InventoryEditor
 from widgets.inventory.forms import TESTING_TEXT
 
@@ -56,14 +57,6 @@ def open_editor(qtbot: QtBot, path: Path, fleet: Fleet) -> InventoryEditor:
     qtbot.addWidget(dialog)
     dialog.show()
     return dialog
-
-
-def type_into(qtbot: QtBot, edit: QLineEdit, text: str) -> None:
-    edit.selectAll()
-    if text:
-        qtbot.keyClicks(edit, text)
-    else:
-        qtbot.keyClick(edit, Qt.Key.Key_Delete)
 
 
 def choose(combo: QComboBox, data: object) -> None:

@@ -122,7 +122,7 @@ class InventoryEditor(QDialog):
         for form in (self.site_form, self.node_form, self.source_form, self.receiver_form):
             form.edited.connect(self._on_form_edited)
         self.source_form.test_requested.connect(self.test_selected_source)
-        self.receiver_form.send_test_requested.connect(self.send_test_to_selected_receiver)
+        self.receiver_form.test_requested.connect(self.send_test_to_selected_receiver)
         self.receiver_form.reload_requested.connect(self._reload_receiver_form)
 
         splitter = QSplitter()

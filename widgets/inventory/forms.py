@@ -238,34 +238,26 @@ class NodeForm(TableForm):
         return {**self.edits, "site": self.site_combo}
 
 
-class SourceForm(TableForm):
+class EndpointForm(TableForm):
+    """A form for something the console talks to (a source, a receiver): a kind, a secret reference, TLS, and a
+    button that tries it, with the result under it. ``test_requested`` asks the editor to try the table."""
+
     test_requested = Signal()
 
-    def __init__(self) -> None:
-        super().__init__(
-            {
-                "url": ("URL", "http://host:9400/metrics"),
-                "host": ("Host", "host name or address"),
-                "port": ("Port", "22"),
-                "user": ("User", ""),
-                "key_file": ("Key file", "~/.ssh/id_ed25519"),
-                "known_hosts": ("known_hosts", "~/.ssh/known_hosts"),
-                "ca_file": ("CA file", "optional, absolute path"),
-            }
-        )
+    def __init__(self, fields: Mapping[str, tuple[str, str]], kinds: list[str], test_text: str) -> None:
+        super().__init__(fields)
+        self.test_text = test_text
         self.kind_combo = QComboBox()
-        self.kind_combo.addItems([str(kind) for kind in SourceKind])
+        self.kind_combo.addItems(kinds)
         self.kind_combo.currentTextChanged.connect(self._on_kind_changed)
         self.form.insertRow(0, "Kind", self.kind_combo)
         self.secret_row = SecretRow()
         self.secret_row.edited.connect(self.edited)
-        self.form.addRow("Secret from", self.secret_row)
         self.verify_tls = QCheckBox("Verify TLS certificate")
         self.verify_tls.toggled.connect(self._on_verify_tls_toggled)
-        self.form.addRow("", self.verify_tls)
         self.tls_warning = plain_label(f"\u26a0 {TLS_OFF_WARNING}", WARNING_COLOR)
         self.tls_warning.setStyleSheet(f"color: {WARNING_COLOR}; font-weight: bold;")
-        self.test_button = QPushButton("Test connection")
+        self.test_button = QPushButton(test_text)
         self.test_button.clicked.connect(self.test_requested)
         self.test_result = plain_label()
         self.extra.addWidget(self.tls_warning)
@@ -278,24 +270,16 @@ class SourceForm(TableForm):
         try:
             self.kind_combo.setCurrentText(str(table.get("kind", "")))
             self.verify_tls.setChecked(table.get("verify_tls", True) is not False)
-            self._load_secret(table)
+            self.load_more(table)
             self.update_visibility(table)
         finally:
             self.loading = False
 
-    def _load_secret(self, table: Mapping[str, Any]) -> None:
-        kind = SourceKind(table["kind"]) if table.get("kind") in set(SourceKind) else None
-        keys = SOURCE_KEYS.get(kind, ()) if kind else ()
-        self.secret_row.load(table, "token" if "token_env" in keys else "password" if "password_env" in keys else "")
+    def load_more(self, table: Mapping[str, Any]) -> None:
+        """What a kind of endpoint shows beyond the line edits, kind and TLS (called while loading)."""
 
     def update_visibility(self, table: Mapping[str, Any]) -> None:
-        kind = str(table.get("kind", ""))
-        keys = SOURCE_KEYS.get(SourceKind(kind), ()) if kind in set(SourceKind) else ()
-        for key, edit in self.edits.items():
-            self.form.setRowVisible(edit, key in keys)
-        self.form.setRowVisible(self.secret_row, bool(self.secret_row.prefix))
-        self.form.setRowVisible(self.verify_tls, "verify_tls" in keys)
-        self.tls_warning.setVisible("verify_tls" in keys and table.get("verify_tls", True) is False)
+        raise NotImplementedError
 
     def _on_kind_changed(self, text: str) -> None:
         if not self.loading:
@@ -310,8 +294,41 @@ class SourceForm(TableForm):
         return {**widgets, **self.secret_row.field_widgets()}
 
     def show_test(self, text: str, testing: bool, ok: bool | None) -> None:
-        self.test_button.setText(TESTING_TEXT if testing else "Test connection")
+        self.test_button.setText(TESTING_TEXT if testing else self.test_text)
         self.test_button.setEnabled(not testing)
         self.test_result.setText(text)
         color = {True: "#2e7d32", False: ERROR_COLOR, None: "palette(text)"}[ok]
         self.test_result.setStyleSheet(f"color: {color};")
+
+
+class SourceForm(EndpointForm):
+    def __init__(self) -> None:
+        super().__init__(
+            {
+                "url": ("URL", "http://host:9400/metrics"),
+                "host": ("Host", "host name or address"),
+                "port": ("Port", "22"),
+                "user": ("User", ""),
+                "key_file": ("Key file", "~/.ssh/id_ed25519"),
+                "known_hosts": ("known_hosts", "~/.ssh/known_hosts"),
+                "ca_file": ("CA file", "optional, absolute path"),
+            },
+            [str(kind) for kind in SourceKind],
+            "Test connection",
+        )
+        self.form.addRow("Secret from", self.secret_row)
+        self.form.addRow("", self.verify_tls)
+
+    def load_more(self, table: Mapping[str, Any]) -> None:
+        kind = SourceKind(table["kind"]) if table.get("kind") in set(SourceKind) else None
+        keys = SOURCE_KEYS.get(kind, ()) if kind else ()
+        self.secret_row.load(table, "token" if "token_env" in keys else "password" if "password_env" in keys else "")
+
+    def update_visibility(self, table: Mapping[str, Any]) -> None:
+        kind = str(table.get("kind", ""))
+        keys = SOURCE_KEYS.get(SourceKind(kind), ()) if kind in set(SourceKind) else ()
+        for key, edit in self.edits.items():
+            self.form.setRowVisible(edit, key in keys)
+        self.form.setRowVisible(self.secret_row, bool(self.secret_row.prefix))
+        self.form.setRowVisible(self.verify_tls, "verify_tls" in keys)
+        self.tls_warning.setVisible("verify_tls" in keys and table.get("verify_tls", True) is False)

@@ -12,20 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QPushButton, QWidget
+from PySide6.QtWidgets import QComboBox, QLabel, QWidget
 
 from console.config.fleet import SEVERITY_NAMES, ReceiverKind
 from console.config.receivers import DEFAULT_TIMEOUT_S, RECEIVER_KEYS
 from console.config.secret_refs import PASSWORD_KEYS, TOKEN_KEYS
-from widgets.inventory.forms import (
-    ERROR_COLOR,
-    TESTING_TEXT,
-    TLS_OFF_WARNING,
-    WARNING_COLOR,
-    SecretRow,
-    TableForm,
-    plain_label,
-)
+from widgets.inventory.forms import EndpointForm
 
 SEND_TEST_TEXT = "Send test"
 AUTH_CHOICES = (("none", "none"), ("basic", "basic auth (user and password)"), ("token", "bearer token"))
@@ -41,8 +33,7 @@ def auth_of(table: Mapping[str, Any]) -> str:
     return "none"
 
 
-class ReceiverForm(TableForm):
-    send_test_requested = Signal()
+class ReceiverForm(EndpointForm):
     reload_requested = Signal()  # the table's shape changed (authentication): show it afresh
 
     def __init__(self) -> None:
@@ -55,19 +46,15 @@ class ReceiverForm(TableForm):
                 "timeout_s": ("Timeout (s)", f"{DEFAULT_TIMEOUT_S:g}"),
                 "sites": ("Only sites", "comma separated; empty: every site"),
                 "providers": ("Only providers", "comma separated; empty: every provider"),
-            }
+            },
+            [str(kind) for kind in ReceiverKind],
+            SEND_TEST_TEXT,
         )
-        self.kind_combo = QComboBox()
-        self.kind_combo.addItems([str(kind) for kind in ReceiverKind])
-        self.kind_combo.currentTextChanged.connect(self._on_kind_changed)
-        self.form.insertRow(0, "Kind", self.kind_combo)
         self.auth_combo = QComboBox()
         for value, label in AUTH_CHOICES:
             self.auth_combo.addItem(label, value)
         self.auth_combo.currentIndexChanged.connect(self._on_auth_changed)
         self.form.insertRow(3, "Authentication", self.auth_combo)
-        self.secret_row = SecretRow()
-        self.secret_row.edited.connect(self.edited)
         self.form.insertRow(5, "Secret from", self.secret_row)
         self.min_severity = QComboBox()
         self.min_severity.addItem(_ALL_SEVERITIES, None)
@@ -75,34 +62,16 @@ class ReceiverForm(TableForm):
             self.min_severity.addItem(f"{name} and worse", name)
         self.min_severity.currentIndexChanged.connect(self._on_min_severity_changed)
         self.form.addRow("Tell about", self.min_severity)
-        self.verify_tls = QCheckBox("Verify TLS certificate")
-        self.verify_tls.toggled.connect(self._on_verify_tls_toggled)
         self.form.addRow("", self.verify_tls)
-        self.tls_warning = plain_label(f"\u26a0 {TLS_OFF_WARNING}", WARNING_COLOR)
-        self.tls_warning.setStyleSheet(f"color: {WARNING_COLOR}; font-weight: bold;")
-        self.test_button = QPushButton(SEND_TEST_TEXT)
         self.test_button.setToolTip(
             "Alertmanager: one info alert that ends in 5 minutes. Webhook: one signed test document."
         )
-        self.test_button.clicked.connect(self.send_test_requested)
-        self.test_result = plain_label()
-        self.extra.addWidget(self.tls_warning)
-        self.extra.addWidget(self.test_button)
-        self.extra.addWidget(self.test_result)
 
-    def load(self, table: Mapping[str, Any]) -> None:
-        super().load(table)
-        self.loading = True
-        try:
-            self.kind_combo.setCurrentText(str(table.get("kind", "")))
-            auth = auth_of(table)
-            self.auth_combo.setCurrentIndex(next(i for i, (value, _l) in enumerate(AUTH_CHOICES) if value == auth))
-            self.min_severity.setCurrentIndex(max(0, self.min_severity.findData(table.get("min_severity"))))
-            self.verify_tls.setChecked(table.get("verify_tls", True) is not False)
-            self.secret_row.load(table, self._secret_prefix(table))
-            self.update_visibility(table)
-        finally:
-            self.loading = False
+    def load_more(self, table: Mapping[str, Any]) -> None:
+        auth = auth_of(table)
+        self.auth_combo.setCurrentIndex(next(i for i, (value, _l) in enumerate(AUTH_CHOICES) if value == auth))
+        self.min_severity.setCurrentIndex(max(0, self.min_severity.findData(table.get("min_severity"))))
+        self.secret_row.load(table, self._secret_prefix(table))
 
     @staticmethod
     def _secret_prefix(table: Mapping[str, Any]) -> str:
@@ -119,10 +88,6 @@ class ReceiverForm(TableForm):
         if isinstance(label, QLabel):
             label.setText(_SECRET_LABELS.get(self.secret_row.prefix, "Secret from"))
         self.tls_warning.setVisible(table.get("verify_tls", True) is False)
-
-    def _on_kind_changed(self, text: str) -> None:
-        if not self.loading:
-            self.edited.emit("kind", text)
 
     def _on_auth_changed(self, _index: int) -> None:
         if self.loading:
@@ -143,25 +108,8 @@ class ReceiverForm(TableForm):
         if not self.loading:
             self.edited.emit("min_severity", self.min_severity.currentData())
 
-    def _on_verify_tls_toggled(self, checked: bool) -> None:
-        if not self.loading:
-            self.edited.emit("verify_tls", None if checked else False)
-
     def field_widgets(self) -> dict[str, QWidget]:
-        widgets: dict[str, QWidget] = {
-            **self.edits,
-            "kind": self.kind_combo,
-            "verify_tls": self.verify_tls,
-            "min_severity": self.min_severity,
-        }
-        return {**widgets, **self.secret_row.field_widgets()}
-
-    def show_test(self, text: str, testing: bool, ok: bool | None) -> None:
-        self.test_button.setText(TESTING_TEXT if testing else SEND_TEST_TEXT)
-        self.test_button.setEnabled(not testing)
-        self.test_result.setText(text)
-        color = {True: "#2e7d32", False: ERROR_COLOR, None: "palette(text)"}[ok]
-        self.test_result.setStyleSheet(f"color: {color};")
+        return {**super().field_widgets(), "min_severity": self.min_severity}
 
 
 def keys_the_kind_takes(kind: Any) -> tuple[str, ...]:
