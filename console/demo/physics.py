@@ -74,6 +74,15 @@ IDLE_SM_MHZ = 345.0
 BOOST_SM_MHZ = 1980.0
 BUSY_UTIL_PCT = 97.0
 CHECKPOINT_UTIL_PCT = 30.0
+# Profiling shares of a training step at 100 % utilization (SM, tensor pipe, DRAM) and its traffic (MiB/s per
+# GPU): an all-reduce-heavy job moves far more over NVLink than over PCIe. Derived from utilization alone, so the
+# demo's random draws (and so its fault timings) are the same as without them.
+SM_SHARE = 0.82
+TENSOR_SHARE = 0.46
+DRAM_SHARE = 0.38
+PCIE_MIB_S = (1900.0, 650.0)  # TX, RX at full load
+NVLINK_MIB_S = 95_000.0  # each way at full load
+NVLINK_LINKS = 18  # H100 / H200 SXM
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +317,16 @@ class SimulatedGpu:
             nvlink_crc_errors=self.nvlink_crc,
             nvlink_replay_errors=self.nvlink_replay,
             nvlink_recovery_errors=0,
+            nvlink_links_up=NVLINK_LINKS,
+            nvlink_links_down=0,
+            graphics_active_pct=round(util * 0.98, 1),
+            sm_active_pct=round(util * SM_SHARE, 1),
+            tensor_active_pct=round(util * TENSOR_SHARE, 1),
+            dram_active_pct=round(util * DRAM_SHARE, 1),
+            pcie_tx_mib_s=round(8.0 + util / 100.0 * PCIE_MIB_S[0], 1),
+            pcie_rx_mib_s=round(4.0 + util / 100.0 * PCIE_MIB_S[1], 1),
+            nvlink_tx_mib_s=round(util / 100.0 * NVLINK_MIB_S, 1),
+            nvlink_rx_mib_s=round(util / 100.0 * NVLINK_MIB_S, 1),
             xid_last=self.xid_last,
             recovery_action=RecoveryAction.NONE,
             mig_mode=False,

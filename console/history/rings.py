@@ -32,7 +32,12 @@ GPU_METRICS: tuple[str, ...] = (
     "sm_clock_mhz",
     "memory_used_mib",
     "throttle_mask",
+    # Appended later: the rollup file's columns never move (console.history.rollup.schema), so new metrics go last.
+    "sm_active_pct",
+    "tensor_active_pct",
+    "dram_active_pct",
 )
+THROTTLE_COLUMN = GPU_METRICS.index("throttle_mask")
 MAX_CHASSIS_FANS = 8
 CHASSIS_METRICS: tuple[str, ...] = (
     "inlet_c",
@@ -48,7 +53,8 @@ _CHASSIS_INDEX = {name: i for i, name in enumerate(CHASSIS_METRICS)}
 
 # Rows are read with C-level attrgetter calls and keep None for "not reported" (NaN once in a float array): the GUI
 # thread records every GPU of every poll here, and the rollup writer reads the whole fleet's samples the same way.
-gpu_values = operator.attrgetter(*GPU_METRICS[:-1])  # every GPU metric but the throttle mask (the last)
+# every GPU metric but the throttle mask, in GPU_METRICS' order
+gpu_values = operator.attrgetter(*(name for name in GPU_METRICS if name != "throttle_mask"))
 _CHASSIS_VALUES = operator.attrgetter(*CHASSIS_METRICS[:-MAX_CHASSIS_FANS])  # named as ChassisSample's fields
 _NO_FANS = (None,) * MAX_CHASSIS_FANS
 
@@ -68,7 +74,8 @@ THROTTLE_MASKS = _ThrottleMasks()
 
 def gpu_row(gpu: GpuSample) -> tuple[float | None, ...]:
     """The GPU's GPU_METRICS, None where not reported."""
-    return (*gpu_values(gpu), THROTTLE_MASKS[gpu.throttle_reasons])
+    values = gpu_values(gpu)
+    return (*values[:THROTTLE_COLUMN], THROTTLE_MASKS[gpu.throttle_reasons], *values[THROTTLE_COLUMN:])
 
 
 def chassis_row(chassis: ChassisSample) -> tuple[float | None, ...]:

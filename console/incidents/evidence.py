@@ -24,7 +24,7 @@ from typing import Any
 
 from console.incidents.model import EvidencePoint, Incident
 from console.incidents.rules import EvidenceSettings
-from console.samples.codec import SCHEMA_ID, chassis_to_json, event_to_json, gpu_to_json, sample_to_json
+from console.samples.codec import SCHEMA_ID, chassis_to_json, event_to_json, gpu_to_json, mig_to_json, sample_to_json
 from console.samples.schema import EMPTY_CHASSIS, ChassisSample, GpuEvent, GpuSample, NodeSample
 
 # The encoder json.dumps(obj, separators=(",", ":")) builds on every call, built once. Circular checks are off:
@@ -113,6 +113,15 @@ def _numbers_piece(value: object) -> str:
     return _encode(value)
 
 
+def _mig_piece(value: object) -> str:
+    """A GPU's MIG instances (empty on almost every GPU)."""
+    if value == ():
+        return "[]"
+    if type(value) is not tuple:
+        raise _Unexpected
+    return _encode([mig_to_json(instance) for instance in value])
+
+
 _PIECE_FOR_TYPE: dict[str, Callable[[object], str]] = {
     "str": _string_piece,
     "str | None": _string_piece,
@@ -121,6 +130,7 @@ _PIECE_FOR_TYPE: dict[str, Callable[[object], str]] = {
     "tuple[str, ...]": _strings_piece,
     "tuple[ThrottleReason, ...]": _strings_piece,
     "tuple[float, ...] | None": _numbers_piece,
+    "tuple[MigInstance, ...]": _mig_piece,
 }
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from console.config.fleet import Node, Site, SourceSpec
+from console.samples.activity import activity_lines
 from console.samples.results import PollFailure, SourceError
 from console.samples.schema import EMPTY_CHASSIS, ChassisSample, GpuSample, NodeSample
 from console.sources.base import Source, SourceContext
@@ -191,6 +192,10 @@ def format_sample_table(sample: NodeSample) -> str:
         lines.extend(_align([header, *rows]))
     else:
         lines.append("no GPUs reported")
+    activity = [(gpu.index, line) for gpu in sample.gpus for line in activity_lines(gpu)]
+    if activity:
+        lines.extend(["", "activity:"])
+        lines.extend(f"  GPU {index}: {_clean(line)}" for index, line in activity)
     if sample.chassis == EMPTY_CHASSIS:
         lines.extend(["", "chassis: nothing reported"])
     else:

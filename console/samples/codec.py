@@ -21,6 +21,7 @@ from console.samples.schema import (
     GpuEvent,
     GpuSample,
     Health,
+    MigInstance,
     NodeSample,
     RecoveryAction,
     SchemaError,
@@ -34,6 +35,8 @@ from console.samples.schema import (
 SCHEMA_ID = "gpu-console.sample/1"
 
 _CHASSIS_FIELDS = tuple(f.name for f in dataclasses.fields(ChassisSample))
+_MIG_FIELDS = tuple(f.name for f in dataclasses.fields(MigInstance))
+_MIG_TYPES: Mapping[str, tuple[type, ...]] = {"instance_id": (str,), "profile": (str,)}
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -47,7 +50,12 @@ def gpu_to_json(gpu: GpuSample) -> dict[str, Any]:
     out["throttle_reasons"] = [str(r) for r in gpu.throttle_reasons]
     out["recovery_action"] = str(gpu.recovery_action) if gpu.recovery_action is not None else None
     out["unsupported"] = list(gpu.unsupported)
+    out["mig_instances"] = [mig_to_json(instance) for instance in gpu.mig_instances]
     return out
+
+
+def mig_to_json(instance: MigInstance) -> dict[str, Any]:
+    return {name: _finite_or_none(getattr(instance, name)) for name in _MIG_FIELDS}
 
 
 def chassis_to_json(chassis: ChassisSample) -> dict[str, Any]:
@@ -124,6 +132,8 @@ _GPU_TYPES: Mapping[str, tuple[type, ...]] = {
     "nvlink_crc_errors": (int,),
     "nvlink_replay_errors": (int,),
     "nvlink_recovery_errors": (int,),
+    "nvlink_links_up": (int,),
+    "nvlink_links_down": (int,),
     "xid_last": (int,),
     "mig_mode": (bool,),
     "lost": (bool,),
@@ -161,6 +171,10 @@ def gpu_from_json(data: Any, path: str) -> GpuSample:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise SchemaError(f"{key}: expected a list of field names")
             kwargs[name] = tuple(value)
+        elif name == "mig_instances":
+            if not isinstance(value, list):
+                raise SchemaError(f"{key}: expected a list")
+            kwargs[name] = tuple(_mig_from_json(item, f"{key}[{i}]") for i, item in enumerate(value))
         else:
             kinds = _GPU_TYPES.get(name, _NUMBER)
             kwargs[name] = _check(key, value, kinds, optional=name not in ("index", "uuid", "lost"))
@@ -170,6 +184,21 @@ def gpu_from_json(data: Any, path: str) -> GpuSample:
     if "lost" in kwargs and kwargs["lost"] is None:
         kwargs["lost"] = False
     return GpuSample(**kwargs)
+
+
+def _mig_from_json(data: Any, path: str) -> MigInstance:
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: expected an object")
+    unknown = set(data) - set(_MIG_FIELDS)
+    if unknown:
+        raise SchemaError(f"{path}: unknown keys {sorted(unknown)}")
+    kwargs = {
+        name: _check(f"{path}.{name}", value, _MIG_TYPES.get(name, _NUMBER), optional=name != "instance_id")
+        for name, value in data.items()
+    }
+    if "instance_id" not in kwargs:
+        raise SchemaError(f"{path}.instance_id: missing")
+    return MigInstance(**kwargs)
 
 
 def chassis_from_json(data: Any, path: str) -> ChassisSample:

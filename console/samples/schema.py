@@ -8,6 +8,7 @@ Units (converted at the source boundary, never later):
     memory           MiB      (NVML reports bytes; DCGM already MiB)
     clocks           MHz
     coolant flow     L/min
+    throughput       MiB/s    (PCIe and NVLink traffic; DCGM reports bytes/s, NVML KB/s)
     fan speed        % of the board's maximum for GPU fans, RPM for chassis fans
     counters         monotonic totals since the last driver load / GPU reset; a decrease is a reset
 
@@ -117,6 +118,17 @@ class EventKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class MigInstance:
+    """One MIG GPU instance of a GPU, as DCGM reports it (its series carry ``GPU_I_ID``)."""
+
+    instance_id: str  # GPU_I_ID
+    profile: str | None = None  # GPU_I_PROFILE, e.g. "1g.10gb"
+    utilization_pct: float | None = None  # graphics engine active (GPU_UTIL is not reported per instance)
+    memory_used_mib: float | None = None
+    memory_total_mib: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GpuSample:
     """One GPU at one instant. Identity first; key everything by ``uuid`` (index order is not stable)."""
 
@@ -161,9 +173,21 @@ class GpuSample:
     nvlink_crc_errors: int | None = None  # FLIT + data CRC, all links
     nvlink_replay_errors: int | None = None
     nvlink_recovery_errors: int | None = None
+    nvlink_links_up: int | None = None  # links in the active state (None: no NVLink, or not readable)
+    nvlink_links_down: int | None = None  # links the GPU has that are not active
+    # DCGM profiling ("DCP") metrics, data-center parts: the share of time each unit was busy, and traffic.
+    graphics_active_pct: float | None = None
+    sm_active_pct: float | None = None
+    tensor_active_pct: float | None = None
+    dram_active_pct: float | None = None
+    pcie_tx_mib_s: float | None = None  # DCGM profiling, or NVML's PCIe throughput counter (read rarely)
+    pcie_rx_mib_s: float | None = None
+    nvlink_tx_mib_s: float | None = None
+    nvlink_rx_mib_s: float | None = None
     xid_last: int | None = None  # the most recent Xid (0 = none since driver load)
     recovery_action: RecoveryAction | None = None
     mig_mode: bool | None = None
+    mig_instances: tuple[MigInstance, ...] = ()  # under their GPU, by instance id
     lost: bool = False  # the GPU fell off the bus (NVML GpuIsLost, or vanished from enumeration)
     unsupported: tuple[str, ...] = ()  # capability flags: fields the device does not report
 

@@ -159,6 +159,8 @@ class FakeGpu:
     field_errors: dict[int, int] = field(default_factory=dict)  # field id -> nvmlReturn for that entry
     fail: dict[str, int] = field(default_factory=dict)  # function name -> error code raised
     nvlinks: int = 18
+    nvlinks_down: frozenset[int] = frozenset()  # links that report NVML_FEATURE_DISABLED
+    pcie_kb_s: tuple[int, int] = (12_800, 3_200)  # (TX, RX) in KB/s
 
     def __post_init__(self) -> None:
         defaults: dict[tuple[int, int], tuple[int, float | int]] = {
@@ -336,6 +338,15 @@ class FakeNvml:
 
     def nvmlDeviceGetMaxPcieLinkWidth(self, h: int) -> int:
         return self._gpu(h, "nvmlDeviceGetMaxPcieLinkWidth").pcie_width_max
+
+    def nvmlDeviceGetPcieThroughput(self, h: int, counter: int) -> int:
+        return self._gpu(h, "nvmlDeviceGetPcieThroughput").pcie_kb_s[counter]  # 0 = TX, 1 = RX
+
+    def nvmlDeviceGetNvLinkState(self, h: int, link: int) -> int:
+        gpu = self._gpu(h, "nvmlDeviceGetNvLinkState")
+        if link >= gpu.nvlinks:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return 0 if link in gpu.nvlinks_down else 1
 
     def nvmlDeviceGetMigMode(self, h: int) -> list[int]:
         return list(self._gpu(h, "nvmlDeviceGetMigMode").mig)

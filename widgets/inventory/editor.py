@@ -12,10 +12,8 @@ holds the document and the flow.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +31,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.config.fleet import Fleet, ReceiverKind, SourceKind
+from console.config.fleet import Fleet
 from console.config.inventory import (
-    DEFAULT_TIMEOUT_S,
-    SOURCE_KEYS,
     InventoryError,
     default_inventory_path,
     dump_inventory,
     fleet_from_document,
-    fleet_to_document,
     receiver_from_document,
     source_from_document,
 )
 from console.polling.probe import probe
+from widgets.inventory.document import InventoryDocument
 from widgets.inventory.forms import TESTING_TEXT, NodeForm, SiteForm, SourceForm, plain_label
 from widgets.inventory.probe import ProbeFunction, TableTests, probe_job, send_test_job
-from widgets.inventory.receiver_form import ReceiverForm, keys_the_kind_takes
+from widgets.inventory.receiver_form import ReceiverForm
 from widgets.inventory.tree import InventoryTree, Selection, Table, item_selection
 
 
@@ -69,8 +65,7 @@ class InventoryEditor(QDialog):
         self.setWindowTitle("Fleet inventory")
         self.resize(900, 560)
         self.path = Path(path) if path is not None else default_inventory_path()
-        self.document: dict[str, Any] = fleet_to_document(fleet or Fleet(sites=(), nodes=()))
-        self.document.setdefault("rule_overrides", [])
+        self.document = InventoryDocument(fleet)
         self.problems: list[str] = []
         self._fleet: Fleet | None = None
         self._selection: Selection = ()
@@ -151,63 +146,31 @@ class InventoryEditor(QDialog):
 
     @property
     def sites(self) -> list[Table]:
-        sites: list[Table] = self.document.setdefault("sites", [])
-        return sites
+        return self.document.sites
 
     @property
     def nodes(self) -> list[Table]:
-        nodes: list[Table] = self.document.setdefault("nodes", [])
-        return nodes
-
-    @property
-    def receiver_tables(self) -> list[Table]:
-        receivers: list[Table] = self.document.setdefault("notify", [])
-        return receivers
+        return self.document.nodes
 
     def fleet(self) -> Fleet | None:
         """The fleet as edited, or None while it has problems (see ``problems``)."""
         return self._fleet
 
     def _table(self, selection: Selection) -> Table | None:
-        try:
-            if selection[0] == "site":
-                return self.sites[selection[1]]
-            if selection[0] == "node":
-                return self.nodes[selection[1]]
-            if selection[0] == "receiver":
-                return self.receiver_tables[selection[1]]
-            if selection[0] == "source" and len(selection) == 3:
-                sources: list[Table] = self.nodes[selection[1]].get("sources", [])
-                return sources[selection[2]]
-        except (IndexError, KeyError):
-            return None
-        return None
-
-    def _unique_name(self, tables: list[Table], stem: str) -> str:
-        taken = {table.get("name") for table in tables}
-        return next(f"{stem}-{n}" for n in itertools.count(1) if f"{stem}-{n}" not in taken)
+        return self.document.table(selection)
 
     def add_site(self) -> None:
-        self.sites.append({"name": self._unique_name(self.sites, "site"), "provider": ""})
-        self._changed(("site", len(self.sites) - 1))
+        self._changed(self.document.add_site())
 
     def add_node(self) -> None:
-        site = self.sites[0]["name"] if self.sites else ""
-        node: Table = {"name": self._unique_name(self.nodes, "node"), "site": site, "sources": []}
-        self.nodes.append(node)
-        self._changed(("node", len(self.nodes) - 1))
+        self._changed(self.document.add_node())
 
     def add_source(self) -> None:
-        if not self._selection or self._selection[0] not in ("node", "source"):
-            return
-        node_index = self._selection[1]
-        sources: list[Table] = self.nodes[node_index].setdefault("sources", [])
-        sources.append({"kind": str(SourceKind.DCGM), "url": ""})
-        self._changed(("source", node_index, len(sources) - 1))
+        if self._selection and self._selection[0] in ("node", "source"):
+            self._changed(self.document.add_source(self._selection[1]))
 
     def add_receiver(self) -> None:
-        self.receiver_tables.append({"kind": str(ReceiverKind.ALERTMANAGER), "url": ""})
-        self._changed(("receiver", len(self.receiver_tables) - 1))
+        self._changed(self.document.add_receiver())
 
     def remove_selected(self) -> None:
         selection = self._selection
@@ -216,71 +179,23 @@ class InventoryEditor(QDialog):
         table = self._table(selection)
         if table is not None:
             self._tests.forget(table)
-        if selection[0] == "site":
-            del self.sites[selection[1]]
-            self._changed(())
-        elif selection[0] == "node":
-            del self.nodes[selection[1]]
-            self._changed(())
-        elif selection[0] == "receiver":
-            del self.receiver_tables[selection[1]]
-            self._changed(())
-        elif len(selection) == 3:
-            del self.nodes[selection[1]]["sources"][selection[2]]
-            self._changed(("node", selection[1]))
+        self._changed(self.document.remove(selection))
 
     def _on_form_edited(self, key: str, value: Any) -> None:
-        table = self._table(self._selection)
+        selection = self._selection
+        table = self._table(selection)
         if table is None:
             return
-        if self._selection[0] == "site" and key == "name":
-            self._rename_site(table.get("name"), value)
-        if value is None:
-            table.pop(key, None)
-        else:
-            table[key] = value
-        if self._selection[0] == "source":
-            if key == "kind":
-                self._drop_keys_the_kind_does_not_take(table)
-                self.source_form.load(table)
-            self.source_form.update_visibility(table)
+        reshaped = self.document.edit(selection, key, value)
+        form = {"source": self.source_form, "receiver": self.receiver_form}.get(selection[0])
+        if form is not None:
+            if reshaped:
+                form.load(table)
+            form.update_visibility(table)
             self._tests.forget_result(table)  # a result no longer describes the edited settings
-            self._show_test_state(table)
-        if self._selection[0] == "receiver":
-            if key == "kind":
-                self._drop_keys_the_receiver_does_not_take(table)
-                self.receiver_form.load(table)
-            self.receiver_form.update_visibility(table)
-            self._tests.forget_result(table)
             self._show_test_state(table)
         self.tree.refresh_texts(self._table)
         self._revalidate()
-
-    def _rename_site(self, old: Any, new: Any) -> None:
-        """Nodes and overrides follow a renamed site, so a rename does not strand them."""
-        if not isinstance(old, str) or not isinstance(new, str) or not old:
-            return
-        for node in self.nodes:
-            if node.get("site") == old:
-                node["site"] = new
-        for override in self.document.get("rule_overrides", []):
-            if override.get("scope") == f"site:{old}":
-                override["scope"] = f"site:{new}"
-
-    @staticmethod
-    def _drop_keys_the_kind_does_not_take(table: Table) -> None:
-        kind = table.get("kind")
-        keys = SOURCE_KEYS.get(SourceKind(kind), ()) if kind in set(SourceKind) else ()
-        for key in [k for k in table if k not in ("kind", "options") and k not in keys]:
-            del table[key]
-        if "url" in keys:
-            table.setdefault("url", "")
-
-    @staticmethod
-    def _drop_keys_the_receiver_does_not_take(table: Table) -> None:
-        keys = keys_the_kind_takes(table.get("kind"))
-        for key in [k for k in table if k != "kind" and k not in keys]:
-            del table[key]
 
     def _reload_receiver_form(self) -> None:
         table = self._table(self._selection)
@@ -295,12 +210,8 @@ class InventoryEditor(QDialog):
     # -- validation ----
 
     def _revalidate(self) -> None:
-        document = dict(self.document)
-        for key in ("rule_overrides", "notify"):
-            if not document.get(key):
-                document.pop(key, None)
         try:
-            self._fleet = fleet_from_document(document, str(self.path))
+            self._fleet = fleet_from_document(self.document.for_validation(), str(self.path))
             self.problems = []
         except InventoryError as exc:
             self._fleet = None
@@ -331,7 +242,7 @@ class InventoryEditor(QDialog):
     def _rebuild_tree(self, selection: Selection | None = None) -> None:
         wanted = self._selection if selection is None else selection
         self.tree.rebuild(
-            len(self.sites), [len(node.get("sources", [])) for node in self.nodes], len(self.receiver_tables)
+            len(self.sites), [len(node.get("sources", [])) for node in self.nodes], len(self.document.receivers)
         )
         self.tree.refresh_texts(self._table)
         item = self.tree.find_item(wanted)
@@ -384,7 +295,7 @@ class InventoryEditor(QDialog):
             return
         node = self.nodes[selection[1]]
         name, site = str(node.get("name", "probe")), str(node.get("site", ""))
-        self._tests.start(table, probe_job(self._probe_function, spec, self._timeout_for(node), name, site))
+        self._tests.start(table, probe_job(self._probe_function, spec, self.document.timeout_for(node), name, site))
         self._show_test_state(table)
 
     # -- send test ----
@@ -405,13 +316,6 @@ class InventoryEditor(QDialog):
             return
         self._tests.start(table, send_test_job(receiver))
         self._show_test_state(table)
-
-    def _timeout_for(self, node: Mapping[str, Any]) -> float:
-        site = next((s for s in self.sites if s.get("name") == node.get("site")), {})
-        for value in (node.get("timeout_s"), site.get("timeout_s")):
-            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-                return float(value)
-        return DEFAULT_TIMEOUT_S
 
     def _on_tests_test_changed(self) -> None:
         table = self._table(self._selection)

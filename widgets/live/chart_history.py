@@ -32,6 +32,9 @@ CHARTED_GPU_METRICS = (
     "memory_temperature_c",
     "thermal_margin_c",
     "throttle_mask",
+    "sm_active_pct",
+    "tensor_active_pct",
+    "dram_active_pct",
 )
 
 log = logging.getLogger(__name__)

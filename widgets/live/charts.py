@@ -33,6 +33,13 @@ SLOWDOWN_MASK = throttle_mask(SLOWDOWN_REASONS)
 REDRAW_HZ = 4  # how often the timer checks for new data; see _on_timer_timeout
 MAX_IDLE_FRAME_S = 2.0
 FAN_SLOTS = sum(1 for m in CHASSIS_METRICS if m.startswith("fan"))
+# DCGM profiling shares, drawn as the mean of the selected GPUs (eight GPUs times three lines would not read).
+PROFILING_LINES = (
+    ("sm_active_pct", "SM active", "#1565c0"),
+    ("tensor_active_pct", "tensor pipe", "#6a1b9a"),
+    ("dram_active_pct", "DRAM", "#ef6c00"),
+)
+NO_PROFILING = "no profiling metrics from this node (DCGM_FI_PROF_* not exported, or not a data-center GPU)"
 
 
 def _pen(color: str, style: Qt.PenStyle = Qt.PenStyle.SolidLine) -> pg.QtGui.QPen:
@@ -90,9 +97,16 @@ def peak_decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.nda
 class _Plot:
     """One PlotItem with a fixed y range, a time axis, pooled curves and pooled shaded regions."""
 
-    def __init__(self, layout: pg.GraphicsLayout, title: str, unit_label: str, y_range: tuple[float, float]) -> None:
+    def __init__(
+        self,
+        layout: pg.GraphicsLayout,
+        title: str,
+        unit_label: str,
+        y_range: tuple[float, float],
+        colspan: int = 1,
+    ) -> None:
         axis = pg.DateAxisItem(orientation="bottom")
-        self.item: pg.PlotItem = layout.addPlot(title=title, axisItems={"bottom": axis})
+        self.item: pg.PlotItem = layout.addPlot(title=title, axisItems={"bottom": axis}, colspan=colspan)
         self.item.setLabel("left", unit_label)
         self.item.setLabel("bottom", "time (UTC)")
         self.item.showGrid(x=True, y=True, alpha=0.15)
@@ -132,9 +146,20 @@ class _Plot:
                 region.hide()
 
 
+def _band(plot: _Plot) -> tuple[pg.PlotCurveItem, pg.PlotCurveItem, pg.FillBetweenItem]:
+    """A light fill between two invisible curves: the rollup's min-max under a mean line."""
+    low = pg.PlotCurveItem(pen=pg.mkPen(None), connect="finite")
+    high = pg.PlotCurveItem(pen=pg.mkPen(None), connect="finite")
+    fill = pg.FillBetweenItem(low, high, brush=pg.mkBrush(QColor(0, 0, 0, 28)))
+    fill.setZValue(-5)
+    for item in (low, high, fill):
+        plot.item.addItem(item)
+    return low, high, fill
+
+
 class ChartPanel(QWidget):
-    """Six plots: utilization, power vs limit, GPU/HBM temperature vs slowdown threshold, cooling temperatures,
-    chassis fans and coolant flow."""
+    """Seven plots: utilization, power vs limit, GPU/HBM temperature vs slowdown threshold, cooling temperatures,
+    chassis fans, coolant flow, and the DCGM profiling activity (SM, tensor pipe, DRAM) where the node reports it."""
 
     history_loaded = Signal()  # per-minute history for the selection arrived; the next frame draws it
 
@@ -172,6 +197,11 @@ class ChartPanel(QWidget):
         grid.nextRow()
         self.fans = _Plot(grid, "Chassis fans", "fan speed (RPM)", (0, 20000))
         self.flow = _Plot(grid, "Coolant flow", "flow (L/min)", (0, 45))
+        grid.nextRow()
+        self.profiling = _Plot(grid, "Profiling: share of time busy (mean of the GPUs shown)", "busy (%)", (0, 105), 2)
+        grid.layout.setRowStretchFactor(3, 1)
+        for row in range(3):
+            grid.layout.setRowStretchFactor(row, 2)  # the profiling row is half as tall as the others
 
         self.util_curves = [self.util.curve(gpu_color(i)) for i in range(MAX_GPU_CURVES)]
         self.power_curves = [self.power.curve(gpu_color(i)) for i in range(MAX_GPU_CURVES)]
@@ -190,10 +220,14 @@ class ChartPanel(QWidget):
         self.rated_flow_curve = self.flow.curve("#444", Qt.PenStyle.DashLine)
         # The rollup's min-max of the first selected GPU, drawn as a light band under the mean line.
         self.bands = {
-            "utilization_pct": self._band(self.util),
-            "power_w": self._band(self.power),
-            "temperature_c": self._band(self.temp),
+            "utilization_pct": _band(self.util),
+            "power_w": _band(self.power),
+            "temperature_c": _band(self.temp),
         }
+        self.profiling_curves = {metric: self.profiling.curve(color) for metric, _label, color in PROFILING_LINES}
+        self.profiling.item.addLegend(offset=(5, 5), labelTextSize="8pt", colCount=len(PROFILING_LINES))
+        for metric, label, _color in PROFILING_LINES:
+            self.profiling.item.legend.addItem(self.profiling_curves[metric], label)
         self.cooling.item.addLegend(offset=(5, 5), labelTextSize="8pt")
         for name, curve in self.cooling_curves.items():
             self.cooling.item.legend.addItem(curve, name.removesuffix("_c").replace("_", " "))
@@ -303,16 +337,6 @@ class ChartPanel(QWidget):
             pairs = [p for p in pairs if p[1] == sel.gpu_uuid]
         return pairs[:MAX_GPU_CURVES]
 
-    @staticmethod
-    def _band(plot: _Plot) -> tuple[pg.PlotCurveItem, pg.PlotCurveItem, pg.FillBetweenItem]:
-        low = pg.PlotCurveItem(pen=pg.mkPen(None), connect="finite")
-        high = pg.PlotCurveItem(pen=pg.mkPen(None), connect="finite")
-        fill = pg.FillBetweenItem(low, high, brush=pg.mkBrush(QColor(0, 0, 0, 28)))
-        fill.setZValue(-5)
-        for item in (low, high, fill):
-            plot.item.addItem(item)
-        return low, high, fill
-
     def _draw_bands(
         self, node: NodeHistory | None, cache: RollupSnapshot | None, gpu: tuple[int, str] | None, since: float
     ) -> None:
@@ -372,7 +396,7 @@ class ChartPanel(QWidget):
         sel = self._selection
         node = self._history.nodes.get(sel.node) if sel is not None else None
         if sel is None or node is None:
-            for plot in (self.util, self.power, self.temp, self.cooling, self.fans, self.flow):
+            for plot in (self.util, self.power, self.temp, self.cooling, self.fans, self.flow, self.profiling):
                 for curve in plot.curves:
                     curve.setData([], [])
                 plot.shade([])
@@ -460,6 +484,14 @@ class ChartPanel(QWidget):
         has_flow = bool(np.isfinite(flow_y).any())
         bottom.append(partial(self.flow.note_if_empty, has_flow, "no coolant loop reported by this node", mid))
         bottom.append(partial(self.fans.note_if_empty, any_fan, "no chassis fans reported by this node", mid))
+        any_profiling = False
+        for metric, curve in self.profiling_curves.items():
+            prof_t, prof_y = mean_of_gpus(
+                partial(self._gpu_xy, node, cache, metric=metric, since=since), [u for _i, u in gpus]
+            )
+            any_profiling = any_profiling or bool(np.isfinite(prof_y).any())
+            bottom.append(partial(curve.setData, *peak_decimate(prof_t, prof_y, self.max_points)))
+        bottom.append(partial(self.profiling.note_if_empty, any_profiling, NO_PROFILING, mid))
         for plot, group in (
             (self.util, top),
             (self.power, top),
@@ -467,9 +499,29 @@ class ChartPanel(QWidget):
             (self.cooling, middle),
             (self.fans, bottom),
             (self.flow, bottom),
+            (self.profiling, bottom),
         ):
             group.append(partial(plot.item.setXRange, since, now, padding=0))
         return groups
+
+
+def mean_of_gpus(
+    series_of: Callable[[str], tuple[np.ndarray, np.ndarray]], uuids: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A metric averaged over the GPUs shown (those whose series line up with the first's)."""
+    if not uuids:
+        return np.empty(0), np.empty(0, dtype=np.float32)
+    t, first = series_of(uuids[0])
+    rows = [first]
+    for uuid in uuids[1:]:
+        _t, y = series_of(uuid)
+        if len(y) == len(first):
+            rows.append(y)
+    if len(rows) == 1:
+        return t, first
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an instant no GPU reported is a gap, on purpose
+        return t, np.nanmean(np.vstack(rows), axis=0)
 
 
 __all__ = ["ChartPanel", "Selection", "peak_decimate", "slowdown_regions"]

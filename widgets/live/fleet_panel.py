@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QVBoxLayout
 
 from console.config.fleet import Site, SourceKind
 from console.live.fleet_state import STATUS_RANK, FleetState, GpuState, NodeState, NodeStatus, SiteCounts
+from console.samples.activity import activity_lines
 from widgets.common.style import fmt, plain_tooltip, status_color
 from widgets.common.views import TreeView
 
@@ -111,9 +112,8 @@ def _gpu_text(gpu: GpuState, column: int) -> str:
 
 def _gpu_tooltip(gpu: GpuState) -> str:
     sample = gpu.sample
-    return plain_tooltip(
-        f"{sample.uuid}\n{sample.name or ''}\nserial {sample.serial or 'n/a'}\nPCI {sample.pci_bus_id or 'n/a'}"
-    )
+    identity = f"{sample.uuid}\n{sample.name or ''}\nserial {sample.serial or 'n/a'}\nPCI {sample.pci_bus_id or 'n/a'}"
+    return plain_tooltip("\n".join([identity, *activity_lines(sample)]))
 
 
 class FleetModel(QAbstractItemModel):

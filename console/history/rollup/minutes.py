@@ -13,13 +13,20 @@ from itertools import chain
 
 import numpy as np
 
-from console.history.rings import CHASSIS_METRICS, GPU_METRICS, THROTTLE_MASKS, chassis_row, gpu_values
+from console.history.rings import (
+    CHASSIS_METRICS,
+    GPU_METRICS,
+    THROTTLE_COLUMN,
+    THROTTLE_MASKS,
+    chassis_row,
+    gpu_values,
+)
 from console.samples.schema import NodeSample
 
 STATS = 4  # count, min, mean, max
 CHASSIS = ""  # the entity "GPU" of a node's chassis row
-_THROTTLE = len(GPU_METRICS) - 1
-assert GPU_METRICS[_THROTTLE] == "throttle_mask", "the accumulator puts the mask in the last GPU column"
+_THROTTLE = THROTTLE_COLUMN
+_PLAIN_COLUMNS = np.array([i for i in range(len(GPU_METRICS)) if i != _THROTTLE], dtype=np.intp)
 _UUID = operator.attrgetter("uuid")
 _GPUS = operator.attrgetter("gpus")
 _CHASSIS = operator.attrgetter("chassis")
@@ -174,7 +181,8 @@ class Minute:
             every_gpu = list(chain.from_iterable(map(_GPUS, samples)))
             values = np.empty((len(every_gpu), len(GPU_METRICS)))
             flat = list(chain.from_iterable(map(gpu_values, every_gpu)))  # a flat list converts faster than rows
-            values[:, :_THROTTLE] = np.array(flat, dtype=np.float64).reshape(len(every_gpu), _THROTTLE)  # None -> NaN
+            plain = np.array(flat, dtype=np.float64).reshape(len(every_gpu), len(_PLAIN_COLUMNS))  # None -> NaN
+            values[:, _PLAIN_COLUMNS] = plain
             masks = np.fromiter(
                 map(THROTTLE_MASKS.__getitem__, map(_REASONS, every_gpu)), dtype=np.int64, count=len(every_gpu)
             )

@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from console.samples.results import PollFailure, SourceError
-from console.samples.schema import GPU_FIELD_NAMES, EventKind, GpuEvent, GpuSample, NodeSample, gpu_sample_from_fields
+from console.samples.schema import (
+    GPU_FIELD_NAMES,
+    EventKind,
+    GpuEvent,
+    GpuSample,
+    MigInstance,
+    NodeSample,
+    gpu_sample_from_fields,
+)
 from console.sources.dcgm import names
 from console.sources.exposition import Labels, Sample
 
@@ -175,21 +183,40 @@ class PayloadMapper:
 
 
 def _combine(gpu: GpuReading) -> dict[str, Any]:
-    """The GPU's own values, completed by its MIG instances, with the intermediate fields resolved."""
+    """The GPU's own values, completed by its MIG instances, with the intermediate fields resolved, and each
+    instance's own utilization and memory kept under it."""
     values = dict(gpu.values)
     if gpu.instances:
         sums: dict[str, float] = {}
+        instances: list[MigInstance] = []
         for instance in sorted(gpu.instances, key=lambda i: (len(i), i)):
-            for key, value in gpu.instances[instance].items():
+            own = gpu.instances[instance]
+            for key, value in own.items():
                 if key in names.ADDITIVE_FIELDS:
                     sums[key] = sums.get(key, 0.0) + value
-                elif key not in values:
+                elif key not in values and key not in _PER_INSTANCE:
                     values[key] = value
+            instances.append(_mig_instance(instance, gpu.mig_profiles.get(instance), own))
         for key, total in sums.items():
             values.setdefault(key, total)
         values["mig_mode"] = True
+        values["mig_instances"] = tuple(instances)
     resolve_derived(values, gpu.unsupported)
     return values
+
+
+# An instance's share of time busy is its own: one instance's ratio is not the GPU's.
+_PER_INSTANCE = frozenset(m.field for m in names.PROFILING_METRICS if m.field.endswith("_pct"))
+
+
+def _mig_instance(instance: str, profile: str | None, own: dict[str, Any]) -> MigInstance:
+    used = own.get("memory_used_mib")
+    total = own.get(names.FB_TOTAL)
+    free = own.get(names.FB_FREE)
+    if total is None and used is not None and free is not None:
+        total = used + free + own.get(names.FB_RESERVED, 0.0)
+    busy = own.get("graphics_active_pct", own.get("utilization_pct"))
+    return MigInstance(instance, profile or None, busy, used, total)
 
 
 def resolve_derived(values: dict[str, Any], unsupported: set[str]) -> None:

@@ -5,9 +5,10 @@ naming standard renamed many fields (``DCGM_FI_DEV_GPU_TEMP`` -> ``DCGM_FI_DEV_G
 the old names as deprecated aliases with the same numeric ids; released exporters still emit the old names.
 So the table is keyed on every name an exporter may emit, and rendering uses the old (released) spelling.
 
-Units are converted here, at the source boundary: energy mJ -> J, ratios (0..1) -> %, Hz -> MHz. Framebuffer
-values are already MiB and power already W. A few names feed private intermediate fields (``_fb_free``...)
-that ``console.sources.dcgm.source`` combines: memory total = used + free + reserved, CRC errors = FLIT + data.
+Units are converted here, at the source boundary: energy mJ -> J, ratios (0..1) -> %, Hz -> MHz, bytes/s ->
+MiB/s. Framebuffer values are already MiB and power already W. A few names feed private intermediate fields
+(``_fb_free``...) that ``console.sources.dcgm.source`` combines: memory total = used + free + reserved, CRC
+errors = FLIT + data.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from console.samples.schema import RECOVERY_ACTION_CODES, RecoveryAction, ThrottleReason, throttle_reasons_from_mask
 
 Converter = Callable[[float], Any]
+MIB = 1024.0 * 1024.0
 
 # Exporter-level metrics and labels that are not plain per-GPU values.
 XID_GAUGE_NAMES = frozenset({"DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_XID_ERROR"})
@@ -48,6 +50,10 @@ _flag: Converter = bool
 
 def _percent_from_ratio(value: float) -> float:
     return value * 100.0
+
+
+def _mib_s_from_bytes_s(value: float) -> float:
+    return value / MIB
 
 
 def _joules_from_millijoules(value: float) -> float:
@@ -83,6 +89,67 @@ class DcgmMetric:
     renamed: str | None = None  # the 2026 DCGM name; same value and unit unless ``renamed_convert`` says otherwise
     renamed_convert: Converter | None = None
 
+
+# The profiling ("DCP") metrics: ratios of time a unit was busy, and traffic in bytes/s (dcgm-exporter's
+# default counters carry GR_ENGINE, TENSOR, DRAM and PCIe; SM_ACTIVE and NVLink are commonly added).
+PROFILING_METRICS: tuple[DcgmMetric, ...] = (
+    DcgmMetric(
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        "graphics_active_pct",
+        _percent_from_ratio,
+        "gauge",
+        "Ratio of time the graphics engine is active.",
+    ),
+    DcgmMetric(
+        "DCGM_FI_PROF_SM_ACTIVE",
+        "sm_active_pct",
+        _percent_from_ratio,
+        "gauge",
+        "The ratio of cycles an SM has at least 1 warp assigned.",
+    ),
+    DcgmMetric(
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+        "tensor_active_pct",
+        _percent_from_ratio,
+        "gauge",
+        "Ratio of cycles the tensor (HMMA) pipe is active.",
+    ),
+    DcgmMetric(
+        "DCGM_FI_PROF_DRAM_ACTIVE",
+        "dram_active_pct",
+        _percent_from_ratio,
+        "gauge",
+        "Ratio of cycles the device memory interface is active sending or receiving data.",
+    ),
+    DcgmMetric(
+        "DCGM_FI_PROF_PCIE_TX_BYTES",
+        "pcie_tx_mib_s",
+        _mib_s_from_bytes_s,
+        "gauge",
+        "PCIe data transmitted, headers and payload (in bytes per second).",
+    ),
+    DcgmMetric(
+        "DCGM_FI_PROF_PCIE_RX_BYTES",
+        "pcie_rx_mib_s",
+        _mib_s_from_bytes_s,
+        "gauge",
+        "PCIe data received, headers and payload (in bytes per second).",
+    ),
+    DcgmMetric(
+        "DCGM_FI_PROF_NVLINK_TX_BYTES",
+        "nvlink_tx_mib_s",
+        _mib_s_from_bytes_s,
+        "gauge",
+        "The rate of data transmitted over NVLink, not including protocol headers, in bytes per second.",
+    ),
+    DcgmMetric(
+        "DCGM_FI_PROF_NVLINK_RX_BYTES",
+        "nvlink_rx_mib_s",
+        _mib_s_from_bytes_s,
+        "gauge",
+        "The rate of data received over NVLink, not including protocol headers, in bytes per second.",
+    ),
+)
 
 METRICS: tuple[DcgmMetric, ...] = (
     DcgmMetric("DCGM_FI_DEV_SM_CLOCK", "sm_clock_mhz", _number, "gauge", "SM clock frequency (in MHz)."),
@@ -327,6 +394,7 @@ METRICS: tuple[DcgmMetric, ...] = (
         "DCGM_FI_DEV_GPU_RECOVERY_ACTION",
     ),
     DcgmMetric("DCGM_FI_DEV_MIG_MODE", "mig_mode", _flag, "gauge", "MIG mode (1 enabled)."),
+    *PROFILING_METRICS,
 )
 
 # Names that are not aliases of one of the above but carry the same value in another unit or spelling.
@@ -389,6 +457,7 @@ __all__ = [
     "FIELD_BY_NAME",
     "METRICS",
     "METRIC_BY_FIELD",
+    "PROFILING_METRICS",
     "XID_COUNT_NAME",
     "XID_GAUGE_NAMES",
     "DcgmMetric",

@@ -57,6 +57,22 @@ def _recovery(gpu: GpuSample) -> int | None:
     return None if gpu.recovery_action is None else _RECOVERY_CODE[gpu.recovery_action]
 
 
+def _ratio_of(field: str) -> Callable[[GpuSample], float | None]:
+    def ratio(gpu: GpuSample) -> float | None:
+        value: float | None = getattr(gpu, field)
+        return None if value is None else round(value / 100.0, 6)
+
+    return ratio
+
+
+def _bytes_s_of(field: str) -> Callable[[GpuSample], float | None]:
+    def rate(gpu: GpuSample) -> float | None:
+        value: float | None = getattr(gpu, field)
+        return None if value is None else round(value * names.MIB)
+
+    return rate
+
+
 # Fields whose exporter value is not simply ``getattr(gpu, field)``; ``None`` means "not written".
 _SPECIAL: dict[str, Callable[[GpuSample], float | int | bool | None]] = {
     names.FB_FREE: _memory_free,
@@ -68,6 +84,8 @@ _SPECIAL: dict[str, Callable[[GpuSample], float | int | bool | None]] = {
     "energy_j": _energy_mj,
     "throttle_reasons": _throttle,
     "recovery_action": _recovery,
+    **{m.field: _ratio_of(m.field) for m in names.PROFILING_METRICS if m.field.endswith("_pct")},
+    **{m.field: _bytes_s_of(m.field) for m in names.PROFILING_METRICS if m.field.endswith("_mib_s")},
 }
 
 

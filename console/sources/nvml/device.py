@@ -69,6 +69,12 @@ class NvmlDevice:
     dead_fields: set[tuple[int, int]] = field(default_factory=set)  # (field id, scope) answered NOT_SUPPORTED
     lost: bool = False
     last_recovery: RecoveryAction | None = None
+    # Read every SLOW_READ_S only (console.sources.nvml.reading): kept between those reads.
+    slow_read_at: float | None = None  # time.monotonic() of the last slow read
+    pcie_tx_mib_s: float | None = None
+    pcie_rx_mib_s: float | None = None
+    nvlink_links_up: int | None = None
+    nvlink_links_down: int | None = None
 
 
 class DeviceCalls:

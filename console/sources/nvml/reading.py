@@ -3,11 +3,13 @@
 NVML reports power in mW and energy in mJ, memory in bytes; the schema wants W, J and MiB, so conversion happens
 here, at the source boundary. ECC, row remapping, PCIe replays and NVLink counters come from one batched
 ``nvmlDeviceGetFieldValues`` per GPU: NVLink counters are the per-link field summed over the device's links, with
-the all-links total field as the fallback.
+the all-links total field as the fallback. PCIe throughput (each call blocks ~20 ms while the driver samples the
+bus) and NVLink link state are read every ``SLOW_READ_S`` and repeated in between.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,9 @@ CLOCK_SM = 1
 CLOCK_MEM = 2
 PSTATE_UNKNOWN = 32
 MIB = 1024 * 1024
+PCIE_UTIL_TX_BYTES = 0  # nvmlPcieUtilCounter_t
+PCIE_UTIL_RX_BYTES = 1
+SLOW_READ_S = 30.0
 
 # Field ids (pynvml NVML_FI_DEV_*)
 FI_ECC_SBE_VOL_TOTAL = 3
@@ -60,6 +65,8 @@ NVLINK_FIELDS: dict[str, tuple[int, tuple[int, ...]]] = {
     "nvlink_replay_errors": (FI_NVLINK_ERROR_DL_REPLAY, (FI_NVLINK_REPLAY_TOTAL,)),
     "nvlink_recovery_errors": (FI_NVLINK_ERROR_DL_RECOVERY, (FI_NVLINK_RECOVERY_TOTAL,)),
 }
+# What a GPU without NVLink does not support (discovery flags them).
+NVLINK_SCHEMA_FIELDS = (*NVLINK_FIELDS, "nvlink_links_up", "nvlink_links_down")
 
 
 class GpuReader:
@@ -103,6 +110,7 @@ class GpuReader:
         link_width = call(dev, "pcie_link_width", nvml.nvmlDeviceGetCurrPcieLinkWidth)
         mig = call(dev, "mig_mode", nvml.nvmlDeviceGetMigMode)
         fields = self._read_fields(dev)
+        self._read_slowly(dev)
         if "memory_used_mib" in dev.unsupported:
             dev.unsupported.add("memory_total_mib")
         recovery = fields.pop("recovery_action", None)
@@ -149,11 +157,37 @@ class GpuReader:
             nvlink_crc_errors=_int(fields.get("nvlink_crc_errors")),
             nvlink_replay_errors=_int(fields.get("nvlink_replay_errors")),
             nvlink_recovery_errors=_int(fields.get("nvlink_recovery_errors")),
+            nvlink_links_up=dev.nvlink_links_up,
+            nvlink_links_down=dev.nvlink_links_down,
+            pcie_tx_mib_s=dev.pcie_tx_mib_s,
+            pcie_rx_mib_s=dev.pcie_rx_mib_s,
             xid_last=self._xid_last(dev),
             recovery_action=recovery,
             mig_mode=bool(mig[0]) if mig is not None else None,
             unsupported=tuple(sorted(dev.unsupported)),
         )
+
+    def _read_slowly(self, dev: NvmlDevice) -> None:
+        """PCIe throughput and NVLink link state, at most every SLOW_READ_S (kept on the device between)."""
+        now = time.monotonic()
+        if dev.slow_read_at is not None and now - dev.slow_read_at < SLOW_READ_S:
+            return
+        dev.slow_read_at = now
+        nvml = self._calls.nvml
+        call = self._calls.call
+        tx_kb = call(dev, "pcie_tx_mib_s", nvml.nvmlDeviceGetPcieThroughput, PCIE_UTIL_TX_BYTES)
+        rx_kb = call(dev, "pcie_rx_mib_s", nvml.nvmlDeviceGetPcieThroughput, PCIE_UTIL_RX_BYTES)
+        dev.pcie_tx_mib_s = tx_kb / 1024.0 if tx_kb is not None else None  # NVML counts KB/s
+        dev.pcie_rx_mib_s = rx_kb / 1024.0 if rx_kb is not None else None
+        if not dev.nvlink_count:
+            return
+        states = [call(dev, "nvlink_links_up", nvml.nvmlDeviceGetNvLinkState, link) for link in range(dev.nvlink_count)]
+        known = [state for state in states if state is not None]
+        up = sum(1 for state in known if state)
+        dev.nvlink_links_up = up if known else None
+        dev.nvlink_links_down = len(known) - up if known else None
+        if "nvlink_links_up" in dev.unsupported:
+            dev.unsupported.add("nvlink_links_down")
 
     def _temperature(self, dev: NvmlDevice) -> Any:
         """``nvmlDeviceGetTemperatureV``, or the deprecated call where the driver lacks the new one."""

@@ -32,7 +32,7 @@ from console.sources.nvml.device import (
     error_code,
 )
 from console.sources.nvml.events import EventWatcher
-from console.sources.nvml.reading import NVLINK_FIELDS, GpuReader
+from console.sources.nvml.reading import NVLINK_SCHEMA_FIELDS, GpuReader
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class NvmlSource:
         try:
             self._driver_version = nvml.nvmlSystemGetDriverVersion()
             count = nvml.nvmlDeviceGetCount()
-            found = (discover_device(calls, index, self._mark_lost, NVLINK_FIELDS) for index in range(count))
+            found = (discover_device(calls, index, self._mark_lost, NVLINK_SCHEMA_FIELDS) for index in range(count))
             devices = [dev for dev in found if dev is not None]
         except nvml.NVMLError as exc:
             with contextlib.suppress(nvml.NVMLError):
