@@ -113,6 +113,14 @@ def _numbers_piece(value: object) -> str:
     return _encode(value)
 
 
+def _empty_piece(value: object) -> str:
+    """Nested records (a BMC's named components and chassis parts): empty on nearly every sample; when not, the
+    record takes the reference path."""
+    if value != ():
+        raise _Unexpected
+    return "[]"
+
+
 _PIECE_FOR_TYPE: dict[str, Callable[[object], str]] = {
     "str": _string_piece,
     "str | None": _string_piece,
@@ -121,6 +129,8 @@ _PIECE_FOR_TYPE: dict[str, Callable[[object], str]] = {
     "tuple[str, ...]": _strings_piece,
     "tuple[ThrottleReason, ...]": _strings_piece,
     "tuple[float, ...] | None": _numbers_piece,
+    "tuple[ComponentCondition, ...]": _empty_piece,
+    "tuple[ChassisPart, ...]": _empty_piece,
 }
 
 
