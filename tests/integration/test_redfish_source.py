@@ -125,6 +125,13 @@ def test_cooling_unit_reports_the_rack_loop_and_the_failed_pump() -> None:
         assert "Environmental.1.2.PumpFailed" in chassis.conditions
         # subsystem summaries with Severity OK are not problems
         assert "Environmental.1.2.FilterSubsystemHealth" not in chassis.conditions
+        # the failed pump named, with its state and speed; the CDU is kept apart from the chassis it sits in
+        assert "CDU Pump 2: Critical, offline, 0 %" in chassis.conditions
+        assert [part.name for part in chassis.parts] == [
+            "Example Chassis for a CDU",
+            "Rack #4 Cooling Distribution Unit",
+        ]
+        assert chassis.parts[1].readings.pump_health is Health.CRITICAL
 
     _serve(scenario, CDU)
 
@@ -143,6 +150,8 @@ def test_a_critical_leak_detector_and_a_flow_drop_show_on_the_next_poll() -> Non
         await source.aclose()
         assert first.leak_detected is False
         assert second.leak_detected is True
+        leaks = [c.text for c in second.components if c.kind == "leak_detector"]
+        assert len(leaks) == 1 and "detector Critical" in leaks[0]
         assert (first.coolant_flow_lpm, second.coolant_flow_lpm) == (42.0, 12.0)
 
     _serve(scenario, CDU)

@@ -1,7 +1,7 @@
-"""Turn fetched Redfish resources into one ``ChassisSample``.
+"""Read fetched Redfish resources, each leaf into a ``Findings`` accumulator.
 
-Each cached leaf has a kind (what schema it follows); ``chassis_from_leaves`` reads every leaf into a
-``_Findings`` accumulator and then picks, per field, the most trustworthy reading: the newer model
+Each cached leaf has a kind (what schema it follows); ``choosing.read_bmc`` reads every leaf into a
+``Findings`` accumulator and then picks, per field, the most trustworthy reading: the newer model
 (ThermalSubsystem, PowerSubsystem, EnvironmentMetrics) before the legacy Thermal/Power resources, both before
 loose Sensors, and the first chassis before later ones. Wrong-typed values raise
 ``SourceError(BAD_PAYLOAD)`` naming the URL and key.
@@ -10,17 +10,13 @@ loose Sensors, and the first chassis before later ones. Wrong-typed values raise
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from console.samples.schema import (
-    ChassisPart,
-    ChassisSample,
-    ComponentCondition,
     ComponentKind,
-    GpuSample,
     Health,
 )
 from console.sources.redfish.http import bad_payload
@@ -191,7 +187,7 @@ def _text(doc: Mapping[str, Any], key: str, url: str) -> str | None:
 
 
 _HEALTH = {"OK": Health.OK, "Warning": Health.WARNING, "Critical": Health.CRITICAL}
-_ORDER = {Health.OK: 0, Health.WARNING: 1, Health.CRITICAL: 2}
+HEALTH_ORDER = {Health.OK: 0, Health.WARNING: 1, Health.CRITICAL: 2}
 
 
 def _present(doc: Mapping[str, Any], url: str, key: str = "Status") -> bool:
@@ -213,16 +209,7 @@ def _healths(doc: Mapping[str, Any], url: str, *, rollup: bool = False) -> list[
 
 
 def worst(healths: Iterable[Health]) -> Health | None:
-    return max(healths, key=_ORDER.__getitem__, default=None)
-
-
-def unexplained(chassis: ChassisSample) -> bool:
-    """Whether the BMC says something is unhealthy that no polled component names (a sensor that was fine when
-    the tree was walked): the source then walks the tree again to find it."""
-    if chassis.parts:
-        return any(unexplained(part.readings) for part in chassis.parts)
-    named = worst(c.health for c in chassis.components)
-    return chassis.health is not None and _ORDER[chassis.health] > (_ORDER[named] if named else 0)
+    return max(healths, key=HEALTH_ORDER.__getitem__, default=None)
 
 
 # -- components --------------------------------------------------------------------------------------------
@@ -262,7 +249,7 @@ class _Loop:
 
 
 @dataclass(slots=True)
-class _Findings:
+class Findings:
     scalars: dict[str, list[tuple[Rank, float]]] = field(default_factory=dict)
     loops: list[_Loop] = field(default_factory=list)
     fans: dict[Rank, list[float]] = field(default_factory=dict)
@@ -309,7 +296,7 @@ class _Findings:
             return
         text = ", ".join([_REDFISH_HEALTH_TEXT[health], *words, *([reading] if reading else [])])
         previous = self.components.get((kind, name))
-        if previous is None or _ORDER[previous[0]] < _ORDER[health]:
+        if previous is None or HEALTH_ORDER[previous[0]] < HEALTH_ORDER[health]:
             self.components[(kind, name)] = (health, f"{name}: {text}")
 
     def add(self, name: str, rank: Rank, value: float | None) -> None:
@@ -331,13 +318,13 @@ class _Findings:
 _NEW, _LEGACY, _SENSOR = 0, 1, 2
 
 
-def _read_chassis(doc: Mapping[str, Any], url: str, out: _Findings, kind: ComponentKind, path: str) -> None:
+def _read_chassis(doc: Mapping[str, Any], url: str, out: Findings, kind: ComponentKind, path: str) -> None:
     out.health.extend(_healths(doc, url, rollup=True))
     out.chassis_name = out.chassis_name or _component_name(doc, url, path.rsplit("/", 1)[-1])
     out.component(doc, url, kind, path=path, fallback=path.rsplit("/", 1)[-1])
 
 
-def _read_thermal_metrics(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
+def _read_thermal_metrics(doc: Mapping[str, Any], url: str, out: Findings, order: int) -> None:
     summary = _object(doc, "TemperatureSummaryCelsius", url)
     out.add(INLET, (0, _NEW, order), _excerpt(summary, "Intake", url))
     out.add(INLET, (1, _NEW, order), _excerpt(summary, "Ambient", url))
@@ -349,7 +336,7 @@ def _read_thermal_metrics(doc: Mapping[str, Any], url: str, out: _Findings, orde
         out.add_temperature(name, _text(reading, "PhysicalContext", url), (_NEW, order), value)
 
 
-def _read_fan(doc: Mapping[str, Any], url: str, out: _Findings, order: int, path: str) -> None:
+def _read_fan(doc: Mapping[str, Any], url: str, out: Findings, order: int, path: str) -> None:
     speed = _object(doc, "SpeedPercent", url)
     rpm = _number(speed.get("SpeedRPM"), url, "SpeedPercent.SpeedRPM")
     percent = _number(speed.get("Reading"), url, "SpeedPercent.Reading")
@@ -361,7 +348,7 @@ def _read_fan(doc: Mapping[str, Any], url: str, out: _Findings, order: int, path
         out.fans.setdefault((_NEW, order), []).append(rpm)
 
 
-def _read_connector(doc: Mapping[str, Any], url: str, out: _Findings, rank: Rank) -> None:
+def _read_connector(doc: Mapping[str, Any], url: str, out: Findings, rank: Rank) -> None:
     if not _present(doc, url):
         return
     out.loops.append(
@@ -375,7 +362,7 @@ def _read_connector(doc: Mapping[str, Any], url: str, out: _Findings, rank: Rank
     )
 
 
-def _read_leak_detector(doc: Mapping[str, Any], url: str, out: _Findings, path: str) -> None:
+def _read_leak_detector(doc: Mapping[str, Any], url: str, out: Findings, path: str) -> None:
     state = _text(doc, "DetectorState", url)
     if state is not None:
         out.leak_states.append(state)
@@ -386,7 +373,7 @@ def _read_leak_detector(doc: Mapping[str, Any], url: str, out: _Findings, path: 
     )
 
 
-def _read_leak_detection(doc: Mapping[str, Any], url: str, out: _Findings) -> None:
+def _read_leak_detection(doc: Mapping[str, Any], url: str, out: Findings) -> None:
     for i, group in enumerate(_objects(doc, "LeakDetectorGroups", url)):
         for j, detector in enumerate(_objects(group, "Detectors", f"{url} LeakDetectorGroups[{i}]")):
             state = _text(detector, "DetectorState", f"{url} LeakDetectorGroups[{i}].Detectors[{j}]")
@@ -394,7 +381,7 @@ def _read_leak_detection(doc: Mapping[str, Any], url: str, out: _Findings) -> No
                 out.leak_states.append(state)
 
 
-def _read_environment(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
+def _read_environment(doc: Mapping[str, Any], url: str, out: Findings, order: int) -> None:
     out.add("power_w", (_NEW, order), _excerpt(doc, "PowerWatts", url))
     out.add(INLET, (1, _NEW, order), _excerpt(doc, "AmbientTemperatureCelsius", url))
     for i, fan in enumerate(_objects(doc, "FanSpeedsPercent", url)):
@@ -403,7 +390,7 @@ def _read_environment(doc: Mapping[str, Any], url: str, out: _Findings, order: i
             out.fans.setdefault((_NEW + 1, order), []).append(rpm)
 
 
-def _read_legacy_thermal(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
+def _read_legacy_thermal(doc: Mapping[str, Any], url: str, out: Findings, order: int) -> None:
     for i, temp in enumerate(_objects(doc, "Temperatures", url)):
         key = f"Temperatures[{i}]"
         value = _number(temp.get("ReadingCelsius"), url, f"{key}.ReadingCelsius")
@@ -432,7 +419,7 @@ def _read_legacy_thermal(doc: Mapping[str, Any], url: str, out: _Findings, order
                 out.fan_minimums.append(((_LEGACY, order), minimum))
 
 
-def _read_legacy_power(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
+def _read_legacy_power(doc: Mapping[str, Any], url: str, out: Findings, order: int) -> None:
     for i, control in enumerate(_objects(doc, "PowerControl", url)):
         consumed = _number(control.get("PowerConsumedWatts"), url, f"PowerControl[{i}].PowerConsumedWatts")
         if consumed is not None:
@@ -446,7 +433,7 @@ def _read_legacy_power(doc: Mapping[str, Any], url: str, out: _Findings, order: 
             out.psu_input_w.append(watts)
 
 
-def _read_psu_metrics(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
+def _read_psu_metrics(doc: Mapping[str, Any], url: str, out: Findings, order: int) -> None:
     watts = _excerpt(doc, "InputPowerWatts", url)
     if watts is not None and order == 0:
         out.psu_input_w.append(watts)
@@ -467,7 +454,7 @@ def gpu_of_sensor(doc: Mapping[str, Any], url: str) -> str | None:
     return None
 
 
-def _read_gpu_sensor(doc: Mapping[str, Any], url: str, out: _Findings, processor: str) -> None:
+def _read_gpu_sensor(doc: Mapping[str, Any], url: str, out: Findings, processor: str) -> None:
     value = _number(doc.get("Reading"), url, "Reading")
     if value is None:
         return
@@ -484,7 +471,7 @@ def _read_gpu_sensor(doc: Mapping[str, Any], url: str, out: _Findings, processor
     out.gpu_readings.setdefault(processor, {}).setdefault(target, []).append((name, value))
 
 
-def _read_processor(doc: Mapping[str, Any], url: str, out: _Findings, path: str) -> None:
+def _read_processor(doc: Mapping[str, Any], url: str, out: Findings, path: str) -> None:
     out.component(doc, url, ComponentKind.GPU, path=path, fallback=path.rsplit("/", 1)[-1])
     uuid = _text(doc, "UUID", url)
     if not uuid:
@@ -498,7 +485,7 @@ def _read_processor(doc: Mapping[str, Any], url: str, out: _Findings, path: str)
     out.processors[path] = (uuid if uuid.startswith("GPU-") else f"GPU-{uuid}", index, _text(doc, "Model", url))
 
 
-def _read_sensor(doc: Mapping[str, Any], url: str, out: _Findings, order: int, path: str = "") -> None:
+def _read_sensor(doc: Mapping[str, Any], url: str, out: Findings, order: int, path: str = "") -> None:
     reading_type = _text(doc, "ReadingType", url)
     units = _text(doc, "ReadingUnits", url)
     name = _text(doc, "Name", url) or _text(doc, "Id", url)
@@ -542,12 +529,12 @@ def _read_sensor(doc: Mapping[str, Any], url: str, out: _Findings, order: int, p
 def sensor_is_relevant(doc: Mapping[str, Any], url: str) -> bool:
     """Whether a Sensor feeds any chassis or GPU field or is unhealthy now (most BMC sensors are voltages,
     currents, CPU temps)."""
-    findings = _Findings()
+    findings = Findings()
     _read_sensor(doc, url, findings, 0)
     return bool(findings.scalars or findings.fans or findings.components or findings.gpu_readings)
 
 
-def _conditions(doc: Mapping[str, Any], url: str, out: _Findings) -> None:
+def _conditions(doc: Mapping[str, Any], url: str, out: Findings) -> None:
     status = doc.get("Status")
     if not isinstance(status, dict):
         return
@@ -558,7 +545,7 @@ def _conditions(doc: Mapping[str, Any], url: str, out: _Findings) -> None:
             out.conditions.append(message_id)
 
 
-def _read(leaf: Leaf, doc: Mapping[str, Any], url: str, out: _Findings) -> None:
+def read_leaf(leaf: Leaf, doc: Mapping[str, Any], url: str, out: Findings) -> None:
     kind, order = leaf.kind, leaf.chassis_order
     _conditions(doc, url, out)
     if kind is LeafKind.CHASSIS:
@@ -598,154 +585,3 @@ def _read(leaf: Leaf, doc: Mapping[str, Any], url: str, out: _Findings) -> None:
         _read_sensor(doc, url, out, order, leaf.path)
     elif kind is LeafKind.PROCESSOR:
         _read_processor(doc, url, out, leaf.path)
-
-
-# -- choosing ------------------------------------------------------------------------------------------------
-
-
-def _coolant(findings: _Findings) -> tuple[float | None, float | None, float | None, float | None]:
-    """Supply, return, flow, rated flow from the most direct loops (cold plates, then a CDU's rack side).
-
-    Among several loops of one rank the hottest supply and return are shown, and flow and rated flow come as a
-    pair from the loop with the least flow relative to its rating: the loop an operator must look at first.
-    """
-    supply = ret = flow = rated = None
-    ranks = sorted({loop.rank[0] for loop in findings.loops})
-    for rank in ranks:
-        group = [loop for loop in findings.loops if loop.rank[0] == rank]
-        supplies = [loop.supply for loop in group if loop.supply is not None]
-        returns = [loop.ret for loop in group if loop.ret is not None]
-        if supply is None and supplies:
-            supply = max(supplies)
-        if ret is None and returns:
-            ret = max(returns)
-        if flow is None and rated is None:
-            paired = [loop for loop in group if loop.flow is not None and loop.rated]
-            if paired:
-                starved = min(paired, key=lambda loop: (loop.flow or 0.0) / (loop.rated or 1.0))
-                flow, rated = starved.flow, starved.rated
-            else:
-                flows = [loop.flow for loop in group if loop.flow is not None]
-                rateds = [loop.rated for loop in group if loop.rated is not None]
-                flow = min(flows) if flows else None
-                rated = min(rateds) if rateds else None
-    if supply is None:
-        supply = findings.best(COOLANT_SUPPLY)
-    if ret is None:
-        ret = findings.best(COOLANT_RETURN)
-    if flow is None:
-        flow = findings.best("coolant_flow_lpm")
-    return supply, ret, flow, rated
-
-
-Fetched = tuple[Leaf, Mapping[str, Any], str]
-
-
-@dataclass(frozen=True, slots=True)
-class BmcReading:
-    """What one round of fetched resources says: the chassis (with each chassis of a multi-chassis BMC as a
-    part), the GPUs an HGX HMC reports, and the components seen in place (to tell a pulled PSU later)."""
-
-    chassis: ChassisSample
-    gpus: tuple[GpuSample, ...] = ()
-    present: frozenset[str] = frozenset()
-
-
-def _findings(fetched: Sequence[Fetched], was_present: frozenset[str]) -> _Findings:
-    findings = _Findings(was_present=was_present)
-    for leaf, doc, url in fetched:
-        _read(leaf, doc, url, findings)
-    return findings
-
-
-def _chassis(findings: _Findings, chassis_name: str = "") -> ChassisSample:
-    supply, ret, flow, rated = _coolant(findings)
-    fans = findings.fans[min(findings.fans)] if findings.fans else None
-    fan_rank = min(findings.fans) if findings.fans else None
-    minimums = [value for rank, value in findings.fan_minimums if rank == fan_rank]
-    power = findings.best("power_w")
-    if power is None and findings.psu_input_w:
-        power = sum(findings.psu_input_w)
-    leak_states = [state for state in findings.leak_states if state != "Absent"]
-    components = tuple(
-        ComponentCondition(name=name, kind=kind, health=health, text=text, chassis=chassis_name)
-        for (kind, name), (health, text) in findings.components.items()
-    )
-    conditions = [*findings.conditions, *(c.text for c in components if c.text not in findings.conditions)]
-    return ChassisSample(
-        inlet_c=findings.best(INLET),
-        exhaust_c=findings.best(EXHAUST),
-        coolant_supply_c=supply,
-        coolant_return_c=ret,
-        coolant_flow_lpm=flow,
-        coolant_flow_rated_lpm=rated,
-        leak_detected=any(state != "OK" for state in leak_states) if leak_states else None,
-        fans_rpm=tuple(fans) if fans else None,
-        fans_min_rpm=max(minimums) if minimums else None,
-        power_w=power,
-        health=worst([*findings.health, *(c.health for c in components)]),
-        pump_health=worst(findings.pump_health),
-        psu_health=worst(findings.psu_health),
-        conditions=tuple(conditions),
-        components=components,
-    )
-
-
-def _gpus(findings: _Findings) -> tuple[GpuSample, ...]:
-    gpus = []
-    for position, (path, readings) in enumerate(sorted(findings.gpu_readings.items())):
-        known = findings.processors.get(path)
-        if known is None:
-            continue  # no UUID: nothing to match it with the host's view of the same GPU
-        uuid, index, model = known
-
-        def value(name: str, readings: dict[str, list[tuple[str, float]]] = readings) -> float | None:
-            found = readings.get(name)
-            return min(found)[1] if found else None  # ..._TEMP_0 before ..._TEMP_1
-
-        gpus.append(
-            GpuSample(
-                index=position if index is None else index,
-                uuid=uuid,
-                name=model,
-                temperature_c=value("temperature_c"),
-                memory_temperature_c=value("memory_temperature_c"),
-                power_w=value("power_w"),
-            )
-        )
-    return tuple(sorted(gpus, key=lambda gpu: gpu.index))
-
-
-def read_bmc(fetched: Sequence[Fetched], was_present: frozenset[str] = frozenset()) -> BmcReading:
-    """The reading from ``(leaf, document, url)`` triples; ``was_present``: components seen in place before."""
-    findings = _findings(fetched, was_present)
-    orders = sorted({leaf.chassis_order for leaf, _doc, _url in fetched})
-    if len(orders) <= 1:
-        chassis = _chassis(findings, findings.chassis_name or "")
-    else:
-        # each chassis read on its own (ranked as a first chassis), then the whole BMC as before, naming the
-        # chassis each unhealthy component sits in
-        parts = []
-        for order in orders:
-            group = [
-                (replace(leaf, chassis_order=0), doc, url) for leaf, doc, url in fetched if leaf.chassis_order == order
-            ]
-            own = _findings(group, was_present)
-            name = own.chassis_name or f"chassis {order + 1}"
-            parts.append(ChassisPart(name=name, readings=_chassis(own, name)))
-        named = [c for part in parts for c in part.readings.components]
-        findings.components.clear()
-        whole = _chassis(findings)
-        chassis = replace(
-            whole,
-            components=tuple(named),
-            conditions=(*whole.conditions, *(c.text for c in named if c.text not in whole.conditions)),
-            health=worst([*([whole.health] if whole.health else []), *(c.health for c in named)]),
-            parts=tuple(parts),
-        )
-    return BmcReading(chassis=chassis, gpus=_gpus(findings), present=frozenset(findings.present))
-
-
-def chassis_from_leaves(fetched: Sequence[Fetched]) -> ChassisSample:
-    """The chassis sample from ``(leaf, document, url)`` triples."""
-    return read_bmc(fetched).chassis

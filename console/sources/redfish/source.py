@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from console.samples.results import PollFailure, SourceError
 from console.samples.schema import NodeSample
 from console.sources.base import HttpSession, Source, SourceContext
+from console.sources.redfish.choosing import BmcReading, read_bmc, unexplained
 from console.sources.redfish.http import (
     DEFAULT_MAX_BYTES,
     SERVICE_ROOT,
@@ -38,13 +39,10 @@ from console.sources.redfish.http import (
 from console.sources.redfish.readings import (
     PRUNE_ORDER,
     STATE_KINDS,
-    BmcReading,
     Leaf,
     LeafKind,
     gpu_of_sensor,
-    read_bmc,
     sensor_is_relevant,
-    unexplained,
 )
 
 log = logging.getLogger(__name__)
