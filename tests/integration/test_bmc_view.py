@@ -11,7 +11,7 @@ from PySide6.QtGui import QColor
 
 from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec
 from console.live.fleet_state import NodeStatus
-from console.samples.results import PollResult
+from console.samples.results import PollFailure, PollResult, SourceFailure
 from console.samples.schema import NodeSample
 from console.sources.base import SourceContext
 from console.sources.redfish.source import make_source
@@ -44,7 +44,10 @@ def _cells(window: MainWindow) -> list[list[str]]:
 
 def test_the_node_view_shows_every_chassis_of_the_bmc_with_its_named_conditions(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     spec = SourceSpec(kind=SourceKind.REDFISH, url="http://127.0.0.1:9/")
-    fleet = Fleet(sites=(Site("lab", "onprem"),), nodes=(Node("hgx-01", "lab", (spec,)),))
+    fleet = Fleet(
+        sites=(Site("lab", "onprem"), Site("dark", "onprem")),
+        nodes=(Node("hgx-01", "lab", (spec,)), Node("dark-01", "dark", (spec,))),
+    )
     window = MainWindow(fleet, tmp_path / "incidents.sqlite3")
     qtbot.addWidget(window)
     try:
@@ -69,5 +72,18 @@ def test_the_node_view_shows_every_chassis_of_the_bmc_with_its_named_conditions(
         assert tray["Conditions"] == "Tray 2 P12V: Warning, 11.2 V"
         assert window.bmc.table.item(0, 1).foreground().color() == QColor(STATUS_COLORS[NodeStatus.CRITICAL])
         assert "4 chassis" in window.bmc.title.text() and "critical" in window.bmc.title.text()
+        # a second node whose BMC does not answer: its site's chassis fields are "no data", naming the collector
+        failure = SourceFailure("redfish http://127.0.0.1:9", PollFailure.UNREACHABLE, "connection refused")
+        window._apply_result(PollResult("dark-01", "dark", sample.time, 0.01, None, (failure,)))
+        window.center_tabs.setCurrentWidget(window.capabilities)
+        tree = window.capabilities.tree
+        dark = next(
+            tree.topLevelItem(i) for i in range(tree.topLevelItemCount()) if tree.topLevelItem(i).text(0) == "dark"
+        )
+        inlet = next(dark.child(i) for i in range(dark.childCount()) if dark.child(i).text(0) == "inlet_c")
+        assert (inlet.text(2), inlet.text(3)) == (
+            "no data",
+            "collector failing: redfish http://127.0.0.1:9: unreachable: connection refused",
+        )
     finally:
         window.shutdown()

@@ -25,6 +25,7 @@ from console.live.monitor import MonitorUpdate
 from console.samples.results import PollResult
 from widgets.common.style import STATUS_COLORS
 from widgets.live.bmc_view import BmcView
+from widgets.live.capability_view import CapabilityView
 from widgets.live.charts import ChartPanel, Selection
 from widgets.live.fleet_map import FleetMapWidget
 from widgets.live.fleet_panel import FleetPanel
@@ -79,6 +80,9 @@ class MainWindow(QMainWindow):
         self.center_tabs.addTab(self.fleet_map, "Fleet map")
         self.bmc = BmcView()
         self.center_tabs.addTab(self.bmc, "BMC chassis")
+        self.capabilities = CapabilityView(self.state)
+        self.center_tabs.addTab(self.capabilities, "Capabilities")
+        self.center_tabs.currentChanged.connect(self._on_center_tabs_current_changed)
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(self.fleet_panel)
         top.addWidget(self.center_tabs)
@@ -230,6 +234,10 @@ class MainWindow(QMainWindow):
         else:
             self.select_node(node)
 
+    def _on_center_tabs_current_changed(self, _index: int) -> None:
+        if self.center_tabs.currentWidget() is self.capabilities:
+            self.capabilities.refresh()
+
     def _on_window_combo_changed(self, index: int) -> None:
         self.charts.set_window(WINDOWS[index][1])
 
@@ -242,6 +250,8 @@ class MainWindow(QMainWindow):
         selection = self.charts.selection
         if selection is not None and self.center_tabs.currentWidget() is self.bmc:
             self._update_bmc(selection.node)
+        if self.center_tabs.currentWidget() is self.capabilities:
+            self.capabilities.refresh()
         self._refresh_status()
 
     def _refresh_status(self) -> None:
