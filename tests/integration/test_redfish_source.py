@@ -697,7 +697,18 @@ def test_an_unhealthy_chassis_with_no_named_component_walks_the_tree_again(monke
         await source.aclose()
         assert "Tray 2 P3V3: Critical, 3.31 V" in chassis.conditions
 
+    async def unexplainable(server: RedfishMockServer, http: aiohttp.ClientSession) -> None:
+        # a rollup no resource of the tree explains (a DIMM counted in the tray's): walked once, not every poll
+        server.set_value(tray, ["Status", "HealthRollup"], "Critical")
+        source = _source(_spec(server.url), http)
+        for _ in range(3):
+            chassis = (await source.poll()).chassis
+        await source.aclose()
+        assert server.gets().count("/redfish/v1") == 1
+        assert chassis.parts[1].readings.health is Health.CRITICAL
+
     _serve(scenario, MULTI)
+    _serve(unexplainable, MULTI)
 
 
 def test_the_rules_open_an_incident_naming_each_unhealthy_component() -> None:

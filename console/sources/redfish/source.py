@@ -346,7 +346,7 @@ class RedfishSource:
                 log.info("Redfish leaf %s vanished; discovering the tree again", exc.url)
                 reading = await self._first_reading()
             else:
-                if unexplained(reading.chassis) and time.monotonic() - discovery.at > UNEXPLAINED_REDISCOVER_S:
+                if self._walk_again_for(reading, discovery):
                     log.info(
                         "Redfish %s: unhealthy with no component named; discovering the tree again", self._ctx.spec.url
                     )
@@ -361,6 +361,16 @@ class RedfishSource:
             gpus=reading.gpus,
             chassis=reading.chassis,
         )
+
+    @staticmethod
+    def _walk_again_for(reading: BmcReading, discovery: Discovery) -> bool:
+        """An unhealthy chassis that no polled component explains, unlike at the last walk: a sensor that was fine
+        then (so not polled) may have turned. A rollup the walk could not explain either (a DIMM counted in the
+        chassis's) waits for the next regular walk instead of costing the BMC a walk a minute."""
+        if not unexplained(reading.chassis) or time.monotonic() - discovery.at <= UNEXPLAINED_REDISCOVER_S:
+            return False
+        first = discovery.first.chassis
+        return not unexplained(first) or first.health != reading.chassis.health
 
     async def _first_reading(self) -> BmcReading:
         discovery = await self._rediscover()
