@@ -360,10 +360,11 @@ def _health(rule: Rule, sample: NodeSample, mem: NodeMemory, t: float) -> list[F
         return []
     kinds = _HEALTH_COMPONENTS.get(rule.signal, _OTHER_COMPONENTS)
     several = len(chassis.parts) > 1
+    # on a BMC with several chassis the chassis is part of the name: two blades each have a "Fan 1"
     found = [
         Finding(
             None,
-            code=c.name,
+            code=f"{c.chassis} {c.name}" if several and c.chassis and not c.name.startswith(c.chassis) else c.name,
             severity=_HEALTH_SEVERITY[c.health],
             detail=f"{c.text} (chassis {c.chassis})" if several and c.chassis else c.text,
         )

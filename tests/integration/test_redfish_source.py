@@ -728,7 +728,7 @@ def test_the_rules_open_an_incident_naming_each_unhealthy_component() -> None:
     changes = run(IncidentEngine(load_rules(), make_fleet(), clock=lambda: T0), trace)
     found = {(c.incident.rule, c.incident.title, c.incident.severity) for c in opened(changes, "chassis_health")}
     assert found == {
-        ("chassis_health", f"Chassis System Fan 2 critical on {NODE}", Severity.CRITICAL),
+        ("chassis_health", f"Chassis Blade 1 System Fan 2 critical on {NODE}", Severity.CRITICAL),
         ("chassis_health", f"Chassis Tray 2 P12V warning on {NODE}", Severity.WARNING),
     }
     fan = next(c.incident for c in opened(changes, "chassis_health") if c.incident.severity is Severity.CRITICAL)
