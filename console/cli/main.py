@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "inventory": "console.cli.inventory",
     "fixes": "console.cli.fixes",
     "silence": "console.cli.silence",
+    "capabilities": "console.cli.capabilities",
 }
 
 

@@ -25,6 +25,7 @@ from console.incidents.rule import Rule
 from console.samples.results import PollFailure, PollResult
 from console.samples.schema import (
     ChassisSample,
+    ComponentKind,
     EventKind,
     GpuSample,
     Health,
@@ -340,13 +341,41 @@ def _coolant_delta_t_drift(rule: Rule, sample: NodeSample, mem: NodeMemory, t: f
     return [Finding(None, value=drift, detail=f"delta-T {ratio:.2f} C/kW, baseline {mem.dt_baseline:.2f} C/kW")]
 
 
+# Which unhealthy BMC components each health rule names (the chassis rule takes every kind the others do not).
+_HEALTH_COMPONENTS = {
+    "pump_health": frozenset({ComponentKind.PUMP}),
+    "psu_health": frozenset({ComponentKind.POWER_SUPPLY}),
+}
+_OTHER_COMPONENTS = frozenset(ComponentKind) - {ComponentKind.PUMP, ComponentKind.POWER_SUPPLY}
+
+
 def _health(rule: Rule, sample: NodeSample, mem: NodeMemory, t: float) -> list[Finding]:
-    health = getattr(sample.chassis, rule.signal)
+    """One finding per unhealthy component the BMC names (code: its name), and one for the health itself where
+    no named component accounts for it (the chassis health counts every component: a PSU raising it is the PSU
+    rule's)."""
+    chassis = sample.chassis
+    health = getattr(chassis, rule.signal)
     severity = _HEALTH_SEVERITY.get(health) if health is not None else None
     if severity is None:
         return []
-    conditions = ", ".join(sample.chassis.conditions) or "no conditions reported"
-    return [Finding(None, severity=severity, detail=f"{rule.signal} {health}: {conditions}")]
+    kinds = _HEALTH_COMPONENTS.get(rule.signal, _OTHER_COMPONENTS)
+    several = len(chassis.parts) > 1
+    # on a BMC with several chassis the chassis is part of the name: two blades each have a "Fan 1"
+    found = [
+        Finding(
+            None,
+            code=f"{c.chassis} {c.name}" if several and c.chassis and not c.name.startswith(c.chassis) else c.name,
+            severity=_HEALTH_SEVERITY[c.health],
+            detail=f"{c.text} (chassis {c.chassis})" if several and c.chassis else c.text,
+        )
+        for c in chassis.components
+        if c.kind in kinds
+    ]
+    accounting = chassis.components if rule.signal == "health" else [c for c in chassis.components if c.kind in kinds]
+    if not any(_HEALTH_SEVERITY[c.health] >= severity for c in accounting):
+        conditions = ", ".join(chassis.conditions) or "no conditions reported"
+        found.append(Finding(None, severity=severity, detail=f"{rule.signal} {health}: {conditions}"))
+    return found
 
 
 def _fan_minimum(rule: Rule, sample: NodeSample, mem: NodeMemory, t: float) -> list[Finding]:

@@ -329,7 +329,7 @@ def incident_title(ns: NodeState, track: Track, severity: Severity, context: Inc
         "signal": rule.signal,
     }
     try:
-        return rule.title.format_map(fields)
+        return " ".join(rule.title.format_map(fields).split())  # an empty {code} leaves no double space
     except (ValueError, TypeError, KeyError, IndexError):
         return f"{rule.id} {track.key[2]} on {ns.name}".strip()
 

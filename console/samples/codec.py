@@ -16,7 +16,10 @@ from console.samples.schema import (
     RECOVERY_ACTION_CODES,
     SLOWDOWN_REASONS,
     THROTTLE_REASON_BITS,
+    ChassisPart,
     ChassisSample,
+    ComponentCondition,
+    ComponentKind,
     EventKind,
     GpuEvent,
     GpuSample,
@@ -65,6 +68,11 @@ def chassis_to_json(chassis: ChassisSample) -> dict[str, Any]:
     for name in ("health", "pump_health", "psu_health"):
         value = getattr(chassis, name)
         out[name] = str(value) if value is not None else None
+    out["components"] = [
+        {"name": c.name, "kind": str(c.kind), "health": str(c.health), "text": c.text, "chassis": c.chassis}
+        for c in chassis.components
+    ]
+    out["parts"] = [{"name": part.name, "readings": chassis_to_json(part.readings)} for part in chassis.parts]
     return out
 
 
@@ -227,9 +235,44 @@ def chassis_from_json(data: Any, path: str) -> ChassisSample:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise SchemaError(f"{key}: expected a list of strings")
             kwargs[name] = tuple(value)
+        elif name == "components":
+            kwargs[name] = tuple(_component_from_json(v, f"{key}[{i}]") for i, v in enumerate(_list(key, value)))
+        elif name == "parts":
+            kwargs[name] = tuple(_part_from_json(v, f"{key}[{i}]") for i, v in enumerate(_list(key, value)))
         else:
             kwargs[name] = _check(key, value, _NUMBER)
     return ChassisSample(**kwargs)
+
+
+def _list(path: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise SchemaError(f"{path}: expected a list")
+    return value
+
+
+def _component_from_json(data: Any, path: str) -> ComponentCondition:
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: expected an object")
+    health = _enum(f"{path}.health", data.get("health"), Health)
+    kind = _enum(f"{path}.kind", data.get("kind"), ComponentKind)
+    if health is None or kind is None:
+        raise SchemaError(f"{path}: needs kind and health")
+    return ComponentCondition(
+        name=_check(f"{path}.name", data.get("name"), (str,), False),
+        kind=kind,
+        health=health,
+        text=_check(f"{path}.text", data.get("text", ""), (str,), False),
+        chassis=_check(f"{path}.chassis", data.get("chassis", ""), (str,), False),
+    )
+
+
+def _part_from_json(data: Any, path: str) -> ChassisPart:
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: expected an object")
+    readings = chassis_from_json(data.get("readings"), f"{path}.readings")
+    if readings.parts:
+        raise SchemaError(f"{path}.readings.parts: a chassis part holds no parts of its own")
+    return ChassisPart(name=_check(f"{path}.name", data.get("name"), (str,), False), readings=readings)
 
 
 def event_from_json(data: Any, path: str) -> GpuEvent:

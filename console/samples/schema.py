@@ -213,6 +213,30 @@ def gpu_sample_from_fields(fields: dict[str, Any]) -> GpuSample:
     return sample
 
 
+class ComponentKind(StrEnum):
+    """What a BMC component is (a Redfish resource, or an entry of a legacy Thermal/Power array)."""
+
+    CHASSIS = "chassis"
+    COOLING_UNIT = "cooling_unit"
+    FAN = "fan"
+    POWER_SUPPLY = "power_supply"
+    PUMP = "pump"
+    LEAK_DETECTOR = "leak_detector"
+    SENSOR = "sensor"
+    GPU = "gpu"
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentCondition:
+    """One BMC component that is not healthy: ``text`` reads "System Fan 2: Critical, 0 RPM"."""
+
+    name: str
+    kind: ComponentKind
+    health: Health  # WARNING or CRITICAL
+    text: str
+    chassis: str = ""  # the name of the chassis it belongs to, on a BMC with several
+
+
 @dataclass(frozen=True, slots=True)
 class ChassisSample:
     """The node's enclosure: BMC sensors, cooling loop, fans, node power."""
@@ -231,6 +255,16 @@ class ChassisSample:
     pump_health: Health | None = None
     psu_health: Health | None = None
     conditions: tuple[str, ...] = ()  # Redfish Conditions[].MessageId and similar free text
+    components: tuple[ComponentCondition, ...] = ()  # the unhealthy components behind ``health``
+    parts: tuple[ChassisPart, ...] = ()  # each chassis of a multi-chassis BMC (blades, trays, a GPU baseboard)
+
+
+@dataclass(frozen=True, slots=True)
+class ChassisPart:
+    """The readings of one chassis of a BMC that has several (its own ``parts`` are empty)."""
+
+    name: str
+    readings: ChassisSample
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +301,9 @@ class NodeSample:
         return next((gpu for gpu in self.gpus if gpu.uuid == uuid), None)
 
 
+OUT_OF_BAND_SOURCE = "redfish"  # the source kind whose GPU readings come from a BMC, not the host
+
+
 class SchemaError(ValueError):
     """A JSON document that is not a valid sample; the message names the offending key path."""
 
@@ -298,9 +335,20 @@ def merge_samples(samples: Sequence[NodeSample]) -> NodeSample:
     gpus: dict[str, GpuSample] = {}
     chassis = EMPTY_CHASSIS
     for sample in samples:
-        for gpu in sample.gpus:
-            gpus[gpu.uuid] = _merge_dataclass(gpus[gpu.uuid], gpu) if gpu.uuid in gpus else gpu
+        if sample.source != OUT_OF_BAND_SOURCE:
+            for gpu in sample.gpus:
+                gpus[gpu.uuid] = _merge_dataclass(gpus[gpu.uuid], gpu) if gpu.uuid in gpus else gpu
         chassis = _merge_dataclass(chassis, sample.chassis)
+    # A BMC's GPU readings (an HGX HMC) only fill what no in-band source reported, and add no GPUs of their own
+    # beside the in-band ones (its UUIDs may be spelled otherwise): on their own they are the node's GPUs.
+    in_band = bool(gpus)
+    for sample in samples:
+        if sample.source == OUT_OF_BAND_SOURCE:
+            for gpu in sample.gpus:
+                if gpu.uuid in gpus:
+                    gpus[gpu.uuid] = _merge_dataclass(gpus[gpu.uuid], gpu)
+                elif not in_band:
+                    gpus[gpu.uuid] = gpu
     first = samples[0]
     return NodeSample(
         node=first.node,

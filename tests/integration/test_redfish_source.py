@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import socket
 import subprocess
 import sys
@@ -16,14 +18,20 @@ import aiohttp
 import pytest
 
 from console.config.fleet import Fleet, Node, SecretKind, SecretRef, Site, SourceKind, SourceSpec
+from console.incidents.engine import IncidentEngine
+from console.incidents.model import Severity
+from console.incidents.rules import load_rules
 from console.polling.poller import Poller
+from console.samples.codec import sample_from_json, sample_to_json
 from console.samples.results import PollFailure, PollResult, SourceError
-from console.samples.schema import ChassisSample, Health
+from console.samples.schema import ChassisSample, GpuSample, Health, NodeSample, merge_samples
 from console.sources.base import SourceContext
+from console.sources.redfish import source as source_module
 from console.sources.redfish.readings import classify_temperature
 from console.sources.redfish.source import RedfishSource, make_source
 from tests.helpers.builders import free_port
 from tests.helpers.redfish_server import RedfishMockServer, ThreadedRedfishServer
+from tests.helpers.traces import NODE, T0, build_trace, chassis_from, make_fleet, opened, run
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "redfish"
 MOCKUPS = FIXTURES / "dmtf_mockups" / "mockups"
@@ -96,7 +104,10 @@ def test_liquid_cooled_server_shows_air_cold_plates_fans_and_power() -> None:
         assert chassis.leak_detected is None  # no leak detectors in this chassis
         assert chassis.psu_health is Health.WARNING  # PSU Bay1
         assert chassis.pump_health is Health.OK
-        assert chassis.health is Health.OK
+        # the chassis itself says OK; its warning PSU raises it and is named
+        assert chassis.health is Health.WARNING
+        assert "Power Supply Bay 1: Warning" in chassis.conditions
+        assert [(c.name, c.kind) for c in chassis.components] == [("Power Supply Bay 1", "power_supply")]
 
     _serve(scenario, LIQUID)
 
@@ -114,6 +125,13 @@ def test_cooling_unit_reports_the_rack_loop_and_the_failed_pump() -> None:
         assert "Environmental.1.2.PumpFailed" in chassis.conditions
         # subsystem summaries with Severity OK are not problems
         assert "Environmental.1.2.FilterSubsystemHealth" not in chassis.conditions
+        # the failed pump named, with its state and speed; the CDU is kept apart from the chassis it sits in
+        assert "CDU Pump 2: Critical, offline, 0 %" in chassis.conditions
+        assert [part.name for part in chassis.parts] == [
+            "Example Chassis for a CDU",
+            "Rack #4 Cooling Distribution Unit",
+        ]
+        assert chassis.parts[1].readings.pump_health is Health.CRITICAL
 
     _serve(scenario, CDU)
 
@@ -132,6 +150,8 @@ def test_a_critical_leak_detector_and_a_flow_drop_show_on_the_next_poll() -> Non
         await source.aclose()
         assert first.leak_detected is False
         assert second.leak_detected is True
+        leaks = [c.text for c in second.components if c.kind == "leak_detector"]
+        assert len(leaks) == 1 and "detector Critical" in leaks[0]
         assert (first.coolant_flow_lpm, second.coolant_flow_lpm) == (42.0, 12.0)
 
     _serve(scenario, CDU)
@@ -336,7 +356,8 @@ def test_hpe_ilo_subsystems_and_legacy_resources() -> None:
         assert chassis.fans_rpm is None  # iLO reports fans in percent only: not passed off as RPM
         assert chassis.power_w == 937.4  # no chassis total: the PSUs' input power
         assert chassis.psu_health is Health.WARNING
-        assert chassis.health is Health.OK
+        assert chassis.health is Health.WARNING  # raised by the named PSU
+        assert "Power Supply Bay 1: Warning" in chassis.conditions
 
     async def legacy_model(server: RedfishMockServer, http: aiohttp.ClientSession) -> None:
         chassis = await _poll_once(_spec(server.url), http)
@@ -559,3 +580,161 @@ def test_the_poller_delivers_bmc_readings_and_a_dead_bmc_as_a_failure() -> None:
     assert good.sample.chassis.coolant_flow_lpm == 42.0
     assert dead.sample is None
     assert dead.failures[0].failure is PollFailure.UNREACHABLE
+
+
+# -- a multi-chassis BMC with an HGX baseboard (our own mockup: tests/fixtures/redfish/multi_chassis_hgx) ----------
+
+MULTI = FIXTURES / "multi_chassis_hgx"
+BLADE_PSU2 = "/redfish/v1/Chassis/Blade1/PowerSubsystem/PowerSupplies/2"
+
+
+def _multi_chassis_sample() -> NodeSample:
+    async def poll(server: RedfishMockServer, http: aiohttp.ClientSession) -> NodeSample:
+        source = _source(_spec(server.url), http)
+        try:
+            return await source.poll()
+        finally:
+            await source.aclose()
+
+    async def main() -> NodeSample:
+        async with RedfishMockServer(MULTI) as server, aiohttp.ClientSession() as http:
+            return await poll(server, http)
+
+    return asyncio.run(main())
+
+
+def test_a_critical_fan_and_a_warning_sensor_on_another_chassis_are_named_and_raise_the_health() -> None:
+    async def scenario(server: RedfishMockServer, http: aiohttp.ClientSession) -> None:
+        source = _source(_spec(server.url), http)
+        await source.poll()
+        server.requests.clear()
+        sample = await source.poll()  # the cached leaves only
+        await source.aclose()
+        chassis = sample.chassis
+        assert chassis.health is Health.CRITICAL  # Blade 1 says OK itself; its fan is Critical
+        assert chassis.conditions == ("System Fan 2: Critical, 0 RPM", "Tray 2 P12V: Warning, 11.2 V")
+        assert [(c.name, c.kind, c.health, c.chassis) for c in chassis.components] == [
+            ("System Fan 2", "fan", Health.CRITICAL, "Blade 1"),
+            ("Tray 2 P12V", "sensor", Health.WARNING, "Tray 2"),
+        ]
+        # every chassis kept, by name, with its own readings
+        parts = {part.name: part.readings for part in chassis.parts}
+        assert list(parts) == ["Blade 1", "Tray 2", "HGX_GPU_SXM_1", "HGX_GPU_SXM_2"]
+        blade, tray = parts["Blade 1"], parts["Tray 2"]
+        assert (blade.health, blade.inlet_c, blade.exhaust_c, blade.fans_rpm, blade.power_w) == (
+            Health.CRITICAL,
+            22.0,
+            38.5,
+            (8100.0, 0.0),
+            1210.0,
+        )
+        assert (tray.health, tray.inlet_c, tray.fans_rpm, tray.conditions) == (
+            Health.WARNING,
+            27.0,
+            None,
+            ("Tray 2 P12V: Warning, 11.2 V",),
+        )
+        assert parts["HGX_GPU_SXM_1"].health is Health.OK
+        assert chassis.inlet_c == 22.0  # the first chassis still fills the node's own fields
+        polled = set(server.gets())
+        assert "/redfish/v1/Chassis/Tray2/Sensors/Tray2_P12V" in polled  # a voltage, polled for its health
+        assert "/redfish/v1/Chassis/Tray2/Sensors/Tray2_P3V3" not in polled  # a healthy voltage is not
+
+    _serve(scenario, MULTI)
+
+
+def test_gpu_temperature_and_power_from_the_hgx_hmc_fill_the_gpu_sample() -> None:
+    sample = _multi_chassis_sample()
+    assert [(g.index, g.uuid, g.name, g.temperature_c, g.memory_temperature_c, g.power_w) for g in sample.gpus] == [
+        (0, "GPU-8f3c2a10-5b7e-4d2c-9a61-0c1d2e3f4a51", "NVIDIA H100 80GB HBM3", 34.875, 41.0, 312.5),
+        (1, "GPU-8f3c2a10-5b7e-4d2c-9a61-0c1d2e3f4a52", "NVIDIA H100 80GB HBM3", 36.25, 43.5, 298.0),
+    ]
+    # beside an in-band source: the BMC fills only what the host does not report, and adds no GPU of its own
+    host = NodeSample(
+        node="gpu-01",
+        site="lab",
+        source="nvml",
+        time=sample.time,
+        gpus=(
+            GpuSample(index=0, uuid=sample.gpus[0].uuid, temperature_c=35.0, power_w=None),
+            GpuSample(index=1, uuid="GPU-other", temperature_c=40.0),
+        ),
+    )
+    for order in ((host, sample), (sample, host)):
+        merged = merge_samples(order)
+        assert [(g.uuid, g.temperature_c, g.power_w) for g in merged.gpus] == [
+            (sample.gpus[0].uuid, 35.0, 312.5),
+            ("GPU-other", 40.0, None),
+        ]
+        assert merged.chassis.health is Health.CRITICAL
+
+
+def test_a_psu_that_goes_absent_where_it_was_present_becomes_a_condition() -> None:
+    async def scenario(server: RedfishMockServer, http: aiohttp.ClientSession) -> None:
+        source = _source(_spec(server.url), http)
+        first = (await source.poll()).chassis
+        assert not [c for c in first.components if c.kind == "power_supply"]
+        server.set_value(BLADE_PSU2, ["Status"], {"State": "Absent"})
+        later = (await source.poll()).chassis
+        await source.aclose()
+        assert "PSU 2: Warning, absent (was present)" in later.conditions
+        assert [c.chassis for c in later.components if c.name == "PSU 2"] == ["Blade 1"]
+
+    _serve(scenario, MULTI)
+
+
+def test_an_unhealthy_chassis_with_no_named_component_walks_the_tree_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(source_module, "UNEXPLAINED_REDISCOVER_S", 0.0)
+    tray = "/redfish/v1/Chassis/Tray2"
+
+    async def scenario(server: RedfishMockServer, http: aiohttp.ClientSession) -> None:
+        source = _source(_spec(server.url), http)
+        await source.poll()
+        # a sensor that was healthy at discovery (so not polled) turns Critical; the tray's rollup says so
+        server.set_value(f"{tray}/Sensors/Tray2_P3V3", ["Status", "Health"], "Critical")
+        server.set_value(tray, ["Status", "HealthRollup"], "Critical")
+        chassis = (await source.poll()).chassis
+        await source.aclose()
+        assert "Tray 2 P3V3: Critical, 3.31 V" in chassis.conditions
+
+    async def unexplainable(server: RedfishMockServer, http: aiohttp.ClientSession) -> None:
+        # a rollup no resource of the tree explains (a DIMM counted in the tray's): walked once, not every poll
+        server.set_value(tray, ["Status", "HealthRollup"], "Critical")
+        source = _source(_spec(server.url), http)
+        for _ in range(3):
+            chassis = (await source.poll()).chassis
+        await source.aclose()
+        assert server.gets().count("/redfish/v1") == 1
+        assert chassis.parts[1].readings.health is Health.CRITICAL
+
+    _serve(scenario, MULTI)
+    _serve(unexplainable, MULTI)
+
+
+def test_the_rules_open_an_incident_naming_each_unhealthy_component() -> None:
+    chassis = _multi_chassis_sample().chassis
+    trace = build_trace(
+        60,
+        chassis_fault=chassis_from(
+            lambda healthy: dataclasses.replace(
+                healthy,
+                health=chassis.health,
+                conditions=chassis.conditions,
+                components=chassis.components,
+                parts=chassis.parts,
+            )
+        ),
+    )
+    changes = run(IncidentEngine(load_rules(), make_fleet(), clock=lambda: T0), trace)
+    found = {(c.incident.rule, c.incident.title, c.incident.severity) for c in opened(changes, "chassis_health")}
+    assert found == {
+        ("chassis_health", f"Chassis Blade 1 System Fan 2 critical on {NODE}", Severity.CRITICAL),
+        ("chassis_health", f"Chassis Tray 2 P12V warning on {NODE}", Severity.WARNING),
+    }
+    fan = next(c.incident for c in opened(changes, "chassis_health") if c.incident.severity is Severity.CRITICAL)
+    assert "System Fan 2: Critical, 0 RPM (chassis Blade 1)" in fan.detail
+
+
+def test_named_components_and_chassis_parts_survive_the_json_form() -> None:
+    sample = _multi_chassis_sample()
+    assert sample_from_json(json.loads(json.dumps(sample_to_json(sample)))) == sample

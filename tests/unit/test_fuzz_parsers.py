@@ -24,7 +24,8 @@ from console.sources.dcgm import names as dcgm_names
 from console.sources.dcgm.mapping import XidMemory
 from console.sources.dcgm.source import parse_dcgm_payload
 from console.sources.exposition import ExpositionError, parse_exposition
-from console.sources.redfish.readings import Leaf, LeafKind, chassis_from_leaves
+from console.sources.redfish.choosing import chassis_from_leaves
+from console.sources.redfish.readings import Leaf, LeafKind
 from console.sources.ssh.nvidia_smi import QUERY_FIELDS, NvidiaSmiParseError, QueryResult, parse_query_output
 from tests.helpers.hostile_server import realistic_sample, render
 

@@ -24,6 +24,8 @@ from console.live.fleet_state import FleetState, NodeStatus
 from console.live.monitor import MonitorUpdate
 from console.samples.results import PollResult
 from widgets.common.style import STATUS_COLORS
+from widgets.live.bmc_view import BmcView
+from widgets.live.capability_view import CapabilityView
 from widgets.live.charts import ChartPanel, Selection
 from widgets.live.fleet_map import FleetMapWidget
 from widgets.live.fleet_panel import FleetPanel
@@ -76,6 +78,11 @@ class MainWindow(QMainWindow):
         self.center_tabs = QTabWidget()
         self.center_tabs.addTab(self.charts, "Live charts")
         self.center_tabs.addTab(self.fleet_map, "Fleet map")
+        self.bmc = BmcView()
+        self.center_tabs.addTab(self.bmc, "BMC chassis")
+        self.capabilities = CapabilityView(self.state)
+        self.center_tabs.addTab(self.capabilities, "Capabilities")
+        self.center_tabs.currentChanged.connect(self._on_center_tabs_current_changed)
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(self.fleet_panel)
         top.addWidget(self.center_tabs)
@@ -182,8 +189,12 @@ class MainWindow(QMainWindow):
         rated = sample.chassis.coolant_flow_rated_lpm if sample is not None else None
         self.charts.rated_flow_lpm = float("nan") if rated is None else rated
 
+    def _update_bmc(self, node: str) -> None:
+        self.bmc.show_node(node, self.state.nodes[node].sample)
+
     def select_node(self, node: str) -> None:
         self._update_rated_flow(node)
+        self._update_bmc(node)
         site = self.state.nodes[node].site
         count = len(self.state.nodes[node].gpus)
         self.charts.select(Selection(node), f"{node} · all {count} GPUs overlaid · {site}")
@@ -191,6 +202,7 @@ class MainWindow(QMainWindow):
 
     def select_gpu(self, node: str, uuid: str) -> None:
         self._update_rated_flow(node)
+        self._update_bmc(node)
         state = self.state.nodes[node]
         gpu = state.gpus.get(uuid)
         desc = f"{node} · GPU {gpu.index} {gpu.sample.name or ''} · {uuid} · {state.site}" if gpu else node
@@ -222,6 +234,10 @@ class MainWindow(QMainWindow):
         else:
             self.select_node(node)
 
+    def _on_center_tabs_current_changed(self, _index: int) -> None:
+        if self.center_tabs.currentWidget() is self.capabilities:
+            self.capabilities.refresh()
+
     def _on_window_combo_changed(self, index: int) -> None:
         self.charts.set_window(WINDOWS[index][1])
 
@@ -231,6 +247,11 @@ class MainWindow(QMainWindow):
         self.fleet_panel.refresh()
         # The map and the status bar show the statuses the panel has just computed, not a pass of their own.
         self.fleet_map.refresh(self.fleet_panel.model.statuses)  # nearly free while its tab is hidden
+        selection = self.charts.selection
+        if selection is not None and self.center_tabs.currentWidget() is self.bmc:
+            self._update_bmc(selection.node)
+        if self.center_tabs.currentWidget() is self.capabilities:
+            self.capabilities.refresh()
         self._refresh_status()
 
     def _refresh_status(self) -> None:

@@ -1,7 +1,7 @@
-"""Turn fetched Redfish resources into one ``ChassisSample``.
+"""Read fetched Redfish resources, each leaf into a ``Findings`` accumulator.
 
-Each cached leaf has a kind (what schema it follows); ``chassis_from_leaves`` reads every leaf into a
-``_Findings`` accumulator and then picks, per field, the most trustworthy reading: the newer model
+Each cached leaf has a kind (what schema it follows); ``choosing.read_bmc`` reads every leaf into a
+``Findings`` accumulator and then picks, per field, the most trustworthy reading: the newer model
 (ThermalSubsystem, PowerSubsystem, EnvironmentMetrics) before the legacy Thermal/Power resources, both before
 loose Sensors, and the first chassis before later ones. Wrong-typed values raise
 ``SourceError(BAD_PAYLOAD)`` naming the URL and key.
@@ -10,12 +10,15 @@ loose Sensors, and the first chassis before later ones. Wrong-typed values raise
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from console.samples.schema import ChassisSample, Health
+from console.samples.schema import (
+    ComponentKind,
+    Health,
+)
 from console.sources.redfish.http import bad_payload
 
 
@@ -36,6 +39,7 @@ class LeafKind(StrEnum):
     LEGACY_THERMAL = "legacy_thermal"
     LEGACY_POWER = "legacy_power"
     SENSOR = "sensor"
+    PROCESSOR = "processor"  # a GPU an HGX HMC's sensors name in RelatedItem (for its UUID and health)
 
 
 # Leaves whose every instance matters (worst-of health, each fan, each loop, each leak detector). The others
@@ -51,6 +55,7 @@ STATE_KINDS = frozenset(
         LeafKind.PUMP,
         LeafKind.LEAK_DETECTOR,
         LeafKind.POWER_SUPPLY,
+        LeafKind.PROCESSOR,
     }
 )
 # The order in which discovery tries to drop optional leaves: least trusted first.
@@ -182,7 +187,7 @@ def _text(doc: Mapping[str, Any], key: str, url: str) -> str | None:
 
 
 _HEALTH = {"OK": Health.OK, "Warning": Health.WARNING, "Critical": Health.CRITICAL}
-_ORDER = {Health.OK: 0, Health.WARNING: 1, Health.CRITICAL: 2}
+HEALTH_ORDER = {Health.OK: 0, Health.WARNING: 1, Health.CRITICAL: 2}
 
 
 def _present(doc: Mapping[str, Any], url: str, key: str = "Status") -> bool:
@@ -204,7 +209,29 @@ def _healths(doc: Mapping[str, Any], url: str, *, rollup: bool = False) -> list[
 
 
 def worst(healths: Iterable[Health]) -> Health | None:
-    return max(healths, key=_ORDER.__getitem__, default=None)
+    return max(healths, key=HEALTH_ORDER.__getitem__, default=None)
+
+
+# -- components --------------------------------------------------------------------------------------------
+
+_GONE_STATES = {"Absent": "absent", "UnavailableOffline": "offline"}
+_REDFISH_HEALTH_TEXT = {Health.WARNING: "Warning", Health.CRITICAL: "Critical"}
+_UNIT_TEXT = {"Cel": "C", "{rev}/min": "RPM", "RPM": "RPM", "%": "%", "Percent": "%", "L/min": "L/min"}
+
+
+def reading_text(value: float | None, units: str | None) -> str:
+    if value is None:
+        return ""
+    unit = _UNIT_TEXT.get(units or "", units or "")
+    return f"{value:g} {unit}".strip()
+
+
+def _component_name(doc: Mapping[str, Any], url: str, fallback: str) -> str:
+    for key in ("Name", "FanName", "MemberId", "Id"):
+        value = doc.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return fallback
 
 
 # -- accumulation ------------------------------------------------------------------------------------------
@@ -222,7 +249,7 @@ class _Loop:
 
 
 @dataclass(slots=True)
-class _Findings:
+class Findings:
     scalars: dict[str, list[tuple[Rank, float]]] = field(default_factory=dict)
     loops: list[_Loop] = field(default_factory=list)
     fans: dict[Rank, list[float]] = field(default_factory=dict)
@@ -233,6 +260,44 @@ class _Findings:
     psu_health: list[Health] = field(default_factory=list)
     leak_states: list[str] = field(default_factory=list)
     conditions: list[str] = field(default_factory=list)
+    components: dict[tuple[ComponentKind, str], tuple[Health, str]] = field(default_factory=dict)
+    present: set[str] = field(default_factory=set)  # components seen in place (their leaf path and name)
+    was_present: frozenset[str] = frozenset()
+    chassis_name: str | None = None
+    gpu_readings: dict[str, dict[str, list[tuple[str, float]]]] = field(default_factory=dict)
+    processors: dict[str, tuple[str, int | None, str | None]] = field(default_factory=dict)
+
+    def component(
+        self,
+        doc: Mapping[str, Any],
+        url: str,
+        kind: ComponentKind,
+        *,
+        path: str,
+        fallback: str,
+        reading: str = "",
+        also: Health | None = None,
+    ) -> None:
+        """Note one component: unhealthy (Warning/Critical), gone where it was in place, or fine."""
+        name = _component_name(doc, url, fallback)
+        status = _object(doc, "Status", url)
+        state = _text(status, "State", url)
+        key = f"{path}#{name}"
+        health = worst([*_healths(doc, url), *([also] if also else [])])
+        words: list[str] = []
+        if state in _GONE_STATES:
+            if state == "Absent" and key not in self.was_present:
+                return  # an empty slot, as it always was
+            health = worst([health or Health.WARNING, Health.WARNING])
+            words.append(_GONE_STATES[state] + (" (was present)" if key in self.was_present else ""))
+        else:
+            self.present.add(key)
+        if health is None or health is Health.OK:
+            return
+        text = ", ".join([_REDFISH_HEALTH_TEXT[health], *words, *([reading] if reading else [])])
+        previous = self.components.get((kind, name))
+        if previous is None or HEALTH_ORDER[previous[0]] < HEALTH_ORDER[health]:
+            self.components[(kind, name)] = (health, f"{name}: {text}")
 
     def add(self, name: str, rank: Rank, value: float | None) -> None:
         if value is not None:
@@ -253,11 +318,13 @@ class _Findings:
 _NEW, _LEGACY, _SENSOR = 0, 1, 2
 
 
-def _read_chassis(doc: Mapping[str, Any], url: str, out: _Findings) -> None:
+def _read_chassis(doc: Mapping[str, Any], url: str, out: Findings, kind: ComponentKind, path: str) -> None:
     out.health.extend(_healths(doc, url, rollup=True))
+    out.chassis_name = out.chassis_name or _component_name(doc, url, path.rsplit("/", 1)[-1])
+    out.component(doc, url, kind, path=path, fallback=path.rsplit("/", 1)[-1])
 
 
-def _read_thermal_metrics(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
+def _read_thermal_metrics(doc: Mapping[str, Any], url: str, out: Findings, order: int) -> None:
     summary = _object(doc, "TemperatureSummaryCelsius", url)
     out.add(INLET, (0, _NEW, order), _excerpt(summary, "Intake", url))
     out.add(INLET, (1, _NEW, order), _excerpt(summary, "Ambient", url))
@@ -269,16 +336,19 @@ def _read_thermal_metrics(doc: Mapping[str, Any], url: str, out: _Findings, orde
         out.add_temperature(name, _text(reading, "PhysicalContext", url), (_NEW, order), value)
 
 
-def _read_fan(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
-    if not _present(doc, url):
-        return
+def _read_fan(doc: Mapping[str, Any], url: str, out: Findings, order: int, path: str) -> None:
     speed = _object(doc, "SpeedPercent", url)
     rpm = _number(speed.get("SpeedRPM"), url, "SpeedPercent.SpeedRPM")
+    percent = _number(speed.get("Reading"), url, "SpeedPercent.Reading")
+    reading = reading_text(rpm, "RPM") if rpm is not None else reading_text(percent, "%")
+    out.component(doc, url, ComponentKind.FAN, path=path, fallback="fan", reading=reading)
+    if not _present(doc, url):
+        return
     if rpm is not None:
         out.fans.setdefault((_NEW, order), []).append(rpm)
 
 
-def _read_connector(doc: Mapping[str, Any], url: str, out: _Findings, rank: Rank) -> None:
+def _read_connector(doc: Mapping[str, Any], url: str, out: Findings, rank: Rank) -> None:
     if not _present(doc, url):
         return
     out.loops.append(
@@ -292,13 +362,18 @@ def _read_connector(doc: Mapping[str, Any], url: str, out: _Findings, rank: Rank
     )
 
 
-def _read_leak_detector(doc: Mapping[str, Any], url: str, out: _Findings) -> None:
+def _read_leak_detector(doc: Mapping[str, Any], url: str, out: Findings, path: str) -> None:
     state = _text(doc, "DetectorState", url)
     if state is not None:
         out.leak_states.append(state)
+    detector = _HEALTH.get(state or "")
+    reading = f"detector {state}" if detector is not None and detector is not Health.OK else ""
+    out.component(
+        doc, url, ComponentKind.LEAK_DETECTOR, path=path, fallback="leak detector", reading=reading, also=detector
+    )
 
 
-def _read_leak_detection(doc: Mapping[str, Any], url: str, out: _Findings) -> None:
+def _read_leak_detection(doc: Mapping[str, Any], url: str, out: Findings) -> None:
     for i, group in enumerate(_objects(doc, "LeakDetectorGroups", url)):
         for j, detector in enumerate(_objects(group, "Detectors", f"{url} LeakDetectorGroups[{i}]")):
             state = _text(detector, "DetectorState", f"{url} LeakDetectorGroups[{i}].Detectors[{j}]")
@@ -306,7 +381,7 @@ def _read_leak_detection(doc: Mapping[str, Any], url: str, out: _Findings) -> No
                 out.leak_states.append(state)
 
 
-def _read_environment(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
+def _read_environment(doc: Mapping[str, Any], url: str, out: Findings, order: int) -> None:
     out.add("power_w", (_NEW, order), _excerpt(doc, "PowerWatts", url))
     out.add(INLET, (1, _NEW, order), _excerpt(doc, "AmbientTemperatureCelsius", url))
     for i, fan in enumerate(_objects(doc, "FanSpeedsPercent", url)):
@@ -315,21 +390,28 @@ def _read_environment(doc: Mapping[str, Any], url: str, out: _Findings, order: i
             out.fans.setdefault((_NEW + 1, order), []).append(rpm)
 
 
-def _read_legacy_thermal(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
+def _read_legacy_thermal(doc: Mapping[str, Any], url: str, out: Findings, order: int) -> None:
     for i, temp in enumerate(_objects(doc, "Temperatures", url)):
         key = f"Temperatures[{i}]"
+        value = _number(temp.get("ReadingCelsius"), url, f"{key}.ReadingCelsius")
+        out.component(temp, url, ComponentKind.SENSOR, path=url, fallback=key, reading=reading_text(value, "Cel"))
         if not _present(temp, url, "Status"):
             continue
-        value = _number(temp.get("ReadingCelsius"), url, f"{key}.ReadingCelsius")
         out.add_temperature(_text(temp, "Name", url), _text(temp, "PhysicalContext", url), (_LEGACY, order), value)
     for i, fan in enumerate(_objects(doc, "Fans", url)):
         key = f"Fans[{i}]"
-        if not _present(fan, url):
-            continue
         units = _text(fan, "ReadingUnits", url)
         rpm = _number(fan.get("ReadingRPM"), url, f"{key}.ReadingRPM")  # Thermal v1_0 spelled it this way
         if rpm is None and units in (None, "RPM"):
             rpm = _number(fan.get("Reading"), url, f"{key}.Reading")
+        shown = (
+            reading_text(rpm, "RPM")
+            if rpm is not None
+            else reading_text(_number(fan.get("Reading"), url, f"{key}.Reading"), units)
+        )
+        out.component(fan, url, ComponentKind.FAN, path=url, fallback=key, reading=shown)
+        if not _present(fan, url):
+            continue
         if rpm is not None:
             out.fans.setdefault((_LEGACY, order), []).append(rpm)
             minimum = _number(fan.get("LowerThresholdCritical"), url, f"{key}.LowerThresholdCritical")
@@ -337,7 +419,7 @@ def _read_legacy_thermal(doc: Mapping[str, Any], url: str, out: _Findings, order
                 out.fan_minimums.append(((_LEGACY, order), minimum))
 
 
-def _read_legacy_power(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
+def _read_legacy_power(doc: Mapping[str, Any], url: str, out: Findings, order: int) -> None:
     for i, control in enumerate(_objects(doc, "PowerControl", url)):
         consumed = _number(control.get("PowerConsumedWatts"), url, f"PowerControl[{i}].PowerConsumedWatts")
         if consumed is not None:
@@ -345,12 +427,13 @@ def _read_legacy_power(doc: Mapping[str, Any], url: str, out: _Findings, order: 
             break  # later entries are sub-domains (CPU, memory) of the first on BMCs that list several
     for i, psu in enumerate(_objects(doc, "PowerSupplies", url)):
         out.psu_health.extend(_healths(psu, url))
+        out.component(psu, url, ComponentKind.POWER_SUPPLY, path=url, fallback=f"PowerSupplies[{i}]")
         watts = _number(psu.get("PowerInputWatts"), url, f"PowerSupplies[{i}].PowerInputWatts")
         if watts is not None and order == 0:
             out.psu_input_w.append(watts)
 
 
-def _read_psu_metrics(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
+def _read_psu_metrics(doc: Mapping[str, Any], url: str, out: Findings, order: int) -> None:
     watts = _excerpt(doc, "InputPowerWatts", url)
     if watts is not None and order == 0:
         out.psu_input_w.append(watts)
@@ -360,14 +443,63 @@ _FLOW_TYPES = frozenset({"LiquidFlow", "LiquidFlowLPM"})
 _FAN_UNITS = frozenset({"{rev}/min", "RPM"})
 
 
-def _read_sensor(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -> None:
-    if not _present(doc, url):
+def gpu_of_sensor(doc: Mapping[str, Any], url: str) -> str | None:
+    """The Processor a GPU sensor belongs to (an HGX HMC's ``RelatedItem``), or None for other sensors."""
+    if _text(doc, "PhysicalContext", url) != "GPU":
+        return None
+    for item in _objects(doc, "RelatedItem", url):
+        target = item.get("@odata.id")
+        if isinstance(target, str) and "/Processors/" in target:
+            return target.split("#", 1)[0].rstrip("/")
+    return None
+
+
+def _read_gpu_sensor(doc: Mapping[str, Any], url: str, out: Findings, processor: str) -> None:
+    value = _number(doc.get("Reading"), url, "Reading")
+    if value is None:
         return
+    reading_type = _text(doc, "ReadingType", url)
+    units = _text(doc, "ReadingUnits", url)
+    name = _text(doc, "Id", url) or _text(doc, "Name", url) or url
+    memory = " dram " in _words(name) or " hbm " in _words(name)
+    if reading_type == "Temperature" and units in (None, "Cel"):
+        target = "memory_temperature_c" if memory else "temperature_c"
+    elif reading_type == "Power" and units in (None, "W") and not memory:
+        target = "power_w"
+    else:
+        return
+    out.gpu_readings.setdefault(processor, {}).setdefault(target, []).append((name, value))
+
+
+def _read_processor(doc: Mapping[str, Any], url: str, out: Findings, path: str) -> None:
+    out.component(doc, url, ComponentKind.GPU, path=path, fallback=path.rsplit("/", 1)[-1])
+    uuid = _text(doc, "UUID", url)
+    if not uuid:
+        return
+    ident = _text(doc, "Id", url) or path.rsplit("/", 1)[-1]
+    number = re.search(r"(\d+)$", ident)
+    index = int(number.group(1)) - 1 if number and ident.upper().startswith("GPU_SXM") else None
+    if number and index is None:
+        index = int(number.group(1))
+    # nvidia-smi and DCGM spell a GPU's UUID "GPU-<uuid>"; an HMC gives the bare UUID
+    out.processors[path] = (uuid if uuid.startswith("GPU-") else f"GPU-{uuid}", index, _text(doc, "Model", url))
+
+
+def _read_sensor(doc: Mapping[str, Any], url: str, out: Findings, order: int, path: str = "") -> None:
     reading_type = _text(doc, "ReadingType", url)
     units = _text(doc, "ReadingUnits", url)
     name = _text(doc, "Name", url) or _text(doc, "Id", url)
     context = _text(doc, "PhysicalContext", url)
     value = _number(doc.get("Reading"), url, "Reading")
+    out.component(
+        doc, url, ComponentKind.SENSOR, path=path or url, fallback="sensor", reading=reading_text(value, units)
+    )
+    if not _present(doc, url):
+        return
+    processor = gpu_of_sensor(doc, url)
+    if processor is not None:
+        _read_gpu_sensor(doc, url, out, processor)
+        return
     rank = (_SENSOR, order)
     if reading_type == "Temperature" or units in ("Cel", "[degF]"):
         if value is not None and units == "[degF]":
@@ -395,13 +527,14 @@ def _read_sensor(doc: Mapping[str, Any], url: str, out: _Findings, order: int) -
 
 
 def sensor_is_relevant(doc: Mapping[str, Any], url: str) -> bool:
-    """Whether a Sensor feeds any chassis field (most BMC sensors are voltages, currents, CPU temps)."""
-    findings = _Findings()
+    """Whether a Sensor feeds any chassis or GPU field or is unhealthy now (most BMC sensors are voltages,
+    currents, CPU temps)."""
+    findings = Findings()
     _read_sensor(doc, url, findings, 0)
-    return bool(findings.scalars or findings.fans)
+    return bool(findings.scalars or findings.fans or findings.components or findings.gpu_readings)
 
 
-def _conditions(doc: Mapping[str, Any], url: str, out: _Findings) -> None:
+def _conditions(doc: Mapping[str, Any], url: str, out: Findings) -> None:
     status = doc.get("Status")
     if not isinstance(status, dict):
         return
@@ -412,15 +545,17 @@ def _conditions(doc: Mapping[str, Any], url: str, out: _Findings) -> None:
             out.conditions.append(message_id)
 
 
-def _read(leaf: Leaf, doc: Mapping[str, Any], url: str, out: _Findings) -> None:
+def read_leaf(leaf: Leaf, doc: Mapping[str, Any], url: str, out: Findings) -> None:
     kind, order = leaf.kind, leaf.chassis_order
     _conditions(doc, url, out)
-    if kind is LeafKind.CHASSIS or kind is LeafKind.COOLING_UNIT:
-        _read_chassis(doc, url, out)
+    if kind is LeafKind.CHASSIS:
+        _read_chassis(doc, url, out, ComponentKind.CHASSIS, leaf.path)
+    elif kind is LeafKind.COOLING_UNIT:
+        _read_chassis(doc, url, out, ComponentKind.COOLING_UNIT, leaf.path)
     elif kind is LeafKind.THERMAL_METRICS:
         _read_thermal_metrics(doc, url, out, order)
     elif kind is LeafKind.FAN:
-        _read_fan(doc, url, out, order)
+        _read_fan(doc, url, out, order, leaf.path)
     elif kind is LeafKind.COOLANT_CONNECTOR:
         _read_connector(doc, url, out, (0, order))
     elif kind is LeafKind.CDU_SECONDARY_CONNECTOR:
@@ -429,12 +564,15 @@ def _read(leaf: Leaf, doc: Mapping[str, Any], url: str, out: _Findings) -> None:
         _read_connector(doc, url, out, (2, order))
     elif kind is LeafKind.PUMP:
         out.pump_health.extend(_healths(doc, url))
+        speed = reading_text(_excerpt(doc, "PumpSpeedPercent", url), "%")
+        out.component(doc, url, ComponentKind.PUMP, path=leaf.path, fallback="pump", reading=speed)
     elif kind is LeafKind.LEAK_DETECTOR:
-        _read_leak_detector(doc, url, out)
+        _read_leak_detector(doc, url, out, leaf.path)
     elif kind is LeafKind.LEAK_DETECTION:
         _read_leak_detection(doc, url, out)
     elif kind is LeafKind.POWER_SUPPLY:
         out.psu_health.extend(_healths(doc, url))
+        out.component(doc, url, ComponentKind.POWER_SUPPLY, path=leaf.path, fallback="power supply")
     elif kind is LeafKind.PSU_METRICS:
         _read_psu_metrics(doc, url, out, order)
     elif kind is LeafKind.ENVIRONMENT:
@@ -444,73 +582,6 @@ def _read(leaf: Leaf, doc: Mapping[str, Any], url: str, out: _Findings) -> None:
     elif kind is LeafKind.LEGACY_POWER:
         _read_legacy_power(doc, url, out, order)
     elif kind is LeafKind.SENSOR:
-        _read_sensor(doc, url, out, order)
-
-
-# -- choosing ------------------------------------------------------------------------------------------------
-
-
-def _coolant(findings: _Findings) -> tuple[float | None, float | None, float | None, float | None]:
-    """Supply, return, flow, rated flow from the most direct loops (cold plates, then a CDU's rack side).
-
-    Among several loops of one rank the hottest supply and return are shown, and flow and rated flow come as a
-    pair from the loop with the least flow relative to its rating: the loop an operator must look at first.
-    """
-    supply = ret = flow = rated = None
-    ranks = sorted({loop.rank[0] for loop in findings.loops})
-    for rank in ranks:
-        group = [loop for loop in findings.loops if loop.rank[0] == rank]
-        supplies = [loop.supply for loop in group if loop.supply is not None]
-        returns = [loop.ret for loop in group if loop.ret is not None]
-        if supply is None and supplies:
-            supply = max(supplies)
-        if ret is None and returns:
-            ret = max(returns)
-        if flow is None and rated is None:
-            paired = [loop for loop in group if loop.flow is not None and loop.rated]
-            if paired:
-                starved = min(paired, key=lambda loop: (loop.flow or 0.0) / (loop.rated or 1.0))
-                flow, rated = starved.flow, starved.rated
-            else:
-                flows = [loop.flow for loop in group if loop.flow is not None]
-                rateds = [loop.rated for loop in group if loop.rated is not None]
-                flow = min(flows) if flows else None
-                rated = min(rateds) if rateds else None
-    if supply is None:
-        supply = findings.best(COOLANT_SUPPLY)
-    if ret is None:
-        ret = findings.best(COOLANT_RETURN)
-    if flow is None:
-        flow = findings.best("coolant_flow_lpm")
-    return supply, ret, flow, rated
-
-
-def chassis_from_leaves(fetched: Sequence[tuple[Leaf, Mapping[str, Any], str]]) -> ChassisSample:
-    """The chassis sample from ``(leaf, document, url)`` triples."""
-    findings = _Findings()
-    for leaf, doc, url in fetched:
-        _read(leaf, doc, url, findings)
-    supply, ret, flow, rated = _coolant(findings)
-    fans = findings.fans[min(findings.fans)] if findings.fans else None
-    fan_rank = min(findings.fans) if findings.fans else None
-    minimums = [value for rank, value in findings.fan_minimums if rank == fan_rank]
-    power = findings.best("power_w")
-    if power is None and findings.psu_input_w:
-        power = sum(findings.psu_input_w)
-    leak_states = [state for state in findings.leak_states if state != "Absent"]
-    return ChassisSample(
-        inlet_c=findings.best(INLET),
-        exhaust_c=findings.best(EXHAUST),
-        coolant_supply_c=supply,
-        coolant_return_c=ret,
-        coolant_flow_lpm=flow,
-        coolant_flow_rated_lpm=rated,
-        leak_detected=any(state != "OK" for state in leak_states) if leak_states else None,
-        fans_rpm=tuple(fans) if fans else None,
-        fans_min_rpm=max(minimums) if minimums else None,
-        power_w=power,
-        health=worst(findings.health),
-        pump_health=worst(findings.pump_health),
-        psu_health=worst(findings.psu_health),
-        conditions=tuple(findings.conditions),
-    )
+        _read_sensor(doc, url, out, order, leaf.path)
+    elif kind is LeafKind.PROCESSOR:
+        _read_processor(doc, url, out, leaf.path)

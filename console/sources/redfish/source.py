@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from console.samples.results import PollFailure, SourceError
-from console.samples.schema import ChassisSample, NodeSample
+from console.samples.schema import NodeSample
 from console.sources.base import HttpSession, Source, SourceContext
+from console.sources.redfish.choosing import BmcReading, read_bmc, unexplained
 from console.sources.redfish.http import (
     DEFAULT_MAX_BYTES,
     SERVICE_ROOT,
@@ -40,7 +41,7 @@ from console.sources.redfish.readings import (
     STATE_KINDS,
     Leaf,
     LeafKind,
-    chassis_from_leaves,
+    gpu_of_sensor,
     sensor_is_relevant,
 )
 
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 Fetched = tuple[Leaf, Mapping[str, Any], str]
+# An unhealthy chassis whose polled components name no culprit walks the tree again, at most this often.
+UNEXPLAINED_REDISCOVER_S = 60.0
 
 MAX_CHASSIS = 32
 MAX_SENSORS_PER_CHASSIS = 512
@@ -57,18 +60,23 @@ _COOLING_UNIT_COLLECTIONS = ("CDUs", "HeatExchangers", "ImmersionUnits", "RPUs")
 @dataclass(frozen=True, slots=True)
 class Discovery:
     leaves: tuple[Leaf, ...]
-    first: ChassisSample  # what the discovery fetches already said: the first poll needs no second round
+    first: BmcReading  # what the discovery fetches already said: the first poll needs no second round
+    fetched: tuple[Fetched, ...]  # the kept leaves' documents behind ``first``
     at: float  # time.monotonic()
 
 
-def prune(fetched: Sequence[Fetched]) -> tuple[list[Fetched], ChassisSample]:
+def prune(fetched: Sequence[Fetched]) -> tuple[list[Fetched], BmcReading]:
     """Drop optional leaves that change nothing in the sample (most Sensors repeat an excerpt elsewhere)."""
     kept = list(fetched)
-    full = chassis_from_leaves(kept)
+    full = read_bmc(kept)
+
+    def same(reading: BmcReading) -> bool:
+        return reading.chassis == full.chassis and reading.gpus == full.gpus
+
     for kind in PRUNE_ORDER:
         for entry in [e for e in kept if e[0].kind is kind]:
             trial = [e for e in kept if e is not entry]
-            if chassis_from_leaves(trial) == full:
+            if same(read_bmc(trial)):
                 kept = trial
     return kept, full
 
@@ -194,6 +202,9 @@ class _Walker:
                 return
             if relevant:
                 self.add(Leaf(path, LeafKind.SENSOR, order), doc)
+                processor = gpu_of_sensor(doc, url)
+                if processor is not None:  # an HMC's GPU sensor: the GPU's UUID is on its Processor
+                    await self.leaf(processor, LeafKind.PROCESSOR, order)
 
         await _gather(one(p) for p in paths)
 
@@ -281,7 +292,9 @@ async def discover(client: RedfishClient, max_concurrency: int) -> Discovery:
         len(kept),
         len(walker.fetched),
     )
-    return Discovery(leaves=tuple(leaf for leaf, _doc, _url in kept), first=first, at=time.monotonic())
+    return Discovery(
+        leaves=tuple(leaf for leaf, _doc, _url in kept), first=first, fetched=tuple(kept), at=time.monotonic()
+    )
 
 
 class RedfishSource:
@@ -304,6 +317,7 @@ class RedfishSource:
         self._client_instance: RedfishClient | None = None
         self._discovery: Discovery | None = None
         self._discovering: asyncio.Task[Discovery] | None = None
+        self._present: frozenset[str] = frozenset()  # components seen in place: one gone later is a condition
 
     @property
     def _client(self) -> RedfishClient:
@@ -324,15 +338,46 @@ class RedfishSource:
     async def poll(self) -> NodeSample:
         discovery = self._discovery
         if discovery is None or time.monotonic() - discovery.at > self._rediscover_s:
-            chassis = (await self._rediscover()).first
+            reading = await self._first_reading()
         else:
             try:
-                chassis = await self._fetch_leaves(discovery.leaves)
+                reading = await self._fetch_leaves(discovery.leaves)
             except ResourceMissing as exc:
                 log.info("Redfish leaf %s vanished; discovering the tree again", exc.url)
-                chassis = (await self._rediscover()).first
+                reading = await self._first_reading()
+            else:
+                if self._walk_again_for(reading, discovery):
+                    log.info(
+                        "Redfish %s: unhealthy with no component named; discovering the tree again", self._ctx.spec.url
+                    )
+                    reading = await self._first_reading()
+        self._present |= reading.present
         ctx = self._ctx
-        return NodeSample(node=ctx.node.name, site=ctx.site.name, source="redfish", time=time.time(), chassis=chassis)
+        return NodeSample(
+            node=ctx.node.name,
+            site=ctx.site.name,
+            source="redfish",
+            time=time.time(),
+            gpus=reading.gpus,
+            chassis=reading.chassis,
+        )
+
+    @staticmethod
+    def _walk_again_for(reading: BmcReading, discovery: Discovery) -> bool:
+        """An unhealthy chassis that no polled component explains, unlike at the last walk: a sensor that was fine
+        then (so not polled) may have turned. A rollup the walk could not explain either (a DIMM counted in the
+        chassis's) waits for the next regular walk instead of costing the BMC a walk a minute."""
+        if not unexplained(reading.chassis) or time.monotonic() - discovery.at <= UNEXPLAINED_REDISCOVER_S:
+            return False
+        first = discovery.first.chassis
+        return not unexplained(first) or first.health != reading.chassis.health
+
+    async def _first_reading(self) -> BmcReading:
+        discovery = await self._rediscover()
+        if not self._present:
+            return discovery.first
+        # a component that vanished from the tree between walks is still missed where it was in place before
+        return read_bmc(discovery.fetched, self._present)
 
     async def _rediscover(self) -> Discovery:
         # A slow BMC may need longer than one poll's timeout to walk: the walk runs as its own task, shielded
@@ -355,7 +400,7 @@ class RedfishSource:
         self._discovery = discovery
         return discovery
 
-    async def _fetch_leaves(self, leaves: Sequence[Leaf]) -> ChassisSample:
+    async def _fetch_leaves(self, leaves: Sequence[Leaf]) -> BmcReading:
         limit = asyncio.Semaphore(self._max_concurrency)
 
         async def fetch(leaf: Leaf) -> Fetched:
@@ -369,7 +414,7 @@ class RedfishSource:
             raise missing[0]
         if errors:
             raise errors[0]
-        return chassis_from_leaves([r for r in results if not isinstance(r, BaseException)])
+        return read_bmc([r for r in results if not isinstance(r, BaseException)], self._present)
 
     @property
     def cached_leaves(self) -> tuple[Leaf, ...]:
