@@ -24,7 +24,14 @@ from typing import Any
 
 from console.incidents.model import EvidencePoint, Incident
 from console.incidents.rules import EvidenceSettings
-from console.samples.codec import SCHEMA_ID, chassis_to_json, event_to_json, gpu_to_json, sample_to_json
+from console.samples.codec import (
+    SCHEMA_ID,
+    chassis_to_json,
+    event_to_json,
+    gpu_to_json,
+    sample_to_json,
+    workload_to_json,
+)
 from console.samples.schema import EMPTY_CHASSIS, ChassisSample, GpuEvent, GpuSample, NodeSample
 
 # The encoder json.dumps(obj, separators=(",", ":")) builds on every call, built once. Circular checks are off:
@@ -113,6 +120,17 @@ def _numbers_piece(value: object) -> str:
     return _encode(value)
 
 
+def _workload_piece(value: object) -> str:
+    """What runs on the GPU: null, or a list of entries (the same list repeats from poll to poll)."""
+    if value is None:
+        return "null"
+    if type(value) is not tuple:
+        raise _Unexpected
+    key = ("workload", value)
+    text = _PIECES.get(key)
+    return text if text is not None else _remember(key, _encode(workload_to_json(value)))
+
+
 _PIECE_FOR_TYPE: dict[str, Callable[[object], str]] = {
     "str": _string_piece,
     "str | None": _string_piece,
@@ -121,6 +139,7 @@ _PIECE_FOR_TYPE: dict[str, Callable[[object], str]] = {
     "tuple[str, ...]": _strings_piece,
     "tuple[ThrottleReason, ...]": _strings_piece,
     "tuple[float, ...] | None": _numbers_piece,
+    "tuple[Workload, ...] | None": _workload_piece,
 }
 
 

@@ -21,10 +21,14 @@ from console.samples.schema import (
     GpuEvent,
     GpuSample,
     Health,
+    JobWorkload,
     NodeSample,
+    PodWorkload,
+    ProcessWorkload,
     RecoveryAction,
     SchemaError,
     ThrottleReason,
+    Workload,
     gpu_sample_from_fields,
     merge_samples,
     throttle_mask,
@@ -47,7 +51,60 @@ def gpu_to_json(gpu: GpuSample) -> dict[str, Any]:
     out["throttle_reasons"] = [str(r) for r in gpu.throttle_reasons]
     out["recovery_action"] = str(gpu.recovery_action) if gpu.recovery_action is not None else None
     out["unsupported"] = list(gpu.unsupported)
+    out["workload"] = workload_to_json(gpu.workload)
     return out
+
+
+def workload_entry_to_json(entry: Workload) -> dict[str, Any]:
+    if isinstance(entry, PodWorkload):
+        return {"kind": "pod", "namespace": entry.namespace, "pod": entry.pod, "container": entry.container}
+    if isinstance(entry, JobWorkload):
+        return {"kind": "job", "id": entry.id}
+    return {"kind": "process", "pid": entry.pid, "name": entry.name, "used_memory_mib": entry.used_memory_mib}
+
+
+def workload_to_json(workload: tuple[Workload, ...] | None) -> list[dict[str, Any]] | None:
+    return None if workload is None else [workload_entry_to_json(entry) for entry in workload]
+
+
+_WORKLOAD_KEYS: Mapping[str, frozenset[str]] = {
+    "pod": frozenset({"kind", "namespace", "pod", "container"}),
+    "job": frozenset({"kind", "id"}),
+    "process": frozenset({"kind", "pid", "name", "used_memory_mib"}),
+}
+
+
+def workload_entry_from_json(data: Any, path: str) -> Workload:
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: expected an object")
+    kind = data.get("kind")
+    if not isinstance(kind, str) or kind not in _WORKLOAD_KEYS:
+        raise SchemaError(f"{path}.kind: expected pod, job or process, got {kind!r}")
+    unknown = set(data) - _WORKLOAD_KEYS[kind]
+    if unknown:
+        raise SchemaError(f"{path}: unknown keys {sorted(unknown)}")
+    if kind == "pod":
+        return PodWorkload(
+            namespace=_check(f"{path}.namespace", data.get("namespace"), (str,)),
+            pod=_check(f"{path}.pod", data.get("pod"), (str,), False),
+            container=_check(f"{path}.container", data.get("container"), (str,)),
+        )
+    if kind == "job":
+        return JobWorkload(id=_check(f"{path}.id", data.get("id"), (str,), False))
+    memory = _check(f"{path}.used_memory_mib", data.get("used_memory_mib"), _NUMBER)
+    return ProcessWorkload(
+        pid=_check(f"{path}.pid", data.get("pid"), (int,), False),
+        name=_check(f"{path}.name", data.get("name"), (str,)),
+        used_memory_mib=float(memory) if memory is not None else None,
+    )
+
+
+def workload_from_json(data: Any, path: str) -> tuple[Workload, ...] | None:
+    if data is None:
+        return None
+    if not isinstance(data, list):
+        raise SchemaError(f"{path}: expected a list or null")
+    return tuple(workload_entry_from_json(entry, f"{path}[{i}]") for i, entry in enumerate(data))
 
 
 def chassis_to_json(chassis: ChassisSample) -> dict[str, Any]:
@@ -161,6 +218,8 @@ def gpu_from_json(data: Any, path: str) -> GpuSample:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise SchemaError(f"{key}: expected a list of field names")
             kwargs[name] = tuple(value)
+        elif name == "workload":
+            kwargs[name] = workload_from_json(value, key)
         else:
             kinds = _GPU_TYPES.get(name, _NUMBER)
             kwargs[name] = _check(key, value, kinds, optional=name not in ("index", "uuid", "lost"))
@@ -268,4 +327,6 @@ __all__ = [
     "sample_to_json",
     "throttle_mask",
     "throttle_reasons_from_mask",
+    "workload_from_json",
+    "workload_to_json",
 ]
