@@ -117,7 +117,7 @@ def _gpu_tooltip(gpu: GpuState) -> str:
     sample = gpu.sample
     return plain_tooltip(
         f"{sample.uuid}\n{sample.name or ''}\nserial {sample.serial or 'n/a'}\nPCI {sample.pci_bus_id or 'n/a'}"
-        f"\n{workload_text(sample.workload)}"
+        + ("" if sample.workload is None else f"\n{workload_text(sample.workload)}")  # a source that cannot tell
     )
 
 
