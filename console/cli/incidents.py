@@ -94,6 +94,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--since", type=parse_time, help="opened at or after (epoch, ISO 8601 or age: 6h, 7d)")
     group.add_argument("--until", type=parse_time, help="opened before")
     group.add_argument("--text", help="words in the title, detail or resolution note")
+    group.add_argument("--workload", help="a pod, namespace, container, HPC job id or process name it hit")
     group.add_argument(
         "--roots", action="store_true", help="only roots: causes and uncorrelated incidents, no symptoms"
     )
@@ -188,6 +189,7 @@ def _filter(args: argparse.Namespace) -> IncidentFilter:
         status=tuple(args.status or ()),
         text=args.text,
         roots_only=args.roots,
+        workload=args.workload,
     )
 
 

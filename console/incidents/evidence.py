@@ -24,7 +24,15 @@ from typing import Any
 
 from console.incidents.model import EvidencePoint, Incident
 from console.incidents.rules import EvidenceSettings
-from console.samples.codec import SCHEMA_ID, chassis_to_json, event_to_json, gpu_to_json, mig_to_json, sample_to_json
+from console.samples.codec import (
+    SCHEMA_ID,
+    chassis_to_json,
+    event_to_json,
+    gpu_to_json,
+    mig_to_json,
+    sample_to_json,
+    workload_to_json,
+)
 from console.samples.schema import EMPTY_CHASSIS, ChassisSample, GpuEvent, GpuSample, NodeSample
 
 # The encoder json.dumps(obj, separators=(",", ":")) builds on every call, built once. Circular checks are off:
@@ -130,6 +138,17 @@ def _empty_piece(value: object) -> str:
     return "[]"
 
 
+def _workload_piece(value: object) -> str:
+    """What runs on the GPU: null, or a list of entries (the same list repeats from poll to poll)."""
+    if value is None:
+        return "null"
+    if type(value) is not tuple:
+        raise _Unexpected
+    key = ("workload", value)
+    text = _PIECES.get(key)
+    return text if text is not None else _remember(key, _encode(workload_to_json(value)))
+
+
 _PIECE_FOR_TYPE: dict[str, Callable[[object], str]] = {
     "str": _string_piece,
     "str | None": _string_piece,
@@ -141,6 +160,7 @@ _PIECE_FOR_TYPE: dict[str, Callable[[object], str]] = {
     "tuple[MigInstance, ...]": _mig_piece,
     "tuple[ComponentCondition, ...]": _empty_piece,
     "tuple[ChassisPart, ...]": _empty_piece,
+    "tuple[Workload, ...] | None": _workload_piece,
 }
 
 

@@ -37,7 +37,7 @@ from console.incidents.model import (
 )
 from console.incidents.recorder import EvidenceRecorder
 from console.incidents.state import Batch, NodeState, Track, TrackKey
-from console.samples.schema import GpuSample, NodeSample
+from console.samples.schema import GpuSample, NodeSample, Workload, merge_workloads
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class IncidentLifecycle:
             count=1,
             peak=track.peak,
             recommended_action=track.action or rule.action,
+            workload=workload_of(uuid, batch.sample or ns.last_sample),
         )
         track.incident = incident
         track.last_emit = t
@@ -148,9 +149,12 @@ class IncidentLifecycle:
         incident = track.incident
         assert incident is not None
         escalated = severity > incident.severity
-        if not (escalated or recurred or t - track.last_emit >= self._update_every_s):
+        workload = grown_workload(incident, batch.sample)
+        if not (escalated or recurred or workload is not None or t - track.last_emit >= self._update_every_s):
             return
         updates: dict[str, object] = {"last_seen_at": t, "peak": track.peak}
+        if workload is not None:
+            updates["workload"] = workload
         note = ""
         if escalated:
             track.severity = severity
@@ -273,6 +277,26 @@ class IncidentLifecycle:
 
 
 # --- what an incident says ------------------------------------------------------------------------------------
+
+
+def workload_of(uuid: str | None, sample: NodeSample | None) -> tuple[Workload, ...] | None:
+    """What runs on the GPU ``uuid`` (on any of the node's GPUs when None); None when no source can tell."""
+    if sample is None:
+        return None
+    if uuid is not None:
+        gpu = sample.gpu(uuid)
+        return gpu.workload if gpu is not None else None
+    return merge_workloads(*(gpu.workload for gpu in sample.gpus))
+
+
+def grown_workload(incident: Incident, sample: NodeSample | None) -> tuple[Workload, ...] | None:
+    """The incident's workload with what ``sample`` shows that it lacks; None when nothing new appeared (the
+    onset's stays: a job that ended is still the one the fault hit)."""
+    now = workload_of(incident.context.gpu_uuid, sample)
+    if not now:
+        return None
+    merged = merge_workloads(incident.workload, now)
+    return merged if merged != incident.workload else None
 
 
 def incident_context(ns: NodeState, uuid: str | None, sample: NodeSample | None) -> IncidentContext:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
+from console.samples.schema import Workload
+
 
 class Severity(IntEnum):
     """Ordered so that ``max`` gives the worse one; stored and shown by name."""
@@ -106,6 +108,9 @@ class Incident:
     scope: Scope | None = None  # None: derived from the context (GPU when it has a UUID, else node)
     scope_name: str = ""
     nodes: tuple[str, ...] = ()
+    # What ran on the GPU (the node's GPUs for a node incident) at onset, plus what appeared while it was open;
+    # None: no source could tell.
+    workload: tuple[Workload, ...] | None = None
 
     @property
     def effective_scope(self) -> Scope:

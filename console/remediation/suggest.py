@@ -4,7 +4,9 @@ Order: fixes recorded for the same rule and code at the same provider, on the sa
 verified success rate; then the same fixes recorded elsewhere (``proven_here`` false: leads, not proof); then the
 catalog's action for the code. The escalation ladder of the code reorders that list for this GPU: once the lower
 steps did not hold here as often as the ladder allows, its next step goes first and the steps that failed on this
-GPU go last. A GPU with incidents of hardware-bucket Xids on several days is flagged as suspect hardware.
+GPU go last. A GPU with incidents of hardware-bucket Xids on several days is flagged as suspect hardware, and so is
+one where the same Xid hit different workloads (no pod, job or process in common): an application Xid follows its
+job, a hardware one stays with the GPU.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from enum import StrEnum
 from console.incidents.model import Incident
 from console.incidents.xid import XidCatalog
 from console.remediation.catalog import RemediationCatalog
+from console.samples.schema import JobWorkload, PodWorkload, Workload
+from console.samples.workload import workload_text
 from console.store import IncidentFilter, IncidentStore
 from console.store.ledger import Verdict, VerifiedFix
 
@@ -123,12 +127,58 @@ def _escalate(
     return [first, *keep, *demoted]
 
 
+SUSPECT_AFTER_WORKLOADS = 2  # one Xid under this many workloads with nothing in common
+
+
+def _workload_keys(workload: tuple[Workload, ...] | None) -> frozenset[tuple[str, ...]]:
+    """What makes two workloads the same: the pod (not its container), the job, the process's program."""
+    keys: set[tuple[str, ...]] = set()
+    for entry in workload or ():
+        if isinstance(entry, PodWorkload):
+            keys.add(("pod", entry.namespace or "", entry.pod))
+        elif isinstance(entry, JobWorkload):
+            keys.add(("job", entry.id))
+        else:
+            keys.add(("process", entry.name or str(entry.pid)))
+    return frozenset(keys)
+
+
+def _across_workloads(incidents: Iterable[Incident]) -> str | None:
+    """ "Xid N under k different workloads" for the first code that hit workloads with nothing in common."""
+    by_code: dict[str, list[tuple[frozenset[tuple[str, ...]], Incident]]] = {}
+    for other in sorted(incidents, key=lambda i: (i.opened_at, i.id)):  # named oldest first
+        keys = _workload_keys(other.workload)
+        if keys:
+            by_code.setdefault(other.code, []).append((keys, other))
+    for code in sorted(by_code, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c)):
+        apart: list[tuple[frozenset[tuple[str, ...]], Incident]] = []
+        for keys, other in by_code[code]:
+            if all(not keys & seen for seen, _ in apart):
+                apart.append((keys, other))
+        if len(apart) >= SUSPECT_AFTER_WORKLOADS:
+            names = "; ".join(workload_text(other.workload) for _, other in apart[:3])
+            return f"Xid {code} on this GPU under {len(apart)} different workloads ({names})"
+    return None
+
+
 def _suspect(store: IncidentStore, incident: Incident, catalog: RemediationCatalog, xids: XidCatalog) -> str | None:
     uuid = incident.context.gpu_uuid
-    if uuid is None or not catalog.hardware_buckets:
+    if uuid is None:
+        return None
+    history = list(store.iter_incidents(IncidentFilter(gpu=uuid, rule="xid")))
+    across = _across_workloads(history)
+    by_days = _on_several_days(history, catalog, xids)
+    if across is None and by_days is None:
+        return None
+    reasons = "; ".join(reason for reason in (by_days, across) if reason is not None)
+    return f"suspect hardware: {reasons}; consider drain and RMA"
+
+
+def _on_several_days(history: Iterable[Incident], catalog: RemediationCatalog, xids: XidCatalog) -> str | None:
+    if not catalog.hardware_buckets:
         return None
     days: dict[str, set[str]] = {}
-    for other in store.iter_incidents(IncidentFilter(gpu=uuid, rule="xid")):
+    for other in history:
         entry = xids.get(int(other.code)) if other.code.isdigit() else None
         if entry is None or not {entry.immediate_bucket, entry.investigatory_bucket} & catalog.hardware_buckets:
             continue
@@ -137,10 +187,7 @@ def _suspect(store: IncidentStore, incident: Incident, catalog: RemediationCatal
     if len(days) < catalog.suspect_after_days:
         return None
     codes = sorted({code for found in days.values() for code in found}, key=int)
-    return (
-        f"suspect hardware: Xid {', '.join(codes)} on this GPU on {len(days)} days "
-        f"({', '.join(sorted(days))}); consider drain and RMA"
-    )
+    return f"Xid {', '.join(codes)} on this GPU on {len(days)} days ({', '.join(sorted(days))})"
 
 
 def suggest(

@@ -24,11 +24,15 @@ from console.samples.schema import (
     GpuEvent,
     GpuSample,
     Health,
+    JobWorkload,
     MigInstance,
     NodeSample,
+    PodWorkload,
+    ProcessWorkload,
     RecoveryAction,
     SchemaError,
     ThrottleReason,
+    Workload,
     gpu_sample_from_fields,
     merge_samples,
     throttle_mask,
@@ -54,11 +58,64 @@ def gpu_to_json(gpu: GpuSample) -> dict[str, Any]:
     out["recovery_action"] = str(gpu.recovery_action) if gpu.recovery_action is not None else None
     out["unsupported"] = list(gpu.unsupported)
     out["mig_instances"] = [mig_to_json(instance) for instance in gpu.mig_instances]
+    out["workload"] = workload_to_json(gpu.workload)
     return out
 
 
 def mig_to_json(instance: MigInstance) -> dict[str, Any]:
     return {name: _finite_or_none(getattr(instance, name)) for name in _MIG_FIELDS}
+
+
+def workload_entry_to_json(entry: Workload) -> dict[str, Any]:
+    if isinstance(entry, PodWorkload):
+        return {"kind": "pod", "namespace": entry.namespace, "pod": entry.pod, "container": entry.container}
+    if isinstance(entry, JobWorkload):
+        return {"kind": "job", "id": entry.id}
+    return {"kind": "process", "pid": entry.pid, "name": entry.name, "used_memory_mib": entry.used_memory_mib}
+
+
+def workload_to_json(workload: tuple[Workload, ...] | None) -> list[dict[str, Any]] | None:
+    return None if workload is None else [workload_entry_to_json(entry) for entry in workload]
+
+
+_WORKLOAD_KEYS: Mapping[str, frozenset[str]] = {
+    "pod": frozenset({"kind", "namespace", "pod", "container"}),
+    "job": frozenset({"kind", "id"}),
+    "process": frozenset({"kind", "pid", "name", "used_memory_mib"}),
+}
+
+
+def workload_entry_from_json(data: Any, path: str) -> Workload:
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: expected an object")
+    kind = data.get("kind")
+    if not isinstance(kind, str) or kind not in _WORKLOAD_KEYS:
+        raise SchemaError(f"{path}.kind: expected pod, job or process, got {kind!r}")
+    unknown = set(data) - _WORKLOAD_KEYS[kind]
+    if unknown:
+        raise SchemaError(f"{path}: unknown keys {sorted(unknown)}")
+    if kind == "pod":
+        return PodWorkload(
+            namespace=_check(f"{path}.namespace", data.get("namespace"), (str,)),
+            pod=_check(f"{path}.pod", data.get("pod"), (str,), False),
+            container=_check(f"{path}.container", data.get("container"), (str,)),
+        )
+    if kind == "job":
+        return JobWorkload(id=_check(f"{path}.id", data.get("id"), (str,), False))
+    memory = _check(f"{path}.used_memory_mib", data.get("used_memory_mib"), _NUMBER)
+    return ProcessWorkload(
+        pid=_check(f"{path}.pid", data.get("pid"), (int,), False),
+        name=_check(f"{path}.name", data.get("name"), (str,)),
+        used_memory_mib=float(memory) if memory is not None else None,
+    )
+
+
+def workload_from_json(data: Any, path: str) -> tuple[Workload, ...] | None:
+    if data is None:
+        return None
+    if not isinstance(data, list):
+        raise SchemaError(f"{path}: expected a list or null")
+    return tuple(workload_entry_from_json(entry, f"{path}[{i}]") for i, entry in enumerate(data))
 
 
 def chassis_to_json(chassis: ChassisSample) -> dict[str, Any]:
@@ -183,6 +240,8 @@ def gpu_from_json(data: Any, path: str) -> GpuSample:
             if not isinstance(value, list):
                 raise SchemaError(f"{key}: expected a list")
             kwargs[name] = tuple(_mig_from_json(item, f"{key}[{i}]") for i, item in enumerate(value))
+        elif name == "workload":
+            kwargs[name] = workload_from_json(value, key)
         else:
             kinds = _GPU_TYPES.get(name, _NUMBER)
             kwargs[name] = _check(key, value, kinds, optional=name not in ("index", "uuid", "lost"))
@@ -340,4 +399,6 @@ __all__ = [
     "sample_to_json",
     "throttle_mask",
     "throttle_reasons_from_mask",
+    "workload_from_json",
+    "workload_to_json",
 ]

@@ -117,6 +117,51 @@ class EventKind(StrEnum):
     ROW_REMAP_FAILURE = "row_remap_failure"
 
 
+class WorkloadKind(StrEnum):
+    POD = "pod"
+    JOB = "job"
+    PROCESS = "process"
+
+
+@dataclass(frozen=True, slots=True)
+class PodWorkload:
+    """A Kubernetes pod on the GPU (dcgm-exporter's ``pod``/``namespace``/``container`` labels)."""
+
+    namespace: str | None
+    pod: str
+    container: str | None = None
+    kind: WorkloadKind = WorkloadKind.POD
+
+
+@dataclass(frozen=True, slots=True)
+class JobWorkload:
+    """An HPC (Slurm) job on the GPU (dcgm-exporter's ``hpc_job`` label)."""
+
+    id: str
+    kind: WorkloadKind = WorkloadKind.JOB
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessWorkload:
+    """A compute process on the GPU (NVML running processes, ``nvidia-smi --query-compute-apps``); host PID."""
+
+    pid: int
+    name: str | None = None
+    used_memory_mib: float | None = None
+    kind: WorkloadKind = WorkloadKind.PROCESS
+
+
+Workload = PodWorkload | JobWorkload | ProcessWorkload
+
+
+def merge_workloads(*lists: tuple[Workload, ...] | None) -> tuple[Workload, ...] | None:
+    """The union of several workload lists in first-seen order; ``None`` only when every list is ``None``."""
+    known = [entries for entries in lists if entries is not None]
+    if not known:
+        return None
+    return tuple(dict.fromkeys(entry for entries in known for entry in entries))
+
+
 @dataclass(frozen=True, slots=True)
 class MigInstance:
     """One MIG GPU instance of a GPU, as DCGM reports it (its series carry ``GPU_I_ID``)."""
@@ -190,6 +235,9 @@ class GpuSample:
     mig_instances: tuple[MigInstance, ...] = ()  # under their GPU, by instance id
     lost: bool = False  # the GPU fell off the bus (NVML GpuIsLost, or vanished from enumeration)
     unsupported: tuple[str, ...] = ()  # capability flags: fields the device does not report
+    # What runs on the GPU: () when nothing does, None when the source cannot tell (no pod/job labels, no
+    # process list).
+    workload: tuple[Workload, ...] | None = None
 
 
 GPU_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(GpuSample))
@@ -313,8 +361,13 @@ class SchemaError(ValueError):
 
 def _merge_dataclass(first: _D, second: _D) -> _D:
     """Field-wise: keep ``first``'s value unless it is missing (None or empty)."""
-    updates = {}
+    updates: dict[str, Any] = {}
     for f in dataclasses.fields(first):
+        if f.name == "workload":  # pods from one source, processes from another: both are true
+            merged = merge_workloads(getattr(first, f.name), getattr(second, f.name))
+            if merged != getattr(first, f.name):
+                updates["workload"] = merged
+            continue
         mine = getattr(first, f.name)
         if mine is None or mine == () or mine is False:
             theirs = getattr(second, f.name)

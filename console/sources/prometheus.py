@@ -7,7 +7,8 @@ whole site, grouped by the ``Hostname``/``hostname`` label (``instance`` when ne
 incident evidence.
 
 Each query aggregates with ``max by (__name__, <identity labels>)``: duplicate scrapes (two jobs, HA pairs)
-collapse into one series, and ``job``/``pod``/``container`` labels never reach the wire. The grouped series are
+collapse into one series, and the scrape's ``job`` label never reaches the wire (pod and ``hpc_job`` labels do:
+they are the GPU's workload). The grouped series are
 mapped by ``map_dcgm_samples``, the same mapping a scrape goes through, so a node read through Prometheus means
 exactly what the same node scraped directly means (units, MIG, blanks, Xid events). A node whose target is down
 has no live series (Prometheus marks them stale within a scrape) and its poll fails with the reason.
@@ -43,6 +44,7 @@ from console.sources.dcgm import names
 from console.sources.dcgm.mapping import XidMemory, map_dcgm_samples
 from console.sources.dcgm.render import escape_label_value
 from console.sources.exposition import Sample
+from console.sources.workload_labels import WORKLOAD_LABELS
 
 SOURCE_NAME = "prometheus"
 HOST_LABELS = ("Hostname", "hostname", "instance")
@@ -64,6 +66,7 @@ KEEP_LABELS = (
     "err_code",
     "err_msg",
     "xid",
+    *WORKLOAD_LABELS,  # pods and HPC jobs: kept as the GPU's workload, never as identity (the mapping's business)
 )
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_CONCURRENCY = 8

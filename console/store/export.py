@@ -15,8 +15,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TextIO
 
 from console.incidents.model import Incident
+from console.samples.codec import workload_to_json
 from console.store.ledger import LEDGER_COLUMNS, LedgerEntry
-from console.store.schema import INCIDENT_COLUMNS, nodes_json
+from console.store.schema import INCIDENT_COLUMNS, nodes_json, workload_json
 
 ExportFormat = Literal["csv", "json"]
 # The same columns as the database, in the same order, so an export reads like the table it came from, then
@@ -63,6 +64,7 @@ def incident_dict(incident: Incident, symptoms: int = 0) -> dict[str, Any]:
         "scope": str(incident.effective_scope),
         "scope_name": incident.effective_scope_name,
         "nodes": list(incident.member_nodes),
+        "workload": workload_to_json(incident.workload),
         "symptoms": symptoms,
     }
 
@@ -117,6 +119,7 @@ def write_counted_csv(rows: Iterable[Counted], out: TextIO) -> int:
     for incident, symptoms, _ledger in rows:
         row = incident_dict(incident, symptoms)
         row["nodes"] = nodes_json(row["nodes"])  # one cell: the same JSON array text as the database column
+        row["workload"] = workload_json(incident.workload)
         writer.writerow([safe_cell(row[name]) for name in EXPORT_FIELDS])
         written += 1
     return written

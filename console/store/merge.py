@@ -27,7 +27,7 @@ _NEW_RANK = STATUS_RANK_SQL.format(col="excluded.status")
 _OLD_RANK = STATUS_RANK_SQL.format(col="status")
 OLDEST_MERGEABLE = 1
 # What a column added by a later schema step reads as in a file from before it (its default there).
-_ADDED_LATER = {"parent_id": "NULL", "scope": "NULL", "scope_name": "''", "nodes": "'[]'"}
+_ADDED_LATER = {"parent_id": "NULL", "scope": "NULL", "scope_name": "''", "nodes": "'[]'", "workload": "NULL"}
 # Same id: take the other copy only if it is further along (open < acknowledged < resolved), or as far
 # along and seen later. The other copy is taken whole (its parent link and scope too), so a row never mixes
 # two operators' states.

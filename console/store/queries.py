@@ -32,7 +32,7 @@ _FEW_VALUES = frozenset(
     {"site", "provider", "kind", "rule"}
 )  # incidents listed per group; the counts cover all of them
 # Filters a count answers from the rows themselves (no index holds these columns), and broad columns.
-_READ_FROM_ROWS = ("text", "gpu_model", "driver", "severity")
+_READ_FROM_ROWS = ("text", "gpu_model", "driver", "severity", "workload")
 _BROAD = ("site", "provider", "kind", "rule")
 _EQUALITY_FILTERS = (
     ("site", "site"),
@@ -101,6 +101,10 @@ def where(flt: IncidentFilter, *, text_is_common: bool = False) -> tuple[list[st
             plus = "+" if text_is_common else ""
             terms.append(f"{plus}i.seq IN (SELECT rowid FROM incidents_fts WHERE incidents_fts MATCH ?)")
             params.append(match)
+    if flt.workload is not None and flt.workload.strip():
+        # The column's JSON text holds each entry's names and ids; no index, it is read from the row.
+        terms.append("instr(lower(i.workload), lower(?)) > 0")
+        params.append(flt.workload.strip())
     if flt.roots_only:
         # Checked on the row the page reads anyway (or from the unresolved index, which covers parent_id).
         terms.append("i.parent_id IS NULL")

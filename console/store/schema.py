@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from console.db import Migration, Schema
 from console.incidents.model import Incident, IncidentContext, Outcome, Scope, Severity, Status
+from console.samples.codec import workload_from_json, workload_to_json
+from console.samples.schema import SchemaError, Workload
 from console.store.types import StoreError
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ INCIDENT_COLUMNS: tuple[str, ...] = (
     "scope",
     "scope_name",
     "nodes",
+    # Schema 4 (issue 16): what ran on the GPU, a JSON array of workload entries; NULL: no source could tell.
+    "workload",
 )
 # What the symptom index holds besides (parent_id, opened_at): the columns review filters compare.
 SYMPTOM_INDEX_COVERS = ("site", "provider", "node", "kind", "rule", "severity", "status")
@@ -311,7 +315,17 @@ _LEDGER_TRIGGERS = (
 )
 
 
-MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_v1_initial, _v2_correlation, _v3_ledger)
+def _v4_workload(db: sqlite_utils.Database) -> None:
+    """Issue 16: the workload an incident hit. A nullable ADD COLUMN rewrites no row."""
+    db.execute("ALTER TABLE incidents ADD COLUMN workload TEXT")
+
+
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
+    _v1_initial,
+    _v2_correlation,
+    _v3_ledger,
+    _v4_workload,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -367,7 +381,22 @@ def incident_row(incident: Incident) -> tuple[Any, ...]:
         None if incident.scope is None else str(incident.scope),
         incident.scope_name,
         nodes_json(incident.nodes),
+        workload_json(incident.workload),
     )
+
+
+def workload_json(workload: tuple[Workload, ...] | None) -> str | None:
+    return None if workload is None else json.dumps(workload_to_json(workload), separators=(",", ":"))
+
+
+def workload_from_text(text: str | None) -> tuple[Workload, ...] | None:
+    """The workload column; text that is not a valid workload list reads as "cannot tell"."""
+    if text is None:
+        return None
+    try:
+        return workload_from_json(json.loads(text), "workload")
+    except (ValueError, SchemaError):
+        return None
 
 
 def nodes_json(nodes: Sequence[str]) -> str:
@@ -431,6 +460,7 @@ def incident_from_row(row: Sequence[Any]) -> Incident:
         scope,
         scope_name,
         nodes,
+        workload,
     ) = row
     return Incident(
         id=incident_id,
@@ -466,4 +496,5 @@ def incident_from_row(row: Sequence[Any]) -> Incident:
         scope=scope_from_text(scope),
         scope_name=scope_name or "",
         nodes=nodes_from_json(nodes),
+        workload=workload_from_text(workload),
     )

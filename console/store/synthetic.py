@@ -130,6 +130,7 @@ def synthetic_rows(
             scope,
             scope_name,
             members or "[]",
+            None,  # workload: a log from before attribution could not tell
         )
 
 

@@ -23,6 +23,8 @@ class IncidentFilter:
     ``since``/``until`` bound ``opened_at`` (since inclusive, until exclusive). ``gpu`` is a UUID, or a number
     for the GPU index. ``severity`` is the minimum severity. ``status`` takes one status or several (any of).
     ``text`` is free text matched against title, detail and resolution note (every word must occur).
+    ``workload`` matches incidents whose workload names it (a pod, namespace, container, job id or process name;
+    case-insensitive substring).
     ``roots_only`` keeps the roots (``parent_id`` NULL: causes, and incidents no cause was found for) and leaves
     out the symptoms grouped under them.
     """
@@ -41,6 +43,7 @@ class IncidentFilter:
     status: Status | tuple[Status, ...] = ()
     text: str | None = None
     roots_only: bool = False
+    workload: str | None = None
 
     @property
     def statuses(self) -> tuple[Status, ...]:

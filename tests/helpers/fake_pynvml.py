@@ -21,6 +21,7 @@ NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_TIMEOUT = 10
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
@@ -161,6 +162,7 @@ class FakeGpu:
     nvlinks: int = 18
     nvlinks_down: frozenset[int] = frozenset()  # links that report NVML_FEATURE_DISABLED
     pcie_kb_s: tuple[int, int] = (12_800, 3_200)  # (TX, RX) in KB/s
+    processes: list[tuple[int, str, int | None]] = field(default_factory=list)  # (pid, name, used bytes)
 
     def __post_init__(self) -> None:
         defaults: dict[tuple[int, int], tuple[int, float | int]] = {
@@ -347,6 +349,16 @@ class FakeNvml:
         if link >= gpu.nvlinks:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         return 0 if link in gpu.nvlinks_down else 1
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
+        gpu = self._gpu(h, "nvmlDeviceGetComputeRunningProcesses")
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, _name, used in gpu.processes]
+
+    def nvmlSystemGetProcessName(self, pid: int) -> str:
+        names = {pid: name for gpu in self.gpus for pid, name, _used in gpu.processes}
+        if pid not in names:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return names[pid]
 
     def nvmlDeviceGetMigMode(self, h: int) -> list[int]:
         return list(self._gpu(h, "nvmlDeviceGetMigMode").mig)

@@ -79,6 +79,10 @@ _STANDIN = """#!{python}
 # nvidia-smi stand-in for tests: replays a real capture for the requested --query-gpu fields.
 import json, sys, time
 state = json.load(open({state!r}))
+if any(a.startswith("--query-compute-apps=") for a in sys.argv[1:]):  # not logged: calls are --query-gpu runs
+    for line in state["apps"]:
+        print(line)
+    sys.exit(0)
 with open({calls!r}, "a") as calls:
     calls.write(" ".join(sys.argv[1:]) + "\\n")
 mode = state["mode"]
@@ -126,8 +130,10 @@ class NvidiaSmiStandIn:
         )
         self.path.chmod(0o755)
 
-    def set(self, mode: str = "ok", rejects: tuple[str, ...] = ()) -> None:
-        self._state_path.write_text(json.dumps({"mode": mode, "rejects": list(rejects), "rows": self._rows}))
+    def set(self, mode: str = "ok", rejects: tuple[str, ...] = (), apps: tuple[str, ...] = ()) -> None:
+        """``apps``: the lines ``--query-compute-apps`` prints (uuid, pid, name, MiB)."""
+        state = {"mode": mode, "rejects": list(rejects), "rows": self._rows, "apps": list(apps)}
+        self._state_path.write_text(json.dumps(state))
 
     def remove(self) -> None:
         self.path.unlink()

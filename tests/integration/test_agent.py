@@ -28,7 +28,7 @@ from console.cli.main import build_parser, run_command
 from console.config.fleet import Node, SecretKind, SecretRef, Site, SourceKind, SourceSpec
 from console.samples.codec import sample_from_json
 from console.samples.results import PollFailure, SourceError
-from console.samples.schema import EventKind, GpuEvent
+from console.samples.schema import EventKind, GpuEvent, ProcessWorkload
 from console.sources.agent import AgentSource
 from console.sources.base import SourceContext
 from console.sources.nvml.source import NvmlSource
@@ -114,7 +114,7 @@ def _get(
 @pytest.fixture
 def agent() -> Iterator[RunningAgent]:
     config = AgentConfig(port=0, token=TOKEN, interval_s=0.1, rate_per_s=1000.0, rate_burst=1000)
-    with RunningAgent(config, FakeNvml([FakeGpu()])) as running:
+    with RunningAgent(config, FakeNvml([FakeGpu(processes=[(4242, "python3", 2048 * 1024 * 1024)])])) as running:
         yield running
 
 
@@ -134,6 +134,7 @@ def test_token_required_401_without_200_with(agent: RunningAgent) -> None:
     sample = sample_from_json(json.loads(body))
     assert [g.uuid for g in sample.gpus] == ["GPU-22dbdd79-f55a-92a8-aa39-322198e72ed6"]
     assert sample.gpus[0].power_w == pytest.approx(631.95)
+    assert sample.gpus[0].workload == (ProcessWorkload(4242, "python3", 2048.0),)  # the node's compute processes
     assert "aiohttp" not in headers.get("Server", "")
     assert _get(agent.url + "/healthz")[0] == 200  # liveness carries no data and needs no token
 

@@ -17,7 +17,7 @@ import pytest
 from console.config.fleet import Fleet, Node, Site, SourceKind, SourceSpec
 from console.polling.poller import Poller
 from console.samples.results import PollFailure, PollResult, SourceError
-from console.samples.schema import EventKind, NodeSample, RecoveryAction
+from console.samples.schema import EventKind, NodeSample, ProcessWorkload, RecoveryAction
 from console.sources import make_source as make_any_source
 from console.sources.base import SourceContext
 from console.sources.ssh.source import SshSource
@@ -104,6 +104,20 @@ def test_poll_returns_the_captured_h100_values(rig: Rig) -> None:
     assert (gpu.pcie_link_gen, gpu.pcie_link_width) == (5, 16)
     assert gpu.fan_pct is None
     assert "fan_pct" in gpu.unsupported  # SXM: no board fan
+
+
+def test_compute_apps_are_the_workload_none_running_is_empty_and_a_failed_query_cannot_tell(rig: Rig) -> None:
+    uuid = "GPU-00000000-0000-0000-0000-000000000000"
+    rig.nvidia_smi.set(apps=(f"{uuid}, 31337, /usr/bin/python3, 19800", f"{uuid}, 4040, nccl-tests, [N/A]"))
+    busy = poll_once(rig.source()).gpus[0]
+    assert busy.workload == (
+        ProcessWorkload(31337, "/usr/bin/python3", 19800.0),
+        ProcessWorkload(4040, "nccl-tests", None),
+    )
+    rig.nvidia_smi.set()
+    assert poll_once(rig.source()).gpus[0].workload == ()
+    rig.nvidia_smi.set(apps=("this is not a process line",))
+    assert poll_once(rig.source()).gpus[0].workload is None
 
 
 def test_second_poll_reuses_the_connection(rig: Rig) -> None:

@@ -134,3 +134,30 @@ def test_a_broken_catalog_reports_every_problem_at_once(tmp_path: Path) -> None:
     assert any("ladders[0].steps[1]: unknown action 'repaint'" in p for p in problems)
     assert any("ladders[0].steps[2]: expected [action, tries]" in p for p in problems)
     assert len(problems) == 5
+
+
+def test_one_xid_under_different_workloads_flags_the_gpu_and_under_one_workload_does_not(
+    store: IncidentStore,
+) -> None:
+    from dataclasses import replace
+
+    from console.samples.schema import JobWorkload, PodWorkload
+
+    pod = PodWorkload(namespace="ml", pod="train-0", container="a")
+    same_pod_other_container = PodWorkload(namespace="ml", pod="train-0", container="b")
+    for n, (gpu, workload) in enumerate(
+        [
+            ("GPU-HW", (pod,)),
+            ("GPU-HW", (JobWorkload(id="4711"),)),
+            ("GPU-APP", (pod,)),
+            ("GPU-APP", (same_pod_other_container,)),  # the same pod's job crashing again: its own bug
+        ]
+    ):
+        incident = replace(xid79(f"x{n}", T0 + n * 60, gpu_uuid=gpu, code="13"), workload=workload)
+        store.submit([opened(incident)])
+    store.flush()
+    hardware = suggest(store, xid79("x1", T0 + 60, gpu_uuid="GPU-HW", code="13"), CATALOG, XIDS, now=NOW)
+    assert hardware.suspect_hardware is not None
+    assert "Xid 13 on this GPU under 2 different workloads (pod ml/train-0 (a); job 4711)" in hardware.suspect_hardware
+    application = suggest(store, xid79("x3", T0 + 180, gpu_uuid="GPU-APP", code="13"), CATALOG, XIDS, now=NOW)
+    assert application.suspect_hardware is None

@@ -345,7 +345,7 @@ def test_a_schema_1_file_migrates_in_place_and_keeps_its_incidents(tmp_path: Pat
         assert store.count(IncidentFilter(roots_only=True)) == 2
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         indexes = {row[0]: row[1] for row in conn.execute("SELECT name, sql FROM sqlite_master WHERE type='index'")}
         assert "WHERE parent_id IS NOT NULL" in indexes["incidents_parent_opened"]
         assert "parent_id" in indexes["incidents_unresolved_opened"]

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QVBoxLayout
 from console.config.fleet import Site, SourceKind
 from console.live.fleet_state import STATUS_RANK, FleetState, GpuState, NodeState, NodeStatus, SiteCounts
 from console.samples.activity import activity_lines
+from console.samples.workload import SHOWN_IN_A_ROW, workload_text
 from widgets.common.style import fmt, plain_tooltip, status_color
 from widgets.common.views import TreeView
 
@@ -107,13 +108,17 @@ def _gpu_text(gpu: GpuState, column: int) -> str:
     if column == 4:
         return fmt(sample.utilization_pct)
     throttles = ", ".join(str(r) for r in sample.throttle_reasons) or "no throttle"
-    return f"margin {fmt(sample.thermal_margin_c, 0, '°C')}, {throttles}"
+    detail = f"margin {fmt(sample.thermal_margin_c, 0, '°C')}, {throttles}"
+    if sample.workload:  # who a fault here would hit
+        detail += f" · {workload_text(sample.workload, limit=SHOWN_IN_A_ROW)}"
+    return detail
 
 
 def _gpu_tooltip(gpu: GpuState) -> str:
     sample = gpu.sample
     identity = f"{sample.uuid}\n{sample.name or ''}\nserial {sample.serial or 'n/a'}\nPCI {sample.pci_bus_id or 'n/a'}"
-    return plain_tooltip("\n".join([identity, *activity_lines(sample)]))
+    running = [] if sample.workload is None else [workload_text(sample.workload)]  # None: a source that cannot tell
+    return plain_tooltip("\n".join([identity, *running, *activity_lines(sample)]))
 
 
 class FleetModel(QAbstractItemModel):

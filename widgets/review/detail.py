@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from console.incidents.model import EvidencePoint, Incident, Status
+from console.samples.workload import workload_text
 from console.store import IncidentStore, SeenBefore, SeenGroup, TimelineEntry
 from widgets.common.style import (
     SEVERITY_COLORS,
@@ -214,6 +215,12 @@ class IncidentDetail(QWidget):
                 self.fields[name] = value
                 grid.addWidget(key, row, col * 2, Qt.AlignmentFlag.AlignTop)
                 grid.addWidget(value, row, col * 2 + 1, Qt.AlignmentFlag.AlignTop)
+        # Which customer or job the fault hit: one line across the grid (a GPU can run several).
+        workload_key = _plain_label("Workload:", wrap=False, selectable=False)
+        workload_key.setStyleSheet("color: #555;")
+        self.fields["Workload"] = _plain_label()
+        grid.addWidget(workload_key, len(names), 0, Qt.AlignmentFlag.AlignTop)
+        grid.addWidget(self.fields["Workload"], len(names), 1, 1, 5, Qt.AlignmentFlag.AlignTop)
         for col in (1, 3, 5):
             grid.setColumnStretch(col, 1)
         self.action = _plain_label()
@@ -339,6 +346,7 @@ class IncidentDetail(QWidget):
             "Driver": _context_text(ctx.driver_version),
             "VBIOS": _context_text(ctx.vbios_version),
             "PCI bus": _context_text(ctx.pci_bus_id),
+            "Workload": workload_text(incident.workload),
             "Opened (UTC)": utc(incident.opened_at),
             "Last seen (UTC)": utc(incident.last_seen_at),
             "Count / peak": f"{incident.count:,}{peak}",

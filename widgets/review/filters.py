@@ -49,7 +49,7 @@ STATUSES: tuple[tuple[str, tuple[Status, ...]], ...] = (
     ("Acknowledged", (Status.ACKNOWLEDGED,)),
     ("Resolved", (Status.RESOLVED,)),
 )
-TEXT_FIELDS = ("site", "provider", "node", "gpu", "gpu_model", "driver", "rule")
+TEXT_FIELDS = ("site", "provider", "node", "gpu", "gpu_model", "driver", "workload", "rule")
 _PLACEHOLDERS = {
     "site": "site",
     "provider": "provider",
@@ -57,6 +57,7 @@ _PLACEHOLDERS = {
     "gpu": "GPU index or UUID",
     "gpu_model": "GPU model",
     "driver": "driver",
+    "workload": "pod, namespace, job or process",
     "rule": "rule",
 }
 

@@ -25,10 +25,12 @@ from console.samples.schema import (
     GpuSample,
     MigInstance,
     NodeSample,
+    Workload,
     gpu_sample_from_fields,
 )
 from console.sources.dcgm import names
 from console.sources.exposition import Labels, Sample
+from console.sources.workload_labels import carries_workload_labels, workload_from_labels
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class GpuReading:
     xid: tuple[int, str] | None = None  # (last Xid, err_msg)
     xid_from_instance: bool = False
     xid_counts: dict[int, float] = field(default_factory=dict)
+    # Pods and jobs its series' labels name, in order (a dict as an ordered set); None: no label says.
+    workload: dict[Workload, None] | None = None
 
 
 def _lower_labels(labels: Labels) -> dict[str, str]:
@@ -84,6 +88,7 @@ class PayloadMapper:
         self.duplicates: list[GpuReading] = []
         self._duplicate_keys: dict[tuple[str, int], GpuReading] = {}
         self.latest_ms: int | None = None
+        self.attributes_workload = False  # some GPU series carries a pod or job label (even an empty one)
         # Labels dicts are shared between samples with the same label text: resolve each one once per payload.
         self._targets: dict[int, tuple[GpuReading, dict[str, Any], bool] | None] = {}
 
@@ -119,6 +124,11 @@ class PayloadMapper:
                     break
         if gpu.index is None:
             gpu.index = index
+        if carries_workload_labels(lower):
+            self.attributes_workload = True
+            if gpu.workload is None:
+                gpu.workload = {}
+            gpu.workload.update(dict.fromkeys(workload_from_labels(lower)))
         instance = lower.get("gpu_i_id")
         if instance:
             gpu.mig_profiles.setdefault(instance, lower.get("gpu_i_profile", ""))
@@ -315,6 +325,10 @@ def map_and_route(
         what = f"{len(samples)} series" if samples else "no series at all"
         raise SourceError(PollFailure.BAD_PAYLOAD, f"no GPU series (no series with a UUID label; {what})")
     _keep_lowest_index(mapper)
+    if mapper.attributes_workload:  # the exporter attributes GPUs: one without a label runs nothing
+        for gpu in mapper.gpus.values():
+            if gpu.workload is None:
+                gpu.workload = {}
     sample_time = mapper.latest_ms / 1000.0 if mapper.latest_ms is not None else now
     readings = list(mapper.gpus.values())
     sample = node_sample_from(readings, sample_time, previous, node=node, site=site, source=source)
@@ -345,6 +359,7 @@ def node_sample_from(
         )
         values["index"] = gpu.index
         values["uuid"] = gpu.uuid
+        values["workload"] = tuple(gpu.workload) if gpu.workload is not None else None
         gpus.append(gpu_sample_from_fields(values))  # intermediate keys left in ``values`` are not fields: ignored
         events.extend(_xid_events(gpu, gpu.index, sample_time, memory))
     gpus.sort(key=lambda g: g.index)

@@ -262,6 +262,7 @@ def _plain_gpus(readings: list[GpuReading], plans: list[_SlotPlan]) -> tuple[_Pl
     for plan in plans:
         gpu = readings[plan.reading]
         fixed: dict[str, Any] = {**gpu.identity, "index": gpu.index, "uuid": gpu.uuid}
+        fixed["workload"] = tuple(gpu.workload) if gpu.workload is not None else None
         if gpu.xid is not None:
             fixed["xid_last"] = gpu.xid[0]
         gpus.append((gpu.index, _PlainGpu(plan, fixed)))
@@ -279,6 +280,7 @@ def _fresh(gpu: GpuReading) -> GpuReading:
         xid=gpu.xid,
         xid_from_instance=gpu.xid_from_instance,
         xid_counts=dict(gpu.xid_counts),
+        workload=gpu.workload,  # labels are part of the lines' heads, which the template pins
     )
 
 

@@ -13,7 +13,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from console.samples.schema import RECOVERY_ACTION_CODES, GpuSample, RecoveryAction, throttle_reasons_from_mask
+from console.samples.schema import (
+    RECOVERY_ACTION_CODES,
+    GpuSample,
+    ProcessWorkload,
+    RecoveryAction,
+    throttle_reasons_from_mask,
+)
 from console.sources.nvml.device import ERROR_FUNCTION_NOT_FOUND, DeviceCalls, NvmlDevice, error_code
 
 TEMPERATURE_GPU = 0
@@ -111,6 +117,7 @@ class GpuReader:
         mig = call(dev, "mig_mode", nvml.nvmlDeviceGetMigMode)
         fields = self._read_fields(dev)
         self._read_slowly(dev)
+        processes = call(dev, "workload", nvml.nvmlDeviceGetComputeRunningProcesses)
         if "memory_used_mib" in dev.unsupported:
             dev.unsupported.add("memory_total_mib")
         recovery = fields.pop("recovery_action", None)
@@ -165,6 +172,7 @@ class GpuReader:
             recovery_action=recovery,
             mig_mode=bool(mig[0]) if mig is not None else None,
             unsupported=tuple(sorted(dev.unsupported)),
+            workload=self._workload(processes) if processes is not None else None,
         )
 
     def _read_slowly(self, dev: NvmlDevice) -> None:
@@ -188,6 +196,19 @@ class GpuReader:
         dev.nvlink_links_down = len(known) - up if known else None
         if "nvlink_links_up" in dev.unsupported:
             dev.unsupported.add("nvlink_links_down")
+
+    def _workload(self, processes: Any) -> tuple[ProcessWorkload, ...]:
+        """Compute processes (host PIDs; ``usedGpuMemory`` is bytes, None where the driver cannot say)."""
+        name_of = self._calls.nvml.nvmlSystemGetProcessName
+        entries = []
+        for process in processes:
+            pid = int(process.pid)
+            name = self._calls.optional(name_of, pid)
+            if isinstance(name, bytes):
+                name = name.decode("utf-8", "replace")
+            used = getattr(process, "usedGpuMemory", None)
+            entries.append(ProcessWorkload(pid, name or None, used / MIB if used is not None else None))
+        return tuple(entries)
 
     def _temperature(self, dev: NvmlDevice) -> Any:
         """``nvmlDeviceGetTemperatureV``, or the deprecated call where the driver lacks the new one."""

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from console.samples.schema import RECOVERY_ACTION_CODES, GpuSample, RecoveryAction, throttle_reasons_from_mask
+from console.samples.schema import (
+    RECOVERY_ACTION_CODES,
+    GpuSample,
+    ProcessWorkload,
+    RecoveryAction,
+    throttle_reasons_from_mask,
+)
 
 
 class ValueKind(StrEnum):
@@ -246,18 +252,46 @@ def _recovery_action(value: str) -> RecoveryAction:
     raise ValueError("unknown GPU recovery action")
 
 
+COMPUTE_APPS_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
+
+
+def compute_apps_arguments() -> list[str]:
+    """The arguments after ``nvidia-smi`` for the compute processes (host PIDs) of every GPU."""
+    return [f"--query-compute-apps={','.join(COMPUTE_APPS_FIELDS)}", "--format=csv,noheader,nounits"]
+
+
+def parse_compute_apps(text: str) -> dict[str, tuple[ProcessWorkload, ...]]:
+    """GPU UUID -> its compute processes; raises ``NvidiaSmiParseError`` naming the line."""
+    apps: dict[str, list[ProcessWorkload]] = {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.lower().startswith("no running"):  # "No running processes found"
+            continue
+        values = [value.strip() for value in next(csv.reader([stripped], skipinitialspace=True))]
+        if len(values) != len(COMPUTE_APPS_FIELDS) or not values[1].isdigit():
+            raise NvidiaSmiParseError(f"compute apps line {line_no}: expected uuid, pid, name, memory", line_no)
+        uuid, pid, name, memory = values
+        match = _NUMBER_WITH_UNIT.match(memory)
+        used = float(match.group(1)) if match is not None else None  # "[N/A]" where the driver cannot say
+        apps.setdefault(uuid, []).append(ProcessWorkload(int(pid), name or None, used))
+    return {uuid: tuple(entries) for uuid, entries in apps.items()}
+
+
 def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 __all__ = [
+    "COMPUTE_APPS_FIELDS",
     "QUERY_FIELDS",
     "NvidiaSmiParseError",
     "QueryField",
     "QueryResult",
     "ValueKind",
+    "compute_apps_arguments",
     "device_notices",
     "invalid_query_fields",
+    "parse_compute_apps",
     "parse_query_line",
     "parse_query_output",
     "query_arguments",

@@ -31,8 +31,10 @@ from console.sources.ssh.nvidia_smi import (
     QUERY_FIELDS,
     NvidiaSmiParseError,
     QueryField,
+    compute_apps_arguments,
     device_notices,
     invalid_query_fields,
+    parse_compute_apps,
     parse_query_output,
     query_arguments,
 )
@@ -126,8 +128,22 @@ class SshSource:
             if rejected and completed.exit_status != 0:
                 self._drop_fields(rejected)
                 continue
-            return self._sample(stdout, stderr, completed.exit_status, read_at)
+            sample = self._sample(stdout, stderr, completed.exit_status, read_at)
+            return await self._with_workload(conn, sample)
         raise SourceError(PollFailure.BAD_PAYLOAD, f"{self._where}: nvidia-smi rejected every queried field")
+
+    async def _with_workload(self, conn: asyncssh.SSHClientConnection, sample: NodeSample) -> NodeSample:
+        """The compute processes per GPU (a second nvidia-smi run); an answer that fails leaves "cannot tell"."""
+        completed = await conn.run(shlex.join([self._nvidia_smi, *compute_apps_arguments()]), check=False)
+        if completed.exit_status != 0:
+            return sample
+        try:
+            apps = parse_compute_apps(_text(completed.stdout))
+        except NvidiaSmiParseError as exc:
+            log.debug("ssh %s: compute apps unreadable: %s", self._where, exc)
+            return sample
+        gpus = tuple(dataclasses.replace(gpu, workload=apps.get(gpu.uuid, ())) for gpu in sample.gpus)
+        return dataclasses.replace(sample, gpus=gpus)
 
     def _drop_fields(self, rejected: tuple[str, ...]) -> None:
         known = {f.name for f in self._fields}
