@@ -145,6 +145,11 @@ def migrate(conn: sqlite3.Connection, schema: Schema) -> int:
     for version in range(before + 1, schema.version + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Another process opening the same new file may have taken this step while we waited for the lock:
+            # the version read inside the write lock is the one that counts.
+            if schema_version(conn) >= version:
+                conn.execute("COMMIT")
+                continue
             schema.migrations[version - 1](conn)
             conn.execute(f"PRAGMA user_version = {version}")
         except BaseException:

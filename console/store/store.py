@@ -20,13 +20,16 @@ from console.incidents.model import EvidencePoint, Incident, IncidentChange
 from console.store import export as exporting
 from console.store import ledger, queries, reliability
 from console.store import merge as merging
+from console.store import repair as repairing
 from console.store.schema import SCHEMA
 from console.store.types import (
+    DamagedRow,
     IncidentFilter,
     IncidentPage,
     MergeResult,
     PageCursor,
     RateRow,
+    RepairResult,
     SeenBefore,
     StoreError,
     TimelineEntry,
@@ -122,6 +125,10 @@ class IncidentStore:
     def get(self, incident_id: str) -> Incident | None:
         return self._db.read(queries.get, incident_id)
 
+    def damaged(self, incident_id: str) -> DamagedRow | None:
+        """Why the row of ``incident_id`` cannot be read (``get`` gives None for it); None if it is readable."""
+        return self._db.read(queries.damaged, incident_id)
+
     def children(self, parent_id: str) -> tuple[Incident, ...]:
         """The symptoms grouped under ``parent_id``, newest first."""
         return self._db.read(queries.children, parent_id)
@@ -202,12 +209,16 @@ class IncidentStore:
                 return
             cursor = result.next
 
-    def iter_counted(self, flt: IncidentFilter, *, with_ledger: bool = False) -> Iterator[exporting.Counted]:
+    def iter_counted(
+        self, flt: IncidentFilter, *, with_ledger: bool = False, damaged: list[DamagedRow] | None = None
+    ) -> Iterator[exporting.Counted]:
         """Every matching incident with its number of symptoms (and its ledger entries), newest first, a page
-        (and one count) at a time."""
+        (and one count) at a time; rows that cannot be read are left out (and added to ``damaged``)."""
         cursor: PageCursor | None = None
         while True:
             result = self.query(flt, after=cursor, limit=_EXPORT_PAGE)
+            if damaged is not None:
+                damaged.extend(result.damaged)
             ids = [incident.id for incident in result.incidents]
             counts = self.symptom_counts(ids)
             entries = self._db.read(ledger.entries_of, ids) if with_ledger else None
@@ -216,12 +227,20 @@ class IncidentStore:
                 return
             cursor = result.next
 
-    def export(self, flt: IncidentFilter, fmt: exporting.ExportFormat, out: TextIO) -> int:
+    def export(
+        self,
+        flt: IncidentFilter,
+        fmt: exporting.ExportFormat,
+        out: TextIO,
+        *,
+        damaged: list[DamagedRow] | None = None,
+    ) -> int:
         """Write the matching incidents (with their symptom counts, and in JSON their ledger entries) to ``out``
-        as CSV or JSON; returns how many."""
+        as CSV or JSON; returns how many. Damaged rows are left out (and added to ``damaged``)."""
         if fmt not in ("csv", "json"):
             raise ValueError(f"export format must be csv or json, not {fmt!r}")
-        return exporting.write_counted(self.iter_counted(flt, with_ledger=fmt == "json"), fmt, out)
+        rows = self.iter_counted(flt, with_ledger=fmt == "json", damaged=damaged)
+        return exporting.write_counted(rows, fmt, out)
 
     def merge_from(self, other: Path, timeout_s: float = 600) -> MergeResult:
         """Import another operator's database (waits for the writer; call it off the GUI thread)."""
@@ -236,6 +255,17 @@ class IncidentStore:
         except sqlite3.Error as exc:
             raise StoreError(f"merging {other} failed: {exc}") from exc
         return merged
+
+    def repair(self, *, dry_run: bool = False, timeout_s: float = 600) -> RepairResult:
+        """Remove every stored row no reader can interpret (``dry_run``: only say which)."""
+        self._check_open()
+        result = self._writer.exclusive(lambda conn: repairing.repair(conn, dry_run=dry_run))
+        try:
+            return result.result(timeout_s)
+        except FutureTimeout:
+            raise StoreError(f"repairing {self.path} did not finish within {timeout_s:g} s") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"repairing {self.path} failed: {exc}") from exc
 
     # --- internals ----------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from console.db import Writer
 from console.incidents.model import ChangeKind, IncidentChange
 from console.store.ledger import INSERT_LEDGER, ledger_row
 from console.store.schema import INCIDENT_COLUMNS, incident_row
+from console.store.validate import incident_problem
 
 MAX_BATCH = 500  # queued items per commit: big enough to amortise the commit, small enough to bound a retry
 
@@ -131,10 +132,32 @@ class IncidentWrites:
         conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: the index pages a busy log touches stay cached
 
     def write(self, writer: Writer[Write], batch: Sequence[Write]) -> None:
-        writer.commit(batch, _apply, _describe)
+        writer.commit(_checked(writer, batch), _apply, _describe)
 
     def maintain(self, writer: Writer[Write], *, flushing: bool) -> None:
         """Nothing to do between batches: every write is committed with its batch."""
+
+
+def _checked(writer: Writer[Write], batch: Sequence[Write]) -> list[Write]:
+    """The engine's own writes meet the same checks as a merge's rows: a change that fails is refused and
+    reported (``last_error``, ``failed_writes``), the rest are written."""
+    checked: list[Write] = []
+    for write in batch:
+        if isinstance(write, ExposureWrite):
+            checked.append(write)
+            continue
+        good = []
+        for change in write.changes:
+            problem = incident_problem(incident_row(change.incident))
+            if problem is None:
+                good.append(change)
+            else:
+                writer.report(f"1 incident changes ({change.incident.id!r})", ValueError(f"refused: {problem}"))
+        if len(good) == len(write.changes):
+            checked.append(write)
+        elif good:
+            checked.append(ChangesWrite(tuple(good)))
+    return checked
 
 
 def _apply(conn: sqlite3.Connection, writes: Sequence[Write]) -> None:
