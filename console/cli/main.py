@@ -13,6 +13,7 @@ import importlib
 from types import ModuleType
 
 from console import __version__
+from console.cli.bounds import seconds
 
 COMMANDS: dict[str, str] = {
     "agent": "console.cli.agent",
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="seed for the demo fleet (repeatable runs)")
     parser.add_argument(
         "--smoke-test",
-        type=float,
+        type=seconds,
         metavar="SECONDS",
         default=None,
         help="build the main window, run the demo fleet for SECONDS, print a JSON summary and exit",

@@ -9,19 +9,21 @@ import sys
 import threading
 import time
 
+from console.cli.bounds import hours, seconds
+
 HELP = "poll a fleet and record incidents without a window (ends on SIGINT/SIGTERM or after --duration)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", dest="poll_config", metavar="FILE", help="fleet inventory (TOML); default: demo")
     parser.add_argument("--db", dest="poll_db", metavar="PATH", help="incident database (default: user data dir)")
-    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--duration", type=seconds, metavar="S", help="stop after S seconds")
     parser.add_argument("--demo", dest="poll_demo", action="store_true", help="poll the built-in demo fleet")
     parser.add_argument("--seed", dest="poll_seed", type=int, default=None, help="demo fleet seed")
     parser.add_argument(
         "--history-retention-h",
         dest="poll_history_retention_h",
-        type=float,
+        type=hours,
         default=24.0,
         metavar="H",
         help="keep H hours of per-minute chart history beside the database (default 24)",
