@@ -27,6 +27,7 @@ _STATS_DEFAULT_WINDOW_S = 30 * 86400
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TREE_DEPTH = 6  # levels of symptoms shown under a root (correlation makes two; more only from merged logs)
 _TREE_CHILDREN = 50  # symptoms listed per incident in the tree; the rest are counted
+_READERS = frozenset({"list", "show", "export", "stats"})
 _DAMAGED_SHOWN = 20  # damaged rows named on standard error; the rest are counted
 
 
@@ -155,8 +156,11 @@ def run(args: argparse.Namespace) -> int:
     if action != "merge" and not path.is_file():
         print(f"gpu-console incidents: no incident database at {path}", file=sys.stderr)
         return EXIT_STORE_ERROR
+    # Readers open the file read-only: an archived log on read-only media, or one on a full disk, can be read,
+    # and a damaged file is reported as it is, never renamed or replaced by a new one.
+    opener = IncidentStore.open_readonly if action in _READERS else IncidentStore.open
     try:
-        with IncidentStore.open(path) as store:
+        with opener(path) as store:
             if store.recovered is not None:
                 print(f"gpu-console incidents: {store.recovered.message}", file=sys.stderr)
             from console.cli.incident_steps import run_step

@@ -15,8 +15,6 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from console.cli.bounds import hours
-
 if TYPE_CHECKING:
     from console.notify.notifier import Notifier
 
@@ -32,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--node", help="the node's name in the inventory")
     what.add_argument("--rack", help="the rack's name (every node of it)")
     what.add_argument("--site", help="the site's name (every node of it)")
-    add.add_argument("--hours", type=hours, required=True, help="how long, from now")
+    add.add_argument("--hours", type=float, required=True, help="how long, from now")
     add.add_argument("--comment", required=True, help="why: the ticket, the work being done")
     listing = actions.add_parser("list", help="the silences in force (and, with --all, the expired ones)")
     listing.add_argument("--all", action="store_true", help="include expired silences")

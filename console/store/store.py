@@ -48,7 +48,7 @@ class IncidentStore:
     method raises StoreError (with the file and the explained cause) rather than any sqlite3 error.
     """
 
-    def __init__(self, db: Database, writer: Writer[Write]) -> None:
+    def __init__(self, db: Database, writer: Writer[Write] | None) -> None:
         self.path = db.path
         self.recovered = db.recovered  # set when a damaged file was moved aside at open (show its .message)
         self._db = db
@@ -70,30 +70,43 @@ class IncidentStore:
         writer = Writer(db, handler, thread_name="incident-store-writer", max_batch=MAX_BATCH, on_error=on_error)
         return cls(db, writer)
 
+    @classmethod
+    def open_readonly(cls, path: Path) -> IncidentStore:
+        """Open for reading only (the CLI's list, show, export, stats): works on a read-only file or folder and
+        on a full disk; never renames, creates or migrates the file (an older file is opened as ``open`` does).
+        Every write method raises StoreError."""
+        db = Database.open_readonly(Path(path), SCHEMA)
+        if not db.read_only:  # an older schema: migrated as any open does; reopen it with its writer
+            db.close()
+            return cls.open(Path(path))
+        return cls(db, None)
+
     # --- writes (queued, never blocking) ------------------------------------------------------------------
 
     def submit(self, changes: Sequence[IncidentChange]) -> None:
-        self._check_open()
+        writer = self._writable()
         if changes:
-            self._writer.put(ChangesWrite(tuple(changes)))
+            writer.put(ChangesWrite(tuple(changes)))
 
     def record_exposure(self, site: str, provider: str, gpu_model: str, gpu_seconds: float, at: float) -> None:
         """Add GPU-seconds observed to the hour that ``at`` falls in (the denominator of incident rates)."""
-        self._check_open()
+        writer = self._writable()
         if not math.isfinite(gpu_seconds) or gpu_seconds <= 0:
             return
-        self._writer.put(ExposureWrite(site, provider, gpu_model, int(at // 3600), gpu_seconds))
+        writer.put(ExposureWrite(site, provider, gpu_model, int(at // 3600), gpu_seconds))
 
     def flush(self, timeout_s: float = 10) -> None:
         """Wait until everything queued before this call is committed (or has failed and been reported)."""
-        self._check_open()
-        self._writer.flush(timeout_s)
+        self._writable().flush(timeout_s)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._writer.close(timeout_s=30)
+        if self._writer is None:
+            self._db.close()
+        else:
+            self._writer.close(timeout_s=30)
 
     def __enter__(self) -> IncidentStore:
         return self
@@ -104,15 +117,15 @@ class IncidentStore:
     @property
     def last_error(self) -> str | None:
         """The last write failure's message (None if every write so far succeeded)."""
-        return self._writer.last_error
+        return None if self._writer is None else self._writer.last_error
 
     @property
     def failed_writes(self) -> int:
-        return self._writer.failed_writes
+        return 0 if self._writer is None else self._writer.failed_writes
 
     @property
     def writer_alive(self) -> bool:
-        return self._writer.alive
+        return self._writer is not None and self._writer.alive
 
     # --- reads (any thread) -------------------------------------------------------------------------------
 
@@ -244,10 +257,10 @@ class IncidentStore:
 
     def merge_from(self, other: Path, timeout_s: float = 600) -> MergeResult:
         """Import another operator's database (waits for the writer; call it off the GUI thread)."""
-        self._check_open()
+        writer = self._writable()
         other = Path(other)
         merging.check_other(other, self.path)
-        result = self._writer.exclusive(lambda conn: merging.merge(conn, other))
+        result = writer.exclusive(lambda conn: merging.merge(conn, other))
         try:
             merged = result.result(timeout_s)
         except FutureTimeout:
@@ -258,8 +271,7 @@ class IncidentStore:
 
     def repair(self, *, dry_run: bool = False, timeout_s: float = 600) -> RepairResult:
         """Remove every stored row no reader can interpret (``dry_run``: only say which)."""
-        self._check_open()
-        result = self._writer.exclusive(lambda conn: repairing.repair(conn, dry_run=dry_run))
+        result = self._writable().exclusive(lambda conn: repairing.repair(conn, dry_run=dry_run))
         try:
             return result.result(timeout_s)
         except FutureTimeout:
@@ -272,3 +284,9 @@ class IncidentStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"the incident database {self.path} is closed")
+
+    def _writable(self) -> Writer[Write]:
+        self._check_open()
+        if self._writer is None:
+            raise StoreError(f"the incident database {self.path} was opened read-only")
+        return self._writer
