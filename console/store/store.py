@@ -34,7 +34,7 @@ from console.store.types import (
     StoreError,
     TimelineEntry,
 )
-from console.store.writer import MAX_BATCH, ChangesWrite, ExposureWrite, IncidentWrites, Write
+from console.store.writer import MAX_BATCH, RETRY_S, ChangesWrite, ExposureWrite, IncidentWrites, Write
 
 _EXPORT_PAGE = 1000
 
@@ -48,12 +48,14 @@ class IncidentStore:
     method raises StoreError (with the file and the explained cause) rather than any sqlite3 error.
     """
 
-    def __init__(self, db: Database, writer: Writer[Write] | None) -> None:
+    def __init__(self, db: Database, writer: Writer[Write] | None, handler: IncidentWrites | None = None) -> None:
         self.path = db.path
         self.recovered = db.recovered  # set when a damaged file was moved aside at open (show its .message)
         self._db = db
         self._writer = writer
+        self._handler = handler
         self._closed = False
+        self._unsaved_at_close = 0
 
     @classmethod
     def open(cls, path: Path, *, on_error: Callable[[str], None] | None = None) -> IncidentStore:
@@ -67,8 +69,15 @@ class IncidentStore:
         except sqlite3.Error as exc:
             db.close()
             raise SCHEMA.failure("write", db.path, exc) from exc
-        writer = Writer(db, handler, thread_name="incident-store-writer", max_batch=MAX_BATCH, on_error=on_error)
-        return cls(db, writer)
+        writer = Writer(
+            db,
+            handler,
+            thread_name="incident-store-writer",
+            max_batch=MAX_BATCH,
+            idle_s=RETRY_S,  # wakes to retry what a full disk refused
+            on_error=on_error,
+        )
+        return cls(db, writer, handler)
 
     @classmethod
     def open_readonly(cls, path: Path) -> IncidentStore:
@@ -105,8 +114,17 @@ class IncidentStore:
         self._closed = True
         if self._writer is None:
             self._db.close()
-        else:
-            self._writer.close(timeout_s=30)
+            return
+        self._writer.close(timeout_s=30)
+        if self._handler is not None and self._handler.pending_changes:
+            # The last retry (at close) failed too: these changes are lost. Said once, with the count.
+            self._unsaved_at_close = self._handler.pending_changes
+            SCHEMA.log.error(
+                "%d incident changes could not be written to %s (%s) and are lost",
+                self._unsaved_at_close,
+                self.path,
+                self.last_error or "the disk refused them",
+            )
 
     def __enter__(self) -> IncidentStore:
         return self
@@ -118,6 +136,17 @@ class IncidentStore:
     def last_error(self) -> str | None:
         """The last write failure's message (None if every write so far succeeded)."""
         return None if self._writer is None else self._writer.last_error
+
+    @property
+    def pending_changes(self) -> int:
+        """Changes the disk refused so far, kept in memory and retried every second."""
+        return 0 if self._handler is None else self._handler.pending_changes
+
+    @property
+    def unsaved_changes(self) -> int:
+        """Changes lost for good: dropped past the in-memory bound, or still refused when the store closed."""
+        dropped = 0 if self._handler is None else self._handler.dropped_changes
+        return dropped + self._unsaved_at_close
 
     @property
     def failed_writes(self) -> int:

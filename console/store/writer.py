@@ -20,6 +20,9 @@ from console.store.schema import INCIDENT_COLUMNS, incident_row
 from console.store.validate import incident_problem
 
 MAX_BATCH = 500  # queued items per commit: big enough to amortise the commit, small enough to bound a retry
+# Changes kept in memory while the disk refuses them (about 2 KB each: 100 MB at most), retried every second.
+MAX_PENDING_CHANGES = 50_000
+RETRY_S = 1.0
 
 _COLUMNS = ", ".join(INCIDENT_COLUMNS)
 _PLACEHOLDERS = ", ".join("?" for _ in INCIDENT_COLUMNS)
@@ -127,15 +130,55 @@ class IncidentWrites:
     statement each for upserts and for evidence-only rows (see ``_CREATE_STAGE``).
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, max_pending: int = MAX_PENDING_CHANGES) -> None:
         conn.execute(_CREATE_STAGE)
         conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: the index pages a busy log touches stay cached
+        # Writes the file or the disk refused (full disk): kept in order, retried before anything newer and at
+        # every idle wake-up, bounded by ``max_pending`` changes (past it the oldest are dropped and counted).
+        self._pending: list[Write] = []
+        self._max_pending = max_pending
+        self.pending_changes = 0  # read from other threads: a plain int, replaced whole
+        self.dropped_changes = 0
 
     def write(self, writer: Writer[Write], batch: Sequence[Write]) -> None:
-        writer.commit(_checked(writer, batch), _apply, _describe)
+        items = [*self._pending, *_checked(writer, batch)]
+        self._pending = [] if writer.commit(items, _apply, _describe) else items
+        self._bound(writer)
 
     def maintain(self, writer: Writer[Write], *, flushing: bool) -> None:
-        """Nothing to do between batches: every write is committed with its batch."""
+        """Retry what the disk refused (every write is otherwise committed with its batch)."""
+        if self._pending and writer.commit(self._pending, _apply, _describe):
+            writer.db.schema.log.warning(
+                "the %s %s is writable again: %d queued incident changes saved",
+                writer.db.what,
+                writer.db.path,
+                self.pending_changes,
+            )
+            self._pending = []
+        self._bound(writer)
+
+    def _bound(self, writer: Writer[Write]) -> None:
+        changes = sum(_size(write) for write in self._pending)
+        dropped = 0
+        while changes > self._max_pending and self._pending:
+            oldest = self._pending.pop(0)
+            changes -= _size(oldest)
+            dropped += _size(oldest)
+        if dropped:
+            if not self.dropped_changes:  # logged once, with the count; the total is in ``dropped_changes``
+                writer.db.schema.log.error(
+                    "the %s %s cannot be written: %d incident changes dropped, more than %d were waiting",
+                    writer.db.what,
+                    writer.db.path,
+                    dropped,
+                    self._max_pending,
+                )
+            self.dropped_changes += dropped
+        self.pending_changes = changes
+
+
+def _size(write: Write) -> int:
+    return len(write.changes) if isinstance(write, ChangesWrite) else 1
 
 
 def _checked(writer: Writer[Write], batch: Sequence[Write]) -> list[Write]:
