@@ -53,3 +53,27 @@ def test_probe_s_own_argument_errors_are_usage_errors_not_unreachable() -> None:
     result = gpu_console("probe", "dcgm", "http://127.0.0.1:1/metrics", "--timeout", "nan")
     assert result.returncode == 1
     assert "--timeout: must be a finite number of seconds" in result.stderr
+
+
+def test_a_full_standard_output_ends_with_one_line_not_a_traceback(tmp_path: Path) -> None:
+    from console.incidents.model import ChangeKind, IncidentChange
+    from console.store import IncidentStore
+    from tests.helpers.builders import make_incident
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    db = tmp_path / "incidents.sqlite3"
+    with IncidentStore.open(db) as store:
+        store.submit([IncidentChange(ChangeKind.OPENED, make_incident(f"i-{n}", 1e9 + n), 1e9 + n) for n in range(50)])
+    for args in (("list", "--json"), ("export",)):
+        with Path("/dev/full").open("w") as full:
+            result = subprocess.run(
+                [str(SCRIPT), "incidents", *args, "--db", str(db)],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        assert result.returncode == 1
+        assert result.stderr.strip() == "gpu-console incidents: cannot write the output: No space left on device"
