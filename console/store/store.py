@@ -34,7 +34,15 @@ from console.store.types import (
     StoreError,
     TimelineEntry,
 )
-from console.store.writer import MAX_BATCH, RETRY_S, ChangesWrite, ExposureWrite, IncidentWrites, Write
+from console.store.writer import (
+    MAX_BATCH,
+    MAX_PENDING_CHANGES,
+    RETRY_S,
+    ChangesWrite,
+    ExposureWrite,
+    IncidentWrites,
+    Write,
+)
 
 _EXPORT_PAGE = 1000
 
@@ -58,14 +66,21 @@ class IncidentStore:
         self._unsaved_at_close = 0
 
     @classmethod
-    def open(cls, path: Path, *, on_error: Callable[[str], None] | None = None) -> IncidentStore:
+    def open(
+        cls,
+        path: Path,
+        *,
+        on_error: Callable[[str], None] | None = None,
+        max_pending_changes: int = MAX_PENDING_CHANGES,
+    ) -> IncidentStore:
         """Open (creating, recovering or migrating) the database; raise StoreError with a clear message.
 
         ``on_error`` is called on the writer thread with a message when a write fails (disk full, ...).
+        ``max_pending_changes`` bounds what a refusing disk leaves queued in memory (past it the oldest are lost).
         """
         db = Database.open(Path(path), SCHEMA)
         try:
-            handler = IncidentWrites(db.write_connection)
+            handler = IncidentWrites(db.write_connection, max_pending=max_pending_changes)
         except sqlite3.Error as exc:
             db.close()
             raise SCHEMA.failure("write", db.path, exc) from exc

@@ -165,15 +165,13 @@ class IncidentWrites:
             changes -= _size(oldest)
             dropped += _size(oldest)
         if dropped:
-            if not self.dropped_changes:  # logged once, with the count; the total is in ``dropped_changes``
-                writer.db.schema.log.error(
-                    "the %s %s cannot be written: %d incident changes dropped, more than %d were waiting",
-                    writer.db.what,
-                    writer.db.path,
-                    dropped,
-                    self._max_pending,
-                )
             self.dropped_changes += dropped
+            # Reported like any lost write (logged once per cause, the on_error callback: the window's status bar).
+            reason = sqlite3.OperationalError(
+                f"dropped: more than {self._max_pending:,} changes were waiting while the disk refused them "
+                f"({self.dropped_changes:,} dropped so far)"
+            )
+            writer.report(f"{dropped} incident changes", reason)
         self.pending_changes = changes
 
 

@@ -172,3 +172,21 @@ def test_poll_saves_everything_once_space_returns_and_exits_0(tmp_path: Path) ->
         assert summary["unsaved_changes"] == 0
         with IncidentStore.open_readonly(db) as store:
             assert store.count(IncidentFilter()) == summary["incidents_opened"]
+
+
+def test_past_the_in_memory_bound_the_oldest_changes_are_dropped_counted_and_reported(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk") as disk:
+        errors: list[str] = []
+        store = IncidentStore.open(disk / "incidents.sqlite3", on_error=errors.append, max_pending_changes=3)
+        store.submit([_change(0)])
+        store.flush()
+        fill(disk)
+        for n in range(1, 6):
+            store.submit([_change(n)])
+            store.flush()
+        assert store.pending_changes == 3
+        assert store.unsaved_changes == 2
+        assert any("2 incident changes not saved" in e or "1 incident changes not saved" in e for e in errors)
+        assert any("more than 3 changes were waiting" in error for error in errors)
+        store.close()
+        assert store.unsaved_changes == 5  # the two dropped and the three still refused at close
