@@ -3,12 +3,14 @@
 The thread itself, its batching, barriers and error reporting are console.db.Writer's. A failed batch is rolled
 back and its writes retried one by one, so one bad write cannot take good ones with it; a write that still fails
 is dropped and reported (``last_error`` and the ``on_error`` callback, called on the writer thread). Committed data
-is never touched by a failure.
+is never touched by a failure. Writes the file or the disk refuses (full disk, I/O error, a lock held elsewhere)
+are not dropped: they stay queued in memory, in order and bounded, and are retried every second until they go in.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,17 +139,31 @@ class IncidentWrites:
         # every idle wake-up, bounded by ``max_pending`` changes (past it the oldest are dropped and counted).
         self._pending: list[Write] = []
         self._max_pending = max_pending
+        self._retry_at = 0.0  # monotonic time of the next retry after a refusal
         self.pending_changes = 0  # read from other threads: a plain int, replaced whole
         self.dropped_changes = 0
 
     def write(self, writer: Writer[Write], batch: Sequence[Write]) -> None:
-        items = [*self._pending, *_checked(writer, batch)]
-        self._pending = [] if writer.commit(items, _apply, _describe) else items
+        checked = _checked(writer, batch)
+        if self._pending and time.monotonic() < self._retry_at:
+            # The disk refused writes a moment ago: queue behind them rather than redo the whole queue per batch.
+            self._pending.extend(checked)
+        else:
+            items = [*self._pending, *checked]
+            self._pending = [] if self._commit(writer, items) else items
         self._bound(writer)
 
+    def _commit(self, writer: Writer[Write], items: Sequence[Write]) -> bool:
+        if writer.commit(items, _apply, _describe):
+            return True
+        self._retry_at = time.monotonic() + RETRY_S
+        return False
+
     def maintain(self, writer: Writer[Write], *, flushing: bool) -> None:
-        """Retry what the disk refused (every write is otherwise committed with its batch)."""
-        if self._pending and writer.commit(self._pending, _apply, _describe):
+        """Retry what the disk refused, once a second and when a flush or the close waits (every write is
+        otherwise committed with its batch)."""
+        due = flushing or time.monotonic() >= self._retry_at
+        if self._pending and due and self._commit(writer, self._pending):
             writer.db.schema.log.warning(
                 "the %s %s is writable again: %d queued incident changes saved",
                 writer.db.what,
