@@ -62,6 +62,8 @@ def test_an_archived_log_on_a_read_only_mount_can_be_listed_shown_and_exported(t
             assert result.returncode == 0, (args, result.stderr)
             assert "Traceback" not in result.stderr
         assert "archived-1" in gpu_console("incidents", "list", "--db", db).stdout
+        fixes = gpu_console("fixes", "stats", "--db", db)
+        assert fixes.returncode == 0, fixes.stderr
         refused = gpu_console("incidents", "repair", "--db", db)
         assert refused.returncode == 2 and "for writing" in refused.stderr
     assert sorted(path.name for path in archive.iterdir()) == ["incidents.sqlite3"]
