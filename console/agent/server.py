@@ -210,6 +210,7 @@ class AgentServer:
         app.router.add_get(API_EVENTS, self._events_route)
         app.router.add_get("/healthz", self._healthz)
         app.on_response_prepare.append(_hide_server_banner)
+        _withhold_request_details()
         self._runner = web.AppRunner(
             app,
             access_log=None,
@@ -297,12 +298,16 @@ class AgentServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        wait = self._limiter.retry_after(request.remote or "unknown")
+        allowed = self._token is None or request.path == "/healthz" or self._authorized(request)
+        # Wrong tokens spend a bucket of their own: a burst of guesses from an address (a misconfigured scraper
+        # beside the console on a NAT) must not lock the right token out of that address.
+        client = f"{request.remote or 'unknown'} {'allowed' if allowed else 'refused'}"
+        wait = self._limiter.retry_after(client)
         if wait > 0:
             return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": str(math.ceil(wait))})
         if request.body_exists:
             return web.Response(status=413, text="Request Entity Too Large")
-        if self._token is not None and request.path != "/healthz" and not self._authorized(request):
+        if not allowed:
             return web.Response(status=401, text="Unauthorized", headers={"WWW-Authenticate": "Bearer"})
         response: web.StreamResponse = await handler(request)
         return response
@@ -347,6 +352,34 @@ class AgentServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok" if self._failing is None else "degraded"})
+
+
+class _NoRequestDetails(logging.Filter):
+    """aiohttp logs a refused request (a header over the limit, a malformed line) with its traceback, and the
+    exception's text quotes the offending bytes: part of a presented bearer token. Keep the fact, drop the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        record.msg = (
+            f"{record.getMessage()}: {type(exc).__name__} (its details are left out of the log: they may quote "
+            "request headers, credentials among them)"
+        )
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+_REQUEST_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal")
+
+
+def _withhold_request_details() -> None:
+    for name in _REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _NoRequestDetails) for existing in logger.filters):
+            logger.addFilter(_NoRequestDetails())
 
 
 def _dumps(value: Any) -> str:

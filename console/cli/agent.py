@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from console.cli.bounds import seconds
+
 HELP = "run the node agent: serve local GPU telemetry on /metrics (dcgm-exporter names) and /api/v1"
 
 EXIT_CONFIG = 2
@@ -26,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     parser.add_argument(
         "--interval",
-        type=float,
+        type=seconds,
         default=1.0,
         metavar="S",
         help="seconds between NVML samples (default %(default)s)",

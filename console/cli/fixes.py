@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CATALOG_ERROR
     window_h = args.verify_window_h if args.verify_window_h is not None else catalog.verify_window_h
     try:
-        with IncidentStore.open(path) as store:
+        with IncidentStore.open_readonly(path) as store:
             if args.fixes_action == "stats":
                 return _stats(store, window_h, args.json)
             return _suggest(store, catalog, args.incident_id, window_h, args.json)

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from console.incidents.model import Incident
-    from console.store import IncidentFilter, IncidentStore
+    from console.store import DamagedRow, IncidentFilter, IncidentStore
     from console.store.export import ExportFormat
 
-HELP = "review the incident log: list, show, export, stats, merge, acknowledge, resolve"
+HELP = "review the incident log: list, show, export, stats, merge, repair, acknowledge, resolve"
 EXIT_NOT_FOUND = 1
 EXIT_STORE_ERROR = 2
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -27,6 +27,8 @@ _STATS_DEFAULT_WINDOW_S = 30 * 86400
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TREE_DEPTH = 6  # levels of symptoms shown under a root (correlation makes two; more only from merged logs)
 _TREE_CHILDREN = 50  # symptoms listed per incident in the tree; the rest are counted
+_READERS = frozenset({"list", "show", "export", "stats"})
+_DAMAGED_SHOWN = 20  # damaged rows named on standard error; the rest are counted
 
 
 def plain(value: object) -> str:
@@ -137,6 +139,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     merge.add_argument("other", metavar="OTHER.db")
     _add_format(merge, csv=False)
 
+    repair = actions.add_parser("repair", help="remove stored rows that cannot be read (listed with the reason)")
+    _add_db(repair)
+    repair.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    _add_format(repair, csv=False)
+
     from console.cli import incident_steps
 
     incident_steps.add_parsers(actions, _add_db)
@@ -150,8 +157,11 @@ def run(args: argparse.Namespace) -> int:
     if action != "merge" and not path.is_file():
         print(f"gpu-console incidents: no incident database at {path}", file=sys.stderr)
         return EXIT_STORE_ERROR
+    # Readers open the file read-only: an archived log on read-only media, or one on a full disk, can be read,
+    # and a damaged file is reported as it is, never renamed or replaced by a new one.
+    opener = IncidentStore.open_readonly if action in _READERS else IncidentStore.open
     try:
-        with IncidentStore.open(path) as store:
+        with opener(path) as store:
             if store.recovered is not None:
                 print(f"gpu-console incidents: {store.recovered.message}", file=sys.stderr)
             from console.cli.incident_steps import run_step
@@ -162,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
                 "export": _export,
                 "stats": _stats,
                 "merge": _merge,
+                "repair": _repair,
                 "acknowledge": run_step,
                 "resolve": run_step,
             }[action]
@@ -227,7 +238,9 @@ def _list(store: IncidentStore, args: argparse.Namespace) -> int:
     if args.limit <= 0:
         print("gpu-console incidents: --limit must be > 0", file=sys.stderr)
         return EXIT_STORE_ERROR
-    incidents = store.query(_filter(args), limit=args.limit).incidents
+    page = store.query(_filter(args), limit=args.limit)
+    incidents = page.incidents
+    _warn_damaged(page.damaged)
     symptoms = store.symptom_counts([incident.id for incident in incidents])
     if args.fmt == "json":
         write_json(incidents, sys.stdout, symptoms, _silence_marks(store, incidents, args))
@@ -318,6 +331,9 @@ def _show(store: IncidentStore, args: argparse.Namespace) -> int:
     from console.store.export import incident_dict
 
     incident = store.get(args.incident_id)
+    if incident is None and (damaged := store.damaged(args.incident_id)) is not None:
+        print(f"gpu-console incidents: {plain(damaged.message)}", file=sys.stderr)
+        return EXIT_NOT_FOUND
     if incident is None:
         print(f"gpu-console incidents: no incident with id {args.incident_id!r} in {store.path}", file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -378,19 +394,28 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _warn_damaged(damaged: Sequence[DamagedRow]) -> None:
+    for row in damaged[:_DAMAGED_SHOWN]:
+        print(f"gpu-console incidents: {plain(row.message)}", file=sys.stderr)
+    if len(damaged) > _DAMAGED_SHOWN:
+        print(f"gpu-console incidents: ... and {len(damaged) - _DAMAGED_SHOWN} more damaged row(s)", file=sys.stderr)
+
+
 def _export(store: IncidentStore, args: argparse.Namespace) -> int:
     fmt: ExportFormat = "json" if args.fmt == "json" else "csv"
+    damaged: list[DamagedRow] = []
     if args.output:
         target = Path(args.output)
         try:
             with target.open("w", encoding="utf-8", newline="") as out:
-                written = store.export(_filter(args), fmt, out)
+                written = store.export(_filter(args), fmt, out, damaged=damaged)
         except OSError as exc:
             print(f"gpu-console incidents: cannot write {target}: {exc.strerror}", file=sys.stderr)
             return EXIT_STORE_ERROR
         print(f"exported {written} incident(s) to {target}", file=sys.stderr)
     else:
-        written = store.export(_filter(args), fmt, sys.stdout)
+        written = store.export(_filter(args), fmt, sys.stdout, damaged=damaged)
+    _warn_damaged(damaged)
     return 0
 
 
@@ -432,5 +457,29 @@ def _merge(store: IncidentStore, args: argparse.Namespace) -> int:
             f"{result.timeline_added} timeline entries, {result.evidence_added} evidence samples, "
             f"{result.ledger_added} ledger entries, "
             f"{result.exposure_rows} exposure rows"
+            + (
+                f"; refused {result.incidents_refused} incident(s) and {result.history_refused} other row(s)"
+                if result.incidents_refused or result.history_refused
+                else ""
+            )
         )
+    for reason in result.refusals:
+        print(f"gpu-console incidents: refused {plain(reason)}", file=sys.stderr)
+    return 0
+
+
+def _repair(store: IncidentStore, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    result = store.repair(dry_run=args.dry_run)
+    if args.fmt == "json":
+        print(json.dumps(asdict(result)))
+        return 0
+    for line in result.removed:
+        print(plain(line))
+    verb = "would remove" if result.dry_run else "removed"
+    print(
+        f"{store.path}: {verb} {result.incidents_removed} damaged incident row(s) and "
+        f"{result.history_removed} timeline, evidence, ledger or exposure row(s)"
+    )
     return 0

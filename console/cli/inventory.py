@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from console.cli.bounds import seconds
 from console.config.fleet import SecretKind, SecretRef, SourceKind
 
 HELP = "build or update the inventory from another system of record (NetBox)"
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     netbox.add_argument("--redfish-user", metavar="USER", help="BMC user for the redfish sources")
     netbox.add_argument("--redfish-password-env", metavar="VAR", help="environment variable of the BMC password")
     netbox.add_argument("-o", "--output", metavar="FILE", help="inventory to write or merge into (default: stdout)")
-    netbox.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds per request")
+    netbox.add_argument("--timeout", type=seconds, default=30.0, metavar="S", help="seconds per request")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,10 +9,15 @@ The GUI itself (no subcommand) is started by ``widgets.launcher``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import os
+import sys
 from types import ModuleType
 
 from console import __version__
+from console.cli.bounds import seconds
 
 COMMANDS: dict[str, str] = {
     "agent": "console.cli.agent",
@@ -43,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="seed for the demo fleet (repeatable runs)")
     parser.add_argument(
         "--smoke-test",
-        type=float,
+        type=seconds,
         metavar="SECONDS",
         default=None,
         help="build the main window, run the demo fleet for SECONDS, print a JSON summary and exit",
@@ -62,8 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_OUTPUT_FAILED = 1  # standard output could not be written (a full disk behind a redirect, a closed pipe)
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EIO, errno.EFBIG})
+
+
 def run_command(args: argparse.Namespace) -> int:
-    code: int = _command_module(args.command).run(args)
+    """Run a subcommand; a standard output that cannot be written ends it with one line, never a traceback."""
+    try:
+        code: int = _command_module(args.command).run(args)
+        sys.stdout.flush()
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        # Point stdout at /dev/null so the interpreter's own flush at exit does not fail a second time.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if exc.errno != errno.EPIPE:  # the reader left (`| head`): nothing to tell
+            with contextlib.suppress(OSError):
+                print(f"gpu-console {args.command}: cannot write the output: {exc.strerror}", file=sys.stderr)
+        return EXIT_OUTPUT_FAILED
     return code
 
 

@@ -9,19 +9,22 @@ import sys
 import threading
 import time
 
+from console.cli.bounds import hours, seconds
+
+EXIT_UNSAVED = 3  # some incident changes could not be written (the summary's "unsaved_changes")
 HELP = "poll a fleet and record incidents without a window (ends on SIGINT/SIGTERM or after --duration)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", dest="poll_config", metavar="FILE", help="fleet inventory (TOML); default: demo")
     parser.add_argument("--db", dest="poll_db", metavar="PATH", help="incident database (default: user data dir)")
-    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--duration", type=seconds, metavar="S", help="stop after S seconds")
     parser.add_argument("--demo", dest="poll_demo", action="store_true", help="poll the built-in demo fleet")
     parser.add_argument("--seed", dest="poll_seed", type=int, default=None, help="demo fleet seed")
     parser.add_argument(
         "--history-retention-h",
         dest="poll_history_retention_h",
-        type=float,
+        type=hours,
         default=24.0,
         metavar="H",
         help="keep H hours of per-minute chart history beside the database (default 24)",
@@ -109,9 +112,19 @@ def run(args: argparse.Namespace) -> int:
                 "repeated_polls": counters.repeated_polls,
                 "on_time_polls": monitor.poller.stats.on_time_polls,
                 "incidents_opened": counters.incidents_opened,
+                # Incident changes lost because the database could not be written (a full disk that never
+                # freed up): any makes the exit code 3.
+                "unsaved_changes": store.unsaved_changes,
                 # Per receiver: last success, last error, queued, sent, dropped (console.notify.health).
                 "receivers": [status.to_json() for status in notifier.statuses()] if notifier is not None else [],
             }
         )
     )
+    if store.unsaved_changes:
+        print(
+            f"gpu-console poll: {store.unsaved_changes} incident changes could not be saved to {db_path}: "
+            f"{store.last_error or 'the disk refused them'}",
+            file=sys.stderr,
+        )
+        return EXIT_UNSAVED
     return 0

@@ -1,7 +1,8 @@
 """``gpu-console probe KIND TARGET``: poll one source once and print what it reported.
 
 Exit codes: 0 ok, 2 unreachable or timed out, 3 authentication refused, 4 unparseable payload, 1 anything else
-(bad options, a source that cannot be created); every failure prints one line on stderr.
+(bad options, argparse's usage errors too, a malformed URL, a source that cannot be created); every failure
+prints one line on stderr.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
+from console.cli.bounds import seconds
 from console.config.fleet import SecretKind, SecretRef, SourceKind, SourceSpec
 
 HELP = "poll one source once and print the normalized sample (a table, or JSON with --json)"
@@ -17,6 +20,7 @@ HELP = "poll one source once and print the normalized sample (a table, or JSON w
 PROBE_KINDS = (SourceKind.NVML, SourceKind.DCGM, SourceKind.AGENT, SourceKind.SSH, SourceKind.REDFISH)
 URL_KINDS = (SourceKind.DCGM, SourceKind.AGENT, SourceKind.REDFISH)
 DEFAULT_TIMEOUT_S = 5.0
+EXIT_USAGE = 1  # console.polling.probe's EXIT_OTHER: bad options or a malformed TARGET, never 2 ("unreachable")
 _VALUE_OPTIONS = (
     "user",
     "password_env",
@@ -35,6 +39,12 @@ class ProbeUsageError(ValueError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # argparse's own usage errors exit 2, which for probe means "unreachable": make them the usage code, 1.
+    def usage_error(message: str) -> NoReturn:
+        parser.print_usage(sys.stderr)
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {message}\n")
+
+    parser.error = usage_error  # type: ignore[method-assign]
     parser.add_argument("kind", choices=[str(kind) for kind in PROBE_KINDS], help="the kind of source")
     parser.add_argument(
         "target",
@@ -51,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify the server's certificate")
     parser.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
     parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds (default: %(default)s)"
+        "--timeout", type=seconds, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds (default: %(default)s)"
     )
     parser.add_argument("--json", action="store_true", help="print the sample as the schema's JSON")
 
@@ -82,6 +92,7 @@ def build_spec(args: argparse.Namespace) -> SourceSpec:
         return _ssh_spec(args)
     if not target.lower().startswith(("http://", "https://")):
         raise ProbeUsageError(f"{kind} needs a URL starting with http:// or https://, got {target!r}")
+    _check_url(target)
     return SourceSpec(
         kind=kind,
         url=target,
@@ -91,6 +102,21 @@ def build_spec(args: argparse.Namespace) -> SourceSpec:
         verify_tls=not args.insecure,
         ca_file=args.ca_file,
     )
+
+
+def _check_url(target: str) -> None:
+    """A malformed URL is the caller's mistake (exit 1), not an unreachable target (exit 2)."""
+    from urllib.parse import urlsplit
+
+    if any(char.isspace() for char in target):
+        raise ProbeUsageError(f"the URL {target!r} contains whitespace")
+    try:
+        parts = urlsplit(target)
+        parts.port  # noqa: B018 - evaluating it validates the port
+    except ValueError as exc:
+        raise ProbeUsageError(f"malformed URL {target!r}: {exc}") from None
+    if not parts.hostname:
+        raise ProbeUsageError(f"the URL {target!r} has no host name")
 
 
 def _ssh_spec(args: argparse.Namespace) -> SourceSpec:

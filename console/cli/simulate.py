@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from console.cli.bounds import seconds
+
 HELP = "serve simulated demo nodes as dcgm-exporter endpoints (and Redfish BMCs) for tests and benchmarks"
 
 EXIT_CONFIG = 2
@@ -29,10 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # own dest: the top-level --seed would otherwise be overwritten by this parser's default
     parser.add_argument("--seed", dest="simulate_seed", type=int, default=None, help="simulation seed")
-    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--duration", type=seconds, metavar="S", help="stop after S seconds")
     parser.add_argument(
         "--refresh",
-        type=float,
+        type=seconds,
         default=1.0,
         metavar="S",
         help="seconds between a node's value updates, like dcgm-exporter's -c (default %(default)s; "

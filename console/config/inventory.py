@@ -48,6 +48,10 @@ DEFAULT_INTERVAL_S = Site("", "").interval_s
 DEFAULT_TIMEOUT_S = Site("", "").timeout_s
 
 _TOP_KEYS = ("sites", "nodes", "rule_overrides", "notify")
+# What one console polls: past these the poller's threads, queues and the window stall instead of polling.
+MAX_INVENTORY_BYTES = 4 * 1024 * 1024
+MAX_NODES = 10_000
+MAX_SITES = 1_000
 _SITE_KEYS = ("name", "provider", "region", "interval_s", "timeout_s", "demo")
 _NODE_KEYS = ("name", "site", "tags", "interval_s", "timeout_s", "sources", *TOPOLOGY_KEYS)
 _RULE_KEYS = ("scope", "rule", "key", "value")
@@ -89,9 +93,15 @@ def default_inventory_path() -> Path:
 # --- reading ------
 
 
+def _too_big(size: int) -> str:
+    return f"file: {size:,} bytes, an inventory may have at most {MAX_INVENTORY_BYTES:,} bytes"
+
+
 def load_inventory(path: str | Path) -> Fleet:
     path = Path(path)
     try:
+        if (size := path.stat().st_size) > MAX_INVENTORY_BYTES:  # never read a huge file into memory
+            raise InventoryError(str(path), [_too_big(size)])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InventoryError(str(path), ["file: does not exist"]) from None
@@ -103,6 +113,9 @@ def load_inventory(path: str | Path) -> Fleet:
 
 
 def parse_inventory(text: str, origin: str = "<string>") -> Fleet:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_INVENTORY_BYTES:
+        raise InventoryError(origin, [_too_big(size)])
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -129,6 +142,11 @@ def fleet_from_document(document: Mapping[str, Any], origin: str = "<string>") -
     check_keys(document, "", _TOP_KEYS, problems)
     site_tables = read_tables(document, "sites", "", problems)
     node_tables = read_tables(document, "nodes", "", problems)
+    for section, tables, most in (("sites", site_tables, MAX_SITES), ("nodes", node_tables, MAX_NODES)):
+        if len(tables) > most:
+            # Refused outright: past this the poller's threads and the window's tables stall rather than poll.
+            problems.add(section, f"{len(tables)} {section}, at most {most:,} are supported")
+            raise InventoryError(origin, problems.items)
     rule_tables = read_tables(document, "rule_overrides", "", problems)
     notify_tables = read_tables(document, "notify", "", problems)
 
@@ -136,7 +154,8 @@ def fleet_from_document(document: Mapping[str, Any], origin: str = "<string>") -
     site_names = _unique_names(site_tables, "sites", "site", problems)
     nodes = [_parse_node(table, f"nodes[{i}]", site_names, problems) for i, table in enumerate(node_tables)]
     _unique_names(node_tables, "nodes", "node", problems)
-    providers = {table.get("provider") for table in site_tables}
+    # Only strings: a provider given as an array or table is a problem reported by its site, not a set member.
+    providers = {provider for table in site_tables if isinstance(provider := table.get("provider"), str)}
     overrides = [
         _parse_rule_override(table, f"rule_overrides[{i}]", site_names, providers, problems)
         for i, table in enumerate(rule_tables)
@@ -400,6 +419,9 @@ __all__ = [
     "DEFAULT_INTERVAL_S",
     "DEFAULT_KEYRING_SERVICE",
     "DEFAULT_TIMEOUT_S",
+    "MAX_INVENTORY_BYTES",
+    "MAX_NODES",
+    "MAX_SITES",
     "SOURCE_KEYS",
     "InventoryError",
     "default_inventory_path",

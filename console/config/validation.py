@@ -88,6 +88,20 @@ def read_string(
     return value
 
 
+MAX_SECONDS = 86_400.0  # the longest interval or timeout anywhere in the inventory: one day
+
+
+def seconds_problem(value: float, *, most: float = MAX_SECONDS) -> str | None:
+    """What is wrong with a number of seconds (None if nothing): finite, > 0 and at most ``most``."""
+    if not math.isfinite(value):
+        return f"must be a finite number of seconds, not {value}"
+    if value <= 0:
+        return f"must be > 0 seconds, not {value:g}"
+    if value > most:
+        return f"must be at most {most:g} seconds ({most / 86400:g} day), not {value:g}"
+    return None
+
+
 def read_positive_seconds(table: Mapping[str, Any], key: str, path: str, problems: Problems) -> float | None:
     if key not in table:
         return None
@@ -96,8 +110,9 @@ def read_positive_seconds(table: Mapping[str, Any], key: str, path: str, problem
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.add(where, f"expected a number of seconds, got {type_name(value)}")
         return None
-    if not math.isfinite(value) or value <= 0:
-        problems.add(where, "must be > 0")
+    problem = seconds_problem(float(value))
+    if problem is not None:
+        problems.add(where, problem)
         return None
     return float(value)
 

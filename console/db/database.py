@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import random
 import sqlite3
 import threading
 import time
@@ -29,19 +31,66 @@ Migration = Callable[[sqlite3.Connection], None]
 _DAMAGE_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
 
-def file_uri(path: Path, *, readonly: bool = False) -> str:
+def file_uri(path: Path, *, readonly: bool = False, immutable: bool = False) -> str:
     # A URI so the same form works for ATTACH; quote() keeps '?' and '#' in a path from reading as URI syntax.
-    return f"file:{quote(str(path))}" + ("?mode=ro" if readonly else "")
+    return f"file:{quote(str(path))}" + ("?mode=ro" if readonly else "") + ("&immutable=1" if immutable else "")
+
+
+def _folder_is_read_only(path: Path) -> bool:
+    return not os.access(path.parent, os.W_OK)
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), usable by the thread it is handed to."""
+    """A connection in autocommit mode (transactions are explicit), usable by the thread it is handed to.
+
+    A read-only connection to a WAL file in a read-only folder (an archived log, read-only media) cannot create
+    the ``-shm`` file SQLite wants; nobody can write there either, so the file is then read as immutable.
+    """
+    if not readonly:
+        return _connect(path, readonly=False, immutable=False)
+    try:
+        conn = _connect(path, readonly=True, immutable=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+    except sqlite3.OperationalError as exc:
+        if not (getattr(exc, "sqlite_errorname", "").startswith("SQLITE_CANTOPEN") and _folder_is_read_only(path)):
+            raise
+        return _connect(path, readonly=True, immutable=True)
+    return conn
+
+
+_WAL_SWITCH_S = 30.0  # as long as the busy timeout of every other statement
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    # Switching the journal mode can answer "database is locked" at once, without waiting in the busy handler,
+    # while another process is creating the same new file (two polls started together): wait and try again.
+    deadline = time.monotonic() + _WAL_SWITCH_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02 + random.random() * 0.05)
+
+
+def _connect(path: Path, *, readonly: bool, immutable: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(
-        file_uri(path, readonly=readonly), uri=True, isolation_level=None, check_same_thread=False, timeout=30
+        file_uri(path, readonly=readonly, immutable=immutable),
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=30,
     )
     try:
         if not readonly:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         if readonly:
             conn.execute("PRAGMA query_only=ON")
@@ -53,7 +102,19 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 def peek(path: Path) -> sqlite3.Connection:
     """A bare read-only connection, for looking at a file before deciding anything: no pragma touches it."""
-    return sqlite3.connect(file_uri(path, readonly=True), uri=True, isolation_level=None)
+    conn = sqlite3.connect(file_uri(path, readonly=True), uri=True, isolation_level=None)
+    if not _folder_is_read_only(path):
+        return conn
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_CANTOPEN"):
+            return conn  # the caller meets (and explains) the same error
+        conn.close()
+        return sqlite3.connect(file_uri(path, readonly=True, immutable=True), uri=True, isolation_level=None)
+    except sqlite3.DatabaseError:
+        pass  # damage: the caller's quick_check reports it
+    return conn
 
 
 _HINTS = {
@@ -145,6 +206,11 @@ def migrate(conn: sqlite3.Connection, schema: Schema) -> int:
     for version in range(before + 1, schema.version + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Another process opening the same new file may have taken this step while we waited for the lock:
+            # the version read inside the write lock is the one that counts.
+            if schema_version(conn) >= version:
+                conn.execute("COMMIT")
+                continue
             schema.migrations[version - 1](conn)
             conn.execute(f"PRAGMA user_version = {version}")
         except BaseException:
@@ -313,7 +379,9 @@ class Database:
     any ``sqlite3.Error`` into ``schema.error`` with an explained message, so callers never handle sqlite3 errors.
     """
 
-    def __init__(self, path: Path, schema: Schema, write_conn: sqlite3.Connection, recovered: Recovered | None) -> None:
+    def __init__(
+        self, path: Path, schema: Schema, write_conn: sqlite3.Connection | None, recovered: Recovered | None
+    ) -> None:
         self.path = path
         self.schema = schema
         self.recovered = recovered  # set when a damaged file was moved aside at open (show its .message)
@@ -330,6 +398,41 @@ class Database:
             _refuse_newer(path, schema)  # before opening for writing: a newer console's file is left exactly as it was
         return cls(path, schema, _open_for_writing(path, schema), recovered)
 
+    @classmethod
+    def open_readonly(cls, path: Path, schema: Schema) -> Database:
+        """Readers only (list, show, export): never create, rename, migrate or write the file, so a read-only
+        file or folder, or a full disk, can still be read. A damaged file is reported and left as it is; a file
+        of an older version is opened for writing instead (its migration is a write)."""
+        path = Path(path)
+        if not path.is_file():
+            raise schema.error(f"no {schema.what} at {path}")
+        reason = damage_reason(path, schema)
+        if reason is not None:
+            raise schema.error(
+                f"the {schema.what} {path} is damaged ({reason}); it was left as it is "
+                "(a command that writes, such as poll, moves it aside and starts a new one)"
+            )
+        try:
+            conn = peek(path)
+            try:
+                version = schema_version(conn)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_CANTOPEN"):
+                raise schema.failure("read", path, exc) from exc
+            version = schema.version  # a WAL file in a read-only folder: its readers fall back to immutable
+        _check_version(path, version, schema)
+        if version < schema.version:
+            return cls.open(path, schema)
+        database = cls(path, schema, None, None)
+        database.read(lambda conn: conn.execute("SELECT count(*) FROM sqlite_master").fetchone())
+        return database
+
+    @property
+    def read_only(self) -> bool:
+        return self._write_conn is None
+
     @property
     def what(self) -> str:
         return self.schema.what
@@ -341,6 +444,8 @@ class Database:
     @property
     def write_connection(self) -> sqlite3.Connection:
         """The write connection: for the file's one writer thread (or a bulk loader that owns the file) only."""
+        if self._write_conn is None:
+            raise self.schema.error(f"the {self.schema.what} {self.path} was opened read-only")
         return self._write_conn
 
     def check_open(self) -> None:
@@ -361,7 +466,7 @@ class Database:
             return
         self._closed = True
         self._readers.close()
-        if write:
+        if write and self._write_conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._write_conn.execute("PRAGMA optimize")  # keeps the planner's statistics fresh; cheap
             self._write_conn.close()

@@ -172,21 +172,23 @@ class Writer(Generic[T]):
         items: Sequence[T],
         body: Callable[[sqlite3.Connection, Sequence[T]], None],
         describe: Callable[[Sequence[T]], str],
-    ) -> None:
+    ) -> bool:
         """Write ``items`` with ``body`` in one transaction. If that fails because of some write's content, retry
         them one by one, so one bad write cannot take good ones with it; a write that still fails is reported.
+        Returns False when nothing was written because of the file or the disk (full, failing, locked): the
+        caller may keep the items and try again later.
         """
         if not items:
-            return
+            return True
         try:
             with self.transaction() as conn:
                 body(conn, items)
-            return
+            return True
         except sqlite3.Error as exc:
             if affects_every_write(exc):
                 # Full disk, I/O error, lock held elsewhere: each write alone would fail the same way, slowly.
                 self.report(describe(items), exc)
-                return
+                return False
             log.debug("batch of %d writes failed (%s); retrying one by one", len(items), exc)
         except Exception:
             log.exception("unexpected error writing a batch; retrying one by one")
@@ -196,6 +198,7 @@ class Writer(Generic[T]):
                     body(conn, (item,))
             except Exception as exc:
                 self.report(describe((item,)), exc)
+        return True
 
     def report(self, what: str, exc: BaseException) -> None:
         """Count and report a failed write: ``what`` says what was lost ("3 samples")."""

@@ -2,12 +2,14 @@
 
 from console.store.store import IncidentStore, default_db_path
 from console.store.types import (
+    DamagedRow,
     IncidentFilter,
     IncidentPage,
     MergeResult,
     PageCursor,
     PastIncident,
     RateRow,
+    RepairResult,
     SeenBefore,
     SeenGroup,
     StoreError,
@@ -16,6 +18,7 @@ from console.store.types import (
 )
 
 __all__ = [
+    "DamagedRow",
     "IncidentFilter",
     "IncidentPage",
     "IncidentStore",
@@ -23,6 +26,7 @@ __all__ = [
     "PageCursor",
     "PastIncident",
     "RateRow",
+    "RepairResult",
     "SeenBefore",
     "SeenGroup",
     "StoreError",

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from console.incidents.model import ChangeKind, IncidentChange, Outcome
+from console.store.validate import ledger_problem
 
 LEDGER_COLUMNS: tuple[str, ...] = (
     "id",
@@ -129,6 +130,11 @@ def ledger_row(change: IncidentChange) -> tuple[Any, ...] | None:
     )
 
 
+def readable(row: Sequence[Any]) -> bool:
+    """Whether a stored ledger row (LEDGER_COLUMNS first) reads as an entry; readers skip one that does not."""
+    return ledger_problem(row[: len(LEDGER_COLUMNS)]) is None
+
+
 def entry_from_row(row: Sequence[Any]) -> LedgerEntry:
     values = list(row[: len(LEDGER_COLUMNS)])
     values[2] = EntryKind(values[2])
@@ -162,7 +168,7 @@ def entries_for(
         rows = conn.execute(f"SELECT {_SELECT} FROM ledger l WHERE l.incident_id = ? ORDER BY l.time", (incident_id,))
     else:
         rows = conn.execute(f"SELECT {_SELECT} FROM ledger l WHERE l.gpu_uuid = ? ORDER BY l.time", (gpu_uuid,))
-    return [entry_from_row(row) for row in rows]
+    return [entry_from_row(row) for row in rows if readable(row)]
 
 
 def entries_of(conn: sqlite3.Connection, incident_ids: Sequence[str]) -> dict[str, list[LedgerEntry]]:
@@ -173,6 +179,8 @@ def entries_of(conn: sqlite3.Connection, incident_ids: Sequence[str]) -> dict[st
         marks = ", ".join("?" for _ in chunk)
         query = f"SELECT {_SELECT} FROM ledger l WHERE l.incident_id IN ({marks}) ORDER BY l.time, l.id"
         for row in conn.execute(query, tuple(chunk)):
+            if not readable(row):
+                continue
             entry = entry_from_row(row)
             found.setdefault(entry.incident_id, []).append(entry)
     return found
@@ -183,7 +191,7 @@ def since(conn: sqlite3.Connection, after: int, limit: int = 500) -> list[tuple[
     rows = conn.execute(
         f"SELECT l.rowid, {_SELECT} FROM ledger l WHERE l.rowid > ? ORDER BY l.rowid LIMIT ?", (after, limit)
     )
-    return [(row[0], entry_from_row(row[1:])) for row in rows]
+    return [(row[0], entry_from_row(row[1:])) for row in rows if readable(row[1:])]
 
 
 def last_rowid(conn: sqlite3.Connection) -> int:
@@ -221,6 +229,7 @@ def verified(
     return [
         VerifiedFix(entry_from_row(row), Verdict(row[-1]), row[len(LEDGER_COLUMNS)])
         for row in conn.execute(query, params)
+        if readable(row)
     ]
 
 

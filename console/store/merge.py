@@ -21,6 +21,13 @@ from console.incidents.lifecycle import ID_WINDOW_S
 from console.store.ledger import LEDGER_COLUMNS, has_ledger
 from console.store.schema import INCIDENT_COLUMNS, SCHEMA_VERSION, STATUS_RANK_SQL
 from console.store.types import MergeResult, StoreError
+from console.store.validate import (
+    evidence_problem,
+    exposure_problem,
+    incident_problem,
+    ledger_problem,
+    timeline_problem,
+)
 
 _COLUMNS = ", ".join(INCIDENT_COLUMNS)
 _NEW_RANK = STATUS_RANK_SQL.format(col="excluded.status")
@@ -35,6 +42,7 @@ _MERGE_INCIDENTS = (
     f"INSERT INTO main.incidents ({_COLUMNS}) SELECT {{select}} FROM other.incidents o "
     # The WHERE also keeps SQLite from reading ON CONFLICT as part of the SELECT (an upsert needs one).
     "WHERE o.id NOT IN (SELECT other_id FROM temp.merge_alias) "
+    "AND o.rowid NOT IN (SELECT other_rowid FROM temp.merge_refused) "
     "ON CONFLICT(id) DO UPDATE SET "
     + ", ".join(f"{name} = excluded.{name}" for name in INCIDENT_COLUMNS if name != "id")
     + f" WHERE {_NEW_RANK} > {_OLD_RANK}"
@@ -54,9 +62,14 @@ SELECT other_id, main_id FROM (
     ) AS main_id
     FROM other.incidents o
     WHERE NOT EXISTS (SELECT 1 FROM main.incidents x WHERE x.id = o.id)
+      AND o.rowid NOT IN (SELECT other_rowid FROM temp.merge_refused)
 ) WHERE main_id IS NOT NULL
 """
 _TIMELINE_COLUMNS = "incident_id, time, kind, note, severity, status, count"
+# A row is refused (counted, with its reason, never stored) when its check finds a problem; the history of a
+# refused incident is refused with it. ``refused_ids`` holds no NULL: NOT IN over a NULL would match nothing.
+_REFUSED_IDS = "(SELECT other_id FROM temp.merge_refused WHERE other_id IS NOT NULL)"
+_SHOWN_REFUSALS = 20  # reasons listed in a merge's result; every refusal is counted
 _TIMELINE_REST = "time, kind, note, severity, status, count"
 _ALIASED = "coalesce((SELECT a.main_id FROM temp.merge_alias a WHERE a.other_id = t.incident_id), t.incident_id)"
 _EXPOSURE_COLUMNS = "site, provider, gpu_model, hour, gpu_seconds"
@@ -91,20 +104,59 @@ def check_other(other: Path, own: Path) -> None:
         )
 
 
-def _select_list(conn: sqlite3.Connection) -> str:
-    """INCIDENT_COLUMNS as the attached file can give them: its own columns, defaults for those it lacks."""
+def _select_list(conn: sqlite3.Connection, *, aliased: bool = True) -> str:
+    """INCIDENT_COLUMNS as the attached file can give them: its own columns, defaults for those it lacks
+    (``aliased``: named as the column, for a SELECT; else bare expressions, for a function's arguments)."""
     present = {row[1] for row in conn.execute("PRAGMA other.table_info(incidents)")}
     missing = [name for name in INCIDENT_COLUMNS if name not in present]
     unknown = [name for name in missing if name not in _ADDED_LATER]
     if unknown:
         raise StoreError(f"cannot merge: the other incident table lacks {', '.join(unknown)}")
-    return ", ".join(name if name in present else f"{_ADDED_LATER[name]} AS {name}" for name in INCIDENT_COLUMNS)
+    return ", ".join(
+        f"o.{name}" if name in present else f"{_ADDED_LATER[name]}" + (f" AS {name}" if aliased else "")
+        for name in INCIDENT_COLUMNS
+    )
+
+
+def register_checks(conn: sqlite3.Connection) -> None:
+    for name, check, arity in (
+        ("incident_problem", incident_problem, len(INCIDENT_COLUMNS)),
+        ("timeline_problem", timeline_problem, 7),
+        ("evidence_problem", evidence_problem, 3),
+        ("exposure_problem", exposure_problem, 5),
+        ("ledger_problem", ledger_problem, len(LEDGER_COLUMNS)),
+    ):
+        conn.create_function(name, arity, lambda *row, check=check: check(row), deterministic=True)
+
+
+def _refuse_incidents(conn: sqlite3.Connection, select: str) -> list[str]:
+    """Fill temp.merge_refused with the other file's incident rows that fail their check; return the reasons."""
+    conn.execute("DROP TABLE IF EXISTS temp.merge_refused")
+    conn.execute(
+        "CREATE TEMP TABLE merge_refused AS SELECT other_rowid, other_id, problem FROM ("
+        f"SELECT o.rowid AS other_rowid, o.id AS other_id, incident_problem({select}) AS problem "
+        "FROM other.incidents o) WHERE problem IS NOT NULL"
+    )
+    conn.execute("CREATE INDEX temp.merge_refused_rowid ON merge_refused (other_rowid)")
+    rows = conn.execute(f"SELECT other_id, problem FROM temp.merge_refused LIMIT {_SHOWN_REFUSALS}").fetchall()
+    return [f"incident [{other_id!r}]: {problem}" for other_id, problem in rows]
+
+
+def _refused_count(conn: sqlite3.Connection, table: str, check: str, columns: str) -> tuple[int, list[str]]:
+    where = f"{check}({columns}) IS NOT NULL"
+    total = conn.execute(f"SELECT count(*) FROM other.{table} t WHERE {where}").fetchone()[0]
+    rows = conn.execute(f"SELECT {check}({columns}) FROM other.{table} t WHERE {where} LIMIT {_SHOWN_REFUSALS}")
+    return total, [f"{table} row: {problem}" for (problem,) in rows]
 
 
 def merge(conn: sqlite3.Connection, other: Path) -> MergeResult:
+    register_checks(conn)
     conn.execute("ATTACH DATABASE ? AS other", (file_uri(other, readonly=True),))
     try:
         conn.execute("BEGIN IMMEDIATE")
+        select = _select_list(conn)
+        reasons = _refuse_incidents(conn, _select_list(conn, aliased=False))
+        refused = conn.execute("SELECT count(*) FROM temp.merge_refused").fetchone()[0]
         conn.execute("DROP TABLE IF EXISTS temp.merge_alias")
         conn.execute(_FIND_ALIASES)
         conn.execute("CREATE UNIQUE INDEX temp.merge_alias_other ON merge_alias (other_id)")
@@ -113,35 +165,55 @@ def merge(conn: sqlite3.Connection, other: Path) -> MergeResult:
         added = (
             conn.execute(
                 "SELECT count(*) FROM other.incidents o "
-                "WHERE NOT EXISTS (SELECT 1 FROM main.incidents m WHERE m.id = o.id)"
+                "WHERE NOT EXISTS (SELECT 1 FROM main.incidents m WHERE m.id = o.id) "
+                "AND o.rowid NOT IN (SELECT other_rowid FROM temp.merge_refused)"
             ).fetchone()[0]
             - joined
         )
-        changed = conn.execute(_MERGE_INCIDENTS.format(select=_select_list(conn))).rowcount
+        changed = conn.execute(_MERGE_INCIDENTS.format(select=select)).rowcount
         conn.execute(
             "UPDATE main.incidents SET parent_id = "
             "(SELECT a.main_id FROM temp.merge_alias a WHERE a.other_id = parent_id) "
             "WHERE parent_id IN (SELECT other_id FROM temp.merge_alias)"
         )
+        history_refused = 0
+        timeline_columns = "t.incident_id, t.time, t.kind, t.note, t.severity, t.status, t.count"
+        n, more = _refused_count(conn, "timeline", "timeline_problem", timeline_columns)
+        history_refused, reasons = history_refused + n, reasons + more
         timeline = conn.execute(
             f"INSERT OR IGNORE INTO main.timeline ({_TIMELINE_COLUMNS}) "
-            f"SELECT {_ALIASED}, {_TIMELINE_REST} FROM other.timeline t ORDER BY time"
+            f"SELECT {_ALIASED}, {_TIMELINE_REST} FROM other.timeline t "
+            f"WHERE timeline_problem({timeline_columns}) IS NULL AND t.incident_id NOT IN {_REFUSED_IDS} "
+            "ORDER BY time"
         ).rowcount
+        evidence_columns = "t.incident_id, t.time, t.sample_json"
+        n, more = _refused_count(conn, "evidence", "evidence_problem", evidence_columns)
+        history_refused, reasons = history_refused + n, reasons + more
         evidence = conn.execute(
             "INSERT OR IGNORE INTO main.evidence (incident_id, time, sample_json) "
-            f"SELECT {_ALIASED}, time, sample_json FROM other.evidence t"
+            f"SELECT {_ALIASED}, time, sample_json FROM other.evidence t "
+            f"WHERE evidence_problem({evidence_columns}) IS NULL AND t.incident_id NOT IN {_REFUSED_IDS}"
         ).rowcount
         # Each operator step is one entry whoever's file it comes from (ids hash incident, step, time and who).
         ledger = 0
         if has_ledger(conn, "other"):
+            ledger_columns = ", ".join(f"t.{name}" for name in LEDGER_COLUMNS)
+            n, more = _refused_count(conn, "ledger", "ledger_problem", ledger_columns)
+            history_refused, reasons = history_refused + n, reasons + more
             ledger = conn.execute(
                 f"INSERT OR IGNORE INTO main.ledger ({', '.join(LEDGER_COLUMNS)}) "
-                f"SELECT {_LEDGER_ALIASED} FROM other.ledger t ORDER BY t.time"
+                f"SELECT {_LEDGER_ALIASED} FROM other.ledger t "
+                f"WHERE ledger_problem({ledger_columns}) IS NULL AND t.incident_id NOT IN {_REFUSED_IDS} "
+                "ORDER BY t.time"
             ).rowcount
         # Two consoles watching one site observe the same GPU-hours: take the larger figure, never the sum.
+        exposure_columns = "t.site, t.provider, t.gpu_model, t.hour, t.gpu_seconds"
+        n, more = _refused_count(conn, "exposure", "exposure_problem", exposure_columns)
+        history_refused, reasons = history_refused + n, reasons + more
         exposure = conn.execute(
-            f"INSERT INTO main.exposure ({_EXPOSURE_COLUMNS}) SELECT {_EXPOSURE_COLUMNS} FROM other.exposure "
-            "WHERE true ON CONFLICT(site, provider, gpu_model, hour) "
+            f"INSERT INTO main.exposure ({_EXPOSURE_COLUMNS}) SELECT {_EXPOSURE_COLUMNS} FROM other.exposure t "
+            f"WHERE exposure_problem({exposure_columns}) IS NULL "
+            "ON CONFLICT(site, provider, gpu_model, hour) "
             "DO UPDATE SET gpu_seconds = max(gpu_seconds, excluded.gpu_seconds)"
         ).rowcount
         conn.execute("COMMIT")
@@ -151,18 +223,22 @@ def merge(conn: sqlite3.Connection, other: Path) -> MergeResult:
                 conn.execute("ROLLBACK")
         raise
     finally:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("DROP TABLE IF EXISTS temp.merge_alias")
+        for table in ("merge_alias", "merge_refused"):
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
         with contextlib.suppress(sqlite3.Error):
             conn.execute("DETACH DATABASE other")
     updated = changed - added
     return MergeResult(
         incidents_added=added,
         incidents_updated=updated,
-        incidents_unchanged=total - added - updated - joined,
+        incidents_unchanged=total - added - updated - joined - refused,
         timeline_added=timeline,
         evidence_added=evidence,
         exposure_rows=exposure,
         incidents_joined=joined,
         ledger_added=ledger,
+        incidents_refused=refused,
+        history_refused=history_refused,
+        refusals=tuple(reasons[:_SHOWN_REFUSALS]),
     )

@@ -12,8 +12,9 @@ from dataclasses import replace
 from typing import Any
 
 from console.incidents.model import ChangeKind, EvidencePoint, Incident, Outcome, Severity, Status
-from console.store.schema import SELECT_INCIDENT, incident_from_row
+from console.store.schema import INCIDENT_COLUMNS, SELECT_INCIDENT, incident_from_row
 from console.store.types import (
+    DamagedRow,
     IncidentFilter,
     IncidentPage,
     PageCursor,
@@ -23,8 +24,10 @@ from console.store.types import (
     SeenGroup,
     TimelineEntry,
 )
+from console.store.validate import incident_problem, timeline_problem
 
 RATE_GROUPS = ("site", "provider", "kind")
+_OPENED_AT = INCIDENT_COLUMNS.index("opened_at")
 SEEN_BEFORE_LISTED = 20
 _IDS_PER_STATEMENT = 500  # bound parameters per IN (...) list, well under SQLite's limit
 COMMON_TEXT_MATCHES = 2000
@@ -43,6 +46,22 @@ _EQUALITY_FILTERS = (
     ("rule", "rule"),
     ("kind", "kind"),
 )
+
+
+def read_incident(row: Sequence[Any]) -> Incident | DamagedRow:
+    """A stored row (INCIDENT_COLUMNS in order) as an incident, or as damaged when it cannot be one."""
+    problem = incident_problem(row)
+    if problem is not None:
+        return DamagedRow(id=str(row[0])[:200], problem=problem)
+    try:
+        return incident_from_row(row)
+    except (ValueError, TypeError) as exc:  # the check above should have caught it; never crash a reader
+        return DamagedRow(id=str(row[0])[:200], problem=str(exc))
+
+
+def readable(rows: Sequence[Sequence[Any]]) -> tuple[Incident, ...]:
+    """The rows that read as incidents; damaged ones are left out (``page`` lists them)."""
+    return tuple(item for item in map(read_incident, rows) if isinstance(item, Incident))
 
 
 def fts_query(text: str) -> str | None:
@@ -126,9 +145,12 @@ def page(conn: sqlite3.Connection, flt: IncidentFilter, after: PageCursor | None
     rows = conn.execute(sql, [*params, limit + 1]).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    incidents = tuple(incident_from_row(row[1:]) for row in rows)
-    cursor = PageCursor(opened_at=incidents[-1].opened_at, seq=rows[-1][0]) if more and rows else None
-    return IncidentPage(incidents=incidents, next=cursor)
+    read = [read_incident(row[1:]) for row in rows]
+    incidents = tuple(item for item in read if isinstance(item, Incident))
+    damaged = tuple(item for item in read if isinstance(item, DamagedRow))
+    # The raw opening time, not the incident's: the page's last row may be a damaged one.
+    cursor = PageCursor(opened_at=rows[-1][1 + _OPENED_AT], seq=rows[-1][0]) if more and rows else None
+    return IncidentPage(incidents=incidents, next=cursor, damaged=damaged)
 
 
 def _text_is_common(conn: sqlite3.Connection, flt: IncidentFilter) -> bool:
@@ -181,8 +203,29 @@ def _count_roots_by_subtraction(conn: sqlite3.Connection, flt: IncidentFilter) -
 
 
 def get(conn: sqlite3.Connection, incident_id: str) -> Incident | None:
+    """The incident, or None when there is none or its row is damaged (``damaged`` says why)."""
     row = conn.execute(f"SELECT {SELECT_INCIDENT} FROM incidents i WHERE i.id = ?", (incident_id,)).fetchone()
-    return None if row is None else incident_from_row(row)
+    item = None if row is None else read_incident(row)
+    return item if isinstance(item, Incident) else None
+
+
+def damaged(conn: sqlite3.Connection, incident_id: str) -> DamagedRow | None:
+    row = conn.execute(f"SELECT {SELECT_INCIDENT} FROM incidents i WHERE i.id = ?", (incident_id,)).fetchone()
+    item = None if row is None else read_incident(row)
+    return item if isinstance(item, DamagedRow) else None
+
+
+def damaged_rows(conn: sqlite3.Connection, limit: int) -> tuple[list[tuple[int, DamagedRow]], int]:
+    """Up to ``limit`` damaged incident rows (with their row numbers) and how many there are in all."""
+    found: list[tuple[int, DamagedRow]] = []
+    total = 0
+    for row in conn.execute(f"SELECT i.seq, {SELECT_INCIDENT} FROM incidents i"):
+        item = read_incident(row[1:])
+        if isinstance(item, DamagedRow):
+            total += 1
+            if len(found) < limit:
+                found.append((row[0], item))
+    return found, total
 
 
 def children(conn: sqlite3.Connection, parent_id: str) -> tuple[Incident, ...]:
@@ -191,7 +234,7 @@ def children(conn: sqlite3.Connection, parent_id: str) -> tuple[Incident, ...]:
         f"SELECT {SELECT_INCIDENT} FROM incidents i WHERE i.parent_id = ? ORDER BY i.opened_at DESC, i.seq DESC",
         (parent_id,),
     ).fetchall()
-    return tuple(incident_from_row(row) for row in rows)
+    return readable(rows)
 
 
 def symptom_counts(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, int]:
@@ -213,14 +256,18 @@ def unresolved(conn: sqlite3.Connection) -> tuple[Incident, ...]:
     rows = conn.execute(
         f"SELECT {SELECT_INCIDENT} FROM incidents i WHERE i.status <> 'resolved' ORDER BY i.opened_at DESC, i.seq DESC"
     ).fetchall()
-    return tuple(incident_from_row(row) for row in rows)
+    return readable(rows)
 
 
 def timeline(conn: sqlite3.Connection, incident_id: str) -> list[TimelineEntry]:
-    rows = conn.execute(
-        "SELECT time, kind, note, severity, status, count FROM timeline WHERE incident_id = ? ORDER BY time, rowid",
-        (incident_id,),
-    ).fetchall()
+    rows = [
+        row
+        for row in conn.execute(
+            "SELECT time, kind, note, severity, status, count FROM timeline WHERE incident_id = ? ORDER BY time, rowid",
+            (incident_id,),
+        )
+        if timeline_problem((incident_id, *row)) is None  # a damaged step is left out, never a crash
+    ]
     return [
         TimelineEntry(
             incident_id=incident_id,
@@ -261,24 +308,23 @@ def seen_before(conn: sqlite3.Connection, incident: Incident) -> SeenBefore:
     for same in (True, False):
         condition = same_sql if same else f"NOT {same_sql}"
         rows = conn.execute(
-            f"SELECT i.id, i.site, i.provider, i.node, i.gpu_model, i.driver_version, i.opened_at, i.status, "
-            f"i.outcome, i.resolution_note {base} AND {condition} ORDER BY i.opened_at DESC LIMIT ?",
+            f"SELECT {SELECT_INCIDENT} {base} AND {condition} ORDER BY i.opened_at DESC LIMIT ?",
             [*base_params, *same_params, SEEN_BEFORE_LISTED],
         ).fetchall()
         groups[same] = [
             PastIncident(
-                id=row[0],
-                site=row[1],
-                provider=row[2],
-                node=row[3],
-                gpu_model=row[4],
-                driver_version=row[5],
-                opened_at=row[6],
-                status=Status(row[7]),
-                outcome=None if row[8] is None else Outcome(row[8]),
-                resolution_note=row[9],
+                id=past.id,
+                site=past.context.site,
+                provider=past.context.provider,
+                node=past.context.node,
+                gpu_model=past.context.gpu_model,
+                driver_version=past.context.driver_version,
+                opened_at=past.opened_at,
+                status=past.status,
+                outcome=past.outcome,
+                resolution_note=past.resolution_note,
             )
-            for row in rows
+            for past in readable(rows)
         ]
 
     def group(same: bool, label: str) -> SeenGroup:

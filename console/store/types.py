@@ -60,9 +60,23 @@ class PageCursor:
 
 
 @dataclass(frozen=True, slots=True)
+class DamagedRow:
+    """A stored incident row that cannot be read as an incident (a hand edit, a bad merge from before merges were
+    checked): shown with its id and what is wrong; ``gpu-console incidents repair`` removes it."""
+
+    id: str
+    problem: str
+
+    @property
+    def message(self) -> str:
+        return f"damaged incident row [{self.id}]: {self.problem}; run gpu-console incidents repair to remove it"
+
+
+@dataclass(frozen=True, slots=True)
 class IncidentPage:
     incidents: tuple[Incident, ...]
     next: PageCursor | None  # None when this was the last page
+    damaged: tuple[DamagedRow, ...] = ()  # rows of this page that could not be read (left out of ``incidents``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +167,19 @@ class MergeResult:
     # first sightings fell either side of an id window): their history joins the incident this file has.
     incidents_joined: int = 0
     ledger_added: int = 0  # operator steps (acknowledgements, fixes) new to this file
+    # Rows of the other file that failed their check (console/store/validate.py) and were not stored: incidents
+    # (with their history), and timeline, evidence, ledger and exposure rows; the first few reasons in words.
+    incidents_refused: int = 0
+    history_refused: int = 0
+    refusals: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RepairResult:
+    """What ``incidents repair`` removed (or, with ``dry_run``, would remove): damaged incident rows with their
+    history, and damaged history rows of their own; ``removed`` lists the first few with what was wrong."""
+
+    incidents_removed: int
+    history_removed: int
+    removed: tuple[str, ...] = ()
+    dry_run: bool = False

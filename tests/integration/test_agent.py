@@ -7,7 +7,9 @@ import datetime
 import http.client
 import ipaddress
 import json
+import logging
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -162,8 +164,9 @@ def test_per_client_rate_limit_answers_429() -> None:
         assert statuses == [200, 200, 200]
         assert status == 429
         assert int(headers["Retry-After"]) >= 1
-        # unauthenticated guessing is limited too
-        assert _get(running.url + "/api/v1/sample", "guess-0123456789abcdef")[0] == 429
+        # unauthenticated guessing is limited too, in a bucket of its own (see the lock-out test below)
+        guesses = [_get(running.url + "/api/v1/sample", "guess-0123456789abcdef")[0] for _ in range(4)]
+        assert guesses == [401, 401, 401, 429]
 
 
 def test_rate_limiter_refills_and_bounds_its_table() -> None:
@@ -510,3 +513,31 @@ def _query(port: int, promql: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(url, timeout=2) as response:
         result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
         return result
+
+
+# --- issue 18: secrets in logs, lock-out by wrong tokens ----------------------------------------------------------
+
+
+def test_an_oversized_header_is_logged_without_the_presented_token(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    config = AgentConfig(port=0, token=TOKEN, rate_per_s=1000.0, rate_burst=1000)
+    with RunningAgent(config, FakeNvml([FakeGpu()])) as running:
+        for header in ("Authorization", "X-Forwarded-Authorization"):
+            with socket.create_connection(("127.0.0.1", running.server.port), timeout=5) as raw:
+                bearer = f"Bearer {TOKEN}" + "A" * 20000
+                raw.sendall(f"GET /api/v1/sample HTTP/1.1\r\nHost: x\r\n{header}: {bearer}\r\n\r\n".encode())
+                assert raw.recv(200).split(b" ")[1] in (b"400", b"431")
+        assert _get(running.url + "/api/v1/sample", TOKEN)[0] == 200
+    logged = caplog.text + "".join(str(record.__dict__) for record in caplog.records)
+    assert "Error handling request" in logged  # the refusal itself is still logged
+    for prefix in (TOKEN, TOKEN[:12], TOKEN[:6]):
+        assert prefix not in logged
+    assert "Traceback" not in logged
+
+
+def test_a_burst_of_wrong_tokens_does_not_lock_out_the_right_one() -> None:
+    config = AgentConfig(port=0, token=TOKEN, rate_per_s=0.5, rate_burst=3)
+    with RunningAgent(config, FakeNvml()) as running:
+        guesses = [_get(running.url + "/api/v1/sample", f"guess-{n}")[0] for n in range(5)]
+        assert guesses == [401, 401, 401, 429, 429]  # guessing is limited
+        assert _get(running.url + "/api/v1/sample", TOKEN)[0] == 200  # the right token still gets in

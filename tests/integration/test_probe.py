@@ -157,10 +157,13 @@ def test_options_become_the_source_spec() -> None:
         ("ssh", "h", "--insecure"),
         ("redfish", "bmc.example"),
         ("agent", "http://n", "--token-env", "A", "--token-file", "/t"),
-        ("dcgm", "http://n", "--timeout", "0"),
+        ("dcgm", "http://", "--timeout", "1"),
     ):
         with pytest.raises(ProbeUsageError):
             parse(*bad)
+    with pytest.raises(SystemExit) as stopped:  # refused by the parser itself, with probe's usage code
+        parse("dcgm", "http://n", "--timeout", "0")
+    assert stopped.value.code == 1
 
 
 # --- the table ------

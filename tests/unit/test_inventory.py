@@ -246,8 +246,8 @@ def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
     problems = problems_of(BROKEN)
     expected = [
         "colour: unknown key (expected one of: sites, nodes, rule_overrides, notify)",
-        "sites[0].interval_s: must be > 0",
-        "sites[1].timeout_s: must be > 0",
+        "sites[0].interval_s: must be > 0 seconds, not 0",
+        "sites[1].timeout_s: must be > 0 seconds, not -1",
         'sites[1].name: duplicate site name "aws-use1" (first at sites[0])',
         "sites[2].provider: required",
         "nodes[0].sources[0].host: not a dcgm setting (dcgm takes: url, verify_tls, ca_file)",
