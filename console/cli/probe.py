@@ -17,8 +17,15 @@ from console.config.fleet import SecretKind, SecretRef, SourceKind, SourceSpec
 
 HELP = "poll one source once and print the normalized sample (a table, or JSON with --json)"
 
-PROBE_KINDS = (SourceKind.NVML, SourceKind.DCGM, SourceKind.AGENT, SourceKind.SSH, SourceKind.REDFISH)
-URL_KINDS = (SourceKind.DCGM, SourceKind.AGENT, SourceKind.REDFISH)
+PROBE_KINDS = (
+    SourceKind.NVML,
+    SourceKind.DCGM,
+    SourceKind.AGENT,
+    SourceKind.SSH,
+    SourceKind.REDFISH,
+    SourceKind.PROMETHEUS,
+)
+URL_KINDS = (SourceKind.DCGM, SourceKind.AGENT, SourceKind.REDFISH, SourceKind.PROMETHEUS)
 DEFAULT_TIMEOUT_S = 5.0
 EXIT_USAGE = 1  # console.polling.probe's EXIT_OTHER: bad options or a malformed TARGET, never 2 ("unreachable")
 _VALUE_OPTIONS = (
@@ -48,13 +55,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=[str(kind) for kind in PROBE_KINDS], help="the kind of source")
     parser.add_argument(
         "target",
-        help='a URL (dcgm, agent, redfish), [user@]host (ssh), or "local" (nvml)',
+        help='a URL (dcgm, agent, redfish, prometheus: its base URL), [user@]host (ssh), or "local" (nvml)',
     )
-    parser.add_argument("--user", help="user name (redfish, ssh)")
-    parser.add_argument("--password-env", metavar="VAR", help="environment variable holding the password (redfish)")
-    parser.add_argument("--password-file", metavar="FILE", help="file holding the password (redfish)")
-    parser.add_argument("--token-env", metavar="VAR", help="environment variable holding the bearer token (agent)")
-    parser.add_argument("--token-file", metavar="FILE", help="file holding the bearer token (agent)")
+    parser.add_argument("--user", help="user name (redfish, prometheus, ssh)")
+    parser.add_argument(
+        "--password-env", metavar="VAR", help="environment variable holding the password (redfish, prometheus)"
+    )
+    parser.add_argument("--password-file", metavar="FILE", help="file holding the password (redfish, prometheus)")
+    parser.add_argument(
+        "--token-env", metavar="VAR", help="environment variable holding the bearer token (agent, prometheus)"
+    )
+    parser.add_argument("--token-file", metavar="FILE", help="file holding the bearer token (agent, prometheus)")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra request header, e.g. X-Scope-OrgID=tenant-1 (prometheus; repeatable)",
+    )
+    parser.add_argument(
+        "--node", metavar="NAME", help="the node (its Hostname label) to print (prometheus; default: every node)"
+    )
     parser.add_argument("--key-file", metavar="FILE", help="private key (ssh)")
     parser.add_argument("--known-hosts", metavar="FILE", help="known_hosts file (ssh; default: the user's)")
     parser.add_argument("--port", type=int, help="port (ssh; for URLs put the port in the URL)")
@@ -76,10 +97,24 @@ def build_spec(args: argparse.Namespace) -> SourceSpec:
         SourceKind.AGENT: {"token_env", "token_file", "ca_file", "insecure"},
         SourceKind.REDFISH: {"user", "password_env", "password_file", "ca_file", "insecure"},
         SourceKind.SSH: {"user", "key_file", "known_hosts", "port"},
+        SourceKind.PROMETHEUS: {
+            "user",
+            "password_env",
+            "password_file",
+            "token_env",
+            "token_file",
+            "ca_file",
+            "insecure",
+            "header",
+            "node",
+        },
     }[kind]
     for option in _VALUE_OPTIONS:
         if getattr(args, option) is not None and option not in allowed:
             raise ProbeUsageError(f"--{option.replace('_', '-')} does not apply to {kind}")
+    for option in ("header", "node"):
+        if getattr(args, option, None) and option not in allowed:
+            raise ProbeUsageError(f"--{option} does not apply to {kind}")
     if args.insecure and "insecure" not in allowed:
         raise ProbeUsageError(f"--insecure does not apply to {kind}")
     if args.timeout is None or not args.timeout > 0:
@@ -93,15 +128,44 @@ def build_spec(args: argparse.Namespace) -> SourceSpec:
     if not target.lower().startswith(("http://", "https://")):
         raise ProbeUsageError(f"{kind} needs a URL starting with http:// or https://, got {target!r}")
     _check_url(target)
+    token = _secret(args.token_env, args.token_file, "token")
+    password = _secret(args.password_env, args.password_file, "password")
+    if kind is SourceKind.PROMETHEUS:
+        if token is not None and (args.user is not None or password is not None):
+            raise ProbeUsageError("give either --user with a password or a token, not both")
+        if (args.user is None) != (password is None):
+            raise ProbeUsageError("basic auth needs both --user and --password-env (or --password-file)")
     return SourceSpec(
         kind=kind,
         url=target,
         user=args.user,
-        token=_secret(args.token_env, args.token_file, "token"),
-        password=_secret(args.password_env, args.password_file, "password"),
+        token=token,
+        password=password,
         verify_tls=not args.insecure,
         ca_file=args.ca_file,
+        options=(("host", args.node),) if getattr(args, "node", None) else (),
+        headers=_headers(getattr(args, "header", None) or []),
     )
+
+
+def _headers(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    """``--header NAME=VALUE`` checked as the inventory checks ``headers`` (no credentials, no line breaks)."""
+    from console.config.inventory import InventoryError, source_from_document
+
+    table: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            raise ProbeUsageError(f"--header wants NAME=VALUE, got {pair!r}")
+        table[name.strip()] = value
+    if not table:
+        return ()
+    try:
+        spec = source_from_document({"kind": "prometheus", "url": "http://x", "headers": table}, "--header")
+    except InventoryError as exc:
+        problems = [problem.removeprefix("--header.headers.") for problem in exc.problems]
+        raise ProbeUsageError("--header " + "; ".join(problems)) from None
+    return spec.headers
 
 
 def _check_url(target: str) -> None:
@@ -174,16 +238,40 @@ def run(args: argparse.Namespace) -> int:
     except ProbeUsageError as exc:
         print(f"gpu-console probe: {exc}", file=sys.stderr)
         return EXIT_OTHER
-    outcome = probe(spec, timeout_s=args.timeout)
+    if spec.kind is SourceKind.PROMETHEUS and not spec.option("host"):
+        return _print_site(spec, args)
+    outcome = probe(spec, timeout_s=args.timeout, node=spec.option("host") or "probe")
     if outcome.sample is None:
         print(f"probe {spec.kind} {spec.target()}: {outcome.summary()}", file=sys.stderr)
         return outcome.exit_code
     if outcome.note:
         print(f"probe {spec.kind} {spec.target()}: {outcome.summary()}", file=sys.stderr)
     text = json.dumps(sample_to_json(outcome.sample), indent=2) + "\n" if args.json else None
+    _write(text if text is not None else format_sample_table(outcome.sample))
+    return outcome.exit_code
+
+
+def _print_site(spec: SourceSpec, args: argparse.Namespace) -> int:
+    """Every node a Prometheus holds: a table per node, or a JSON array of samples."""
+    import json
+
+    from console.polling.probe import format_sample_table, probe_site
+    from console.samples.codec import sample_to_json
+
+    outcome = probe_site(spec, timeout_s=args.timeout)
+    print(f"probe {spec.kind} {spec.target()}: {outcome.summary()}", file=sys.stderr)
+    if outcome.failure is not None:
+        return outcome.exit_code
+    if args.json:
+        _write(json.dumps([sample_to_json(sample) for sample in outcome.samples], indent=2) + "\n")
+    else:
+        _write("\n".join(format_sample_table(sample) for sample in outcome.samples))
+    return outcome.exit_code
+
+
+def _write(text: str) -> None:
     try:
-        sys.stdout.write(text if text is not None else format_sample_table(outcome.sample))
+        sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:  # `probe ... | head`: the reader left; not an error of the probe
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return outcome.exit_code

@@ -46,7 +46,8 @@ class SourceSpec:
 
     - demo: ``options`` (profile, seed) only
     - nvml: nothing (this machine)
-    - dcgm / agent / prometheus: ``url``; agent also ``token``
+    - dcgm / agent / prometheus: ``url``; agent also ``token``; prometheus also basic auth (``user`` +
+      ``password``) or a bearer ``token``, and extra ``headers`` (a tenant's ``X-Scope-OrgID``: not secrets)
     - ssh: ``host``, ``port``, ``user``, ``key_file``, ``known_hosts``
     - redfish: ``url`` (BMC base, may carry a path prefix), ``user``, ``password``
     ``verify_tls`` applies to every HTTPS kind and is on unless the inventory turns it off for this target.
@@ -64,6 +65,7 @@ class SourceSpec:
     verify_tls: bool = True
     ca_file: str | None = None
     options: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
 
     def option(self, key: str, default: str | None = None) -> str | None:
         return dict(self.options).get(key, default)

@@ -62,7 +62,7 @@ SOURCE_KEYS: Mapping[SourceKind, tuple[str, ...]] = {
     SourceKind.DEMO: (),
     SourceKind.NVML: (),
     SourceKind.DCGM: _HTTP_KEYS,
-    SourceKind.PROMETHEUS: _HTTP_KEYS,
+    SourceKind.PROMETHEUS: (*_HTTP_KEYS, "user", *PASSWORD_KEYS, *TOKEN_KEYS, "headers"),
     SourceKind.AGENT: (*_HTTP_KEYS, *TOKEN_KEYS),
     SourceKind.REDFISH: (*_HTTP_KEYS, "user", *PASSWORD_KEYS),
     SourceKind.SSH: ("host", "port", "user", "key_file", "known_hosts"),
@@ -303,12 +303,14 @@ def _parse_source(table: Mapping[str, Any], path: str, problems: Problems) -> So
     user = read_string(table, "user", path, problems)
     token = read_secret_ref(table, "token", path, problems)
     password = read_secret_ref(table, "password", path, problems)
-    if kind is SourceKind.REDFISH:
+    if kind in (SourceKind.REDFISH, SourceKind.PROMETHEUS):
         has_password = any(key in table for key in (*PASSWORD_KEYS, "password"))
         if user is not None and not has_password:
             problems.add(path, f'user "{user}" needs a password reference ({LITERAL_SECRETS["password"]})')
         if has_password and "user" not in table:
             problems.add(f"{path}.user", "required when a password is given")
+        if any(key in table for key in TOKEN_KEYS) and (has_password or "user" in table):
+            problems.add(path, "give either basic auth (user and a password reference) or a token reference, not both")
     spec = SourceSpec(
         kind=kind,
         url=url,
@@ -322,6 +324,7 @@ def _parse_source(table: Mapping[str, Any], path: str, problems: Problems) -> So
         verify_tls=read_boolean(table, "verify_tls", path, problems, default=True),
         ca_file=read_local_path(table, "ca_file", path, problems),
         options=_options(table, path, problems),
+        headers=_headers(table, path, problems),
     )
     return None if len(problems.items) > before else spec
 
@@ -377,6 +380,32 @@ def _options(table: Mapping[str, Any], path: str, problems: Problems) -> tuple[t
         else:
             options.append((key, item))
     return tuple(options)
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+# Headers that carry credentials: never literal in the inventory (user/password or token references do it).
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+
+
+def _headers(table: Mapping[str, Any], path: str, problems: Problems) -> tuple[tuple[str, str], ...]:
+    value = table.get("headers", {})
+    if not isinstance(value, dict):
+        problems.add(f"{path}.headers", f"expected a table of strings, got {type_name(value)}")
+        return ()
+    headers: list[tuple[str, str]] = []
+    for name, item in value.items():
+        where = f"{path}.headers.{name}"
+        if not _HEADER_NAME.fullmatch(name):
+            problems.add(where, "is not an HTTP header name")
+        elif name.lower() in _SECRET_HEADERS:
+            problems.add(where, f"carries a secret: use {LITERAL_SECRETS['token']}, or user and a password reference")
+        elif not isinstance(item, str):
+            problems.add(where, f"expected a string, got {type_name(item)}")
+        elif any(ch in item for ch in "\r\n\0"):
+            problems.add(where, "must not contain line breaks")
+        else:
+            headers.append((name, item))
+    return tuple(headers)
 
 
 def _parse_rule_override(

@@ -72,6 +72,8 @@ def source_to_document(spec: SourceSpec) -> dict[str, Any]:
         table["ca_file"] = spec.ca_file
     if spec.options:
         table["options"] = dict(spec.options)
+    if spec.headers:
+        table["headers"] = dict(spec.headers)
     return table
 
 

@@ -15,7 +15,7 @@ import aiohttp
 
 from console.config.fleet import Receiver
 from console.config.secrets import SecretError, resolve_secret
-from console.sources.base import tls_setting
+from console.sources.base import basic_auth_header, tls_setting
 
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # a silence or alert list; more is a misbehaving peer
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
@@ -47,8 +47,7 @@ def auth_headers(receiver: Receiver) -> dict[str, str]:
         if receiver.token is not None:
             return {"Authorization": f"Bearer {resolve_secret(receiver.token)}"}
         if receiver.user is not None and receiver.password is not None:
-            auth = aiohttp.BasicAuth(receiver.user, resolve_secret(receiver.password))
-            return {"Authorization": auth.encode()}
+            return {"Authorization": basic_auth_header(receiver.user, resolve_secret(receiver.password))}
     except SecretError as exc:
         raise DeliveryError(f"{receiver.label}: cannot read its credentials: {exc}") from None
     return {}

@@ -123,6 +123,67 @@ async def probe_async(
         return ProbeOutcome(spec, time.monotonic() - started, sample=sample, note=note)
 
 
+@dataclass(frozen=True, slots=True)
+class SiteProbeOutcome:
+    """One read of a whole site through Prometheus: every node's sample, or why there are none."""
+
+    spec: SourceSpec
+    latency_s: float
+    samples: tuple[NodeSample, ...] = ()
+    failure: PollFailure | None = None
+    reason: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.failure is None else EXIT_CODES.get(self.failure, EXIT_OTHER)
+
+    def summary(self) -> str:
+        if self.failure is not None:
+            return f"{self.failure}: {_one_line(self.reason)}"
+        gpus = sum(len(sample.gpus) for sample in self.samples)
+        return f"ok: {len(self.samples)} nodes, {gpus} GPUs in {self.latency_s * 1000:.0f} ms"
+
+
+def probe_site(spec: SourceSpec, *, timeout_s: float) -> SiteProbeOutcome:
+    """Blocking, like ``probe``: one whole-site read of a ``prometheus`` source, its session closed after."""
+    return asyncio.run(_probe_site(spec, timeout_s))
+
+
+async def _probe_site(spec: SourceSpec, timeout_s: float) -> SiteProbeOutcome:
+    import aiohttp
+
+    from console.sources.base import tls_setting
+    from console.sources.prometheus import PrometheusSiteReader
+
+    started = time.monotonic()
+
+    def failed(failure: PollFailure, reason: str) -> SiteProbeOutcome:
+        return SiteProbeOutcome(spec, time.monotonic() - started, failure=failure, reason=reason)
+
+    async with aiohttp.ClientSession() as http:
+        try:
+            reader = PrometheusSiteReader(
+                spec.url or "",
+                http,
+                site="probe",
+                timeout_s=timeout_s,
+                ssl=tls_setting(spec.verify_tls, spec.ca_file),
+                headers=dict(spec.headers),
+                user=spec.user,
+                password=spec.password,
+                token=spec.token,
+            )
+            samples = await asyncio.wait_for(reader.read_site(), timeout_s)
+        except SourceError as exc:
+            return failed(exc.failure, exc.reason)
+        except TimeoutError:
+            return failed(PollFailure.TIMEOUT, f"no answer within {timeout_s:g} s")
+        except ValueError as exc:  # a URL the reader cannot use
+            return failed(PollFailure.INTERNAL, str(exc))
+    ordered = tuple(samples[name] for name in sorted(samples))
+    return SiteProbeOutcome(spec, time.monotonic() - started, samples=ordered)
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

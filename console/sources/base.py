@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -90,6 +91,11 @@ class HttpSession:
         own, self._own = self._own, None
         if own is not None:
             await own.close()
+
+
+def basic_auth_header(user: str, password: str) -> str:
+    """The ``Authorization`` value of HTTP basic auth (RFC 7617, UTF-8); aiohttp's BasicAuth is deprecated."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def tls_setting(verify_tls: bool, ca_file: str | None) -> ssl.SSLContext | bool:

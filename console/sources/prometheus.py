@@ -36,10 +36,19 @@ from urllib.parse import urlsplit
 import aiohttp
 import numpy as np
 
+from console.config.fleet import SecretRef
 from console.samples.results import PollFailure, SourceError
 from console.samples.schema import NodeSample
 from console.samples.series import Series
-from console.sources.base import HttpSession, SourceContext, http_failure, read_capped, tls_setting
+from console.sources.base import (
+    HttpSession,
+    SourceContext,
+    basic_auth_header,
+    http_failure,
+    read_capped,
+    resolve_secret_for_poll,
+    tls_setting,
+)
 from console.sources.dcgm import names
 from console.sources.dcgm.mapping import XidMemory, map_dcgm_samples
 from console.sources.dcgm.render import escape_label_value
@@ -159,8 +168,16 @@ class PrometheusSiteReader:
         ssl: bool | Any = True,
         concurrency: int = DEFAULT_CONCURRENCY,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        headers: Mapping[str, str] | None = None,
+        user: str | None = None,
+        password: SecretRef | None = None,
+        token: SecretRef | None = None,
     ) -> None:
         check_url(url)
+        self._headers = dict(headers or {})
+        self._user = user
+        self._password = password
+        self._token = token
         self.url = url.rstrip("/")
         self.site = site
         self._http = http
@@ -181,14 +198,25 @@ class PrometheusSiteReader:
         """GET an API endpoint and return ``data``; every failure is a ``SourceError`` with a reason."""
         url = f"{self.url}{path}"
         self.queries += 1
+        headers = {**self._headers, **await self._credentials()}
         async with self._limit:
             try:
-                async with self._http.get(url, params=params, timeout=self._timeout, ssl=self._ssl) as response:
+                request = self._http.get(url, params=params, headers=headers, timeout=self._timeout, ssl=self._ssl)
+                async with request as response:
                     body = await read_capped(response, self._max_bytes, lambda _size: self._oversize(url))
                     status, reason = response.status, response.reason or ""
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise http_failure(exc, url, self._timeout.total) from None
         return self._data(url, status, reason, body)
+
+    async def _credentials(self) -> dict[str, str]:
+        """Basic auth or a bearer token, read at each use (a rotated secret is picked up without a restart)."""
+        if self._token is not None:
+            return {"Authorization": f"Bearer {await resolve_secret_for_poll(self._token, 'token')}"}
+        if self._user is not None and self._password is not None:
+            secret = await resolve_secret_for_poll(self._password, "password")
+            return {"Authorization": basic_auth_header(self._user, secret)}
+        return {}
 
     def _oversize(self, url: str) -> str:
         return f"{url}: answer larger than {self._max_bytes} B"
@@ -398,14 +426,16 @@ def _check_number(text: Any, where: str, index: int) -> float:
 
 # --- the per-node source ------------------------------------------------------------------------------------
 
-_READERS: weakref.WeakKeyDictionary[aiohttp.ClientSession, dict[tuple[str, bool, str | None], PrometheusSiteReader]]
+_ReaderKey = tuple[Any, ...]
+_READERS: weakref.WeakKeyDictionary[aiohttp.ClientSession, dict[_ReaderKey, PrometheusSiteReader]]
 _READERS = weakref.WeakKeyDictionary()
 
 
 def shared_reader(ctx: SourceContext, http: aiohttp.ClientSession) -> PrometheusSiteReader:
     """The site reader of ``ctx.spec.url`` for this HTTP session, created on first use."""
     spec = ctx.spec
-    key = (spec.url or "", spec.verify_tls, spec.ca_file)
+    # Credentials and headers are part of the key: two tenants of one Mimir (X-Scope-OrgID) are two readers.
+    key = (spec.url or "", spec.verify_tls, spec.ca_file, spec.headers, spec.user, spec.password, spec.token)
     readers = _READERS.setdefault(http, {})
     reader = readers.get(key)
     if reader is None:
@@ -418,6 +448,10 @@ def shared_reader(ctx: SourceContext, http: aiohttp.ClientSession) -> Prometheus
             # a little under one interval: every node's poll within an interval shares one read
             ttl_s=interval * 0.9,
             ssl=tls_setting(spec.verify_tls, spec.ca_file),
+            headers=dict(spec.headers),
+            user=spec.user,
+            password=spec.password,
+            token=spec.token,
         )
     return reader
 

@@ -7,10 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import shutil
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,8 +36,10 @@ from console.sources.dcgm.source import DcgmSource
 from console.sources.nvml.source import NvmlSource
 from console.sources.prometheus import PrometheusSiteReader
 from console.store import IncidentStore
-from tests.helpers.builders import ExporterStandIn, free_port, h100_dcgm_sample
+from tests.helpers.builders import ExporterStandIn, h100_dcgm_sample
 from tests.helpers.fake_pynvml import FakeGpu, FakeNvml
+from tests.helpers.prometheus_server import available as prometheus_available
+from tests.helpers.prometheus_server import running_prometheus
 from tests.helpers.traces import make_fleet
 from tests.integration.test_incidents_cli import gpu_console
 
@@ -197,51 +195,14 @@ def test_a_bad_workload_in_sample_json_is_refused_with_its_key_path(workload: ob
 
 @pytest.fixture(scope="module")
 def prometheus_over_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    prometheus = shutil.which("prometheus")
-    if prometheus is None:
+    if not prometheus_available():
         pytest.skip("prometheus (Debian package) is not installed")
     work = tmp_path_factory.mktemp("prometheus-workload")
-    with ExporterStandIn(_exporter_text(xid=79)) as exporter:
-        config = work / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-            "scrape_configs:\n  - job_name: dcgm\n"
-            f"    static_configs:\n      - targets: ['127.0.0.1:{exporter.port}']\n"
-        )
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={work / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    query = f"{url}/api/v1/query?query=count(DCGM_FI_DEV_GPU_TEMP)"
-                    with urllib.request.urlopen(query, timeout=2) as answer:
-                        result = json.loads(answer.read())["data"]["result"]
-                    if result and int(result[0]["value"][1]) == 8:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail("Prometheus did not scrape the exporter in 30 s")
-                time.sleep(0.3)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+    with (
+        ExporterStandIn(_exporter_text(xid=79)) as exporter,
+        running_prometheus(work, [f"127.0.0.1:{exporter.port}"], gpus=8) as url,
+    ):
+        yield url
 
 
 @pytest.mark.slow
