@@ -109,6 +109,19 @@ def run(args: argparse.Namespace) -> int:
                 "repeated_polls": counters.repeated_polls,
                 "on_time_polls": monitor.poller.stats.on_time_polls,
                 "incidents_opened": counters.incidents_opened,
+                # Shared collectors (a site read through Prometheus): the real refresh period, slow or failing.
+                "collectors": [
+                    {
+                        "name": c.name,
+                        "site": c.site,
+                        "reads": c.reads,
+                        "failed_reads": c.failed_reads,
+                        "last_read_s": round(c.last_duration_s, 3),
+                        "period_s": round(c.period_s, 3),
+                        "error": c.error,
+                    }
+                    for c in monitor.poller.stats.collectors.values()
+                ],
                 # Per receiver: last success, last error, queued, sent, dropped (console.notify.health).
                 "receivers": [status.to_json() for status in notifier.statuses()] if notifier is not None else [],
             }
