@@ -291,16 +291,16 @@ class PrometheusSiteReader:
         series: dict[str, list[Sample]] = defaultdict(list)
         label_sets = _LabelSets()
         where = f"{self.url}/api/v1/query"
-        newest: dict[str, float] = {}
-        for labels, value in _vector_rows(times, where, named=False):
-            host = host_of(labels)
-            if host is not None:
-                newest[host] = max(newest.get(host, 0.0), value)
         for result in results:
             for labels, value in _vector_rows(result, where):
                 host = host_of(labels)
                 if host is not None:
                     series[host].append(label_sets.sample(labels, value))
+        newest: dict[str, float] = {}
+        for labels, value in _vector_rows(times, where, named=False):
+            host = host_of(labels)
+            if host is not None:
+                newest[host] = max(newest.get(host, 0.0), value)
         samples: dict[str, NodeSample] = {}
         for host, node_series in series.items():
             state = self._nodes.setdefault(host, _NodeState())
