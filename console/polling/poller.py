@@ -290,52 +290,85 @@ class Poller:
         """One read per interval for every node behind the collector, never two at once: a read longer than the
         interval stretches it (reported as a slow collector with its duration); a failure backs off and is one
         result, for the collector, never one per node."""
-        label = collector.collector_label
         limit = max(timeout, COLLECTOR_READ_LIMIT_S)
         failures_in_row = reads = failed = 0
         stopping = self._stopping
         while stopping is None or not stopping.is_set():
             started = time.time()
             t0 = time.monotonic()
-            failure: SourceFailure | None = None
-            try:
-                async with asyncio.timeout(limit):
-                    await collector.collect(limit)
-            except SourceError as exc:
-                failure = SourceFailure(label, exc.failure, exc.reason)
-            except TimeoutError:
-                failure = SourceFailure(label, PollFailure.TIMEOUT, f"the site's read took over {limit:g} s")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a collector bug must not end the site's polling
-                log.exception("shared collector %s raised", collector.collector_name)
-                failure = SourceFailure(label, PollFailure.INTERNAL, f"{type(exc).__name__}: {exc}")
+            failure = await self._collect_once(collector, site, interval, limit, started=started, t0=t0)
             duration = time.monotonic() - t0
             reads += 1
             failed += failure is not None
             failures_in_row = 0 if failure is None else failures_in_row + 1
-            period = max(interval, duration)
             with self._stats_lock:
                 self.stats.collectors[collector.collector_name] = CollectorState(
-                    collector.collector_name, site, reads, failed, duration, period, failure.reason if failure else ""
+                    collector.collector_name,
+                    site,
+                    reads,
+                    failed,
+                    duration,
+                    max(interval, duration),
+                    failure.reason if failure else "",
                 )
-            # The collector's own result (not a node of the inventory): its failure is one collector_down, its
-            # duration beyond the interval one collector_slow. Never fresh: there is nothing in it to chart.
-            result = PollResult(
-                node=collector.collector_name,
-                site=site,
-                started=started,
-                latency_s=duration,
-                sample=NodeSample(collector.collector_name, site, label.split(" ", 1)[0], started),
-                failures=(failure,) if failure is not None else (),
-                fresh=False,
-            )
-            try:
-                self._on_result(result)
-            except Exception:
-                log.exception("result handler failed for collector %s", collector.collector_name)
-            wait = backoff_delay(interval, failures_in_row - 1, self._rng) if failures_in_row else interval - duration
-            await asyncio.sleep(max(0.0, wait))
+            self._collector_result(collector, site, started, duration, failure)
+            if failure is None:
+                await asyncio.sleep(max(0.0, interval - duration))
+                continue
+            # Backing off: no request, but the failure is said again each interval (the collector is down, not
+            # silent: a silent one would look stale).
+            resume = time.monotonic() + backoff_delay(interval, failures_in_row - 1, self._rng)
+            while (left := resume - time.monotonic()) > 0:
+                await asyncio.sleep(min(left, interval))
+                if time.monotonic() < resume:
+                    self._collector_result(collector, site, time.time(), 0.0, failure)
+
+    async def _collect_once(
+        self, collector: SharedCollector, site: str, interval: float, limit: float, *, started: float, t0: float
+    ) -> SourceFailure | None:
+        """One read, bounded by ``limit``; while it runs past an interval the collector reports itself still
+        reading (how long so far) each interval, so it is slow, never silent."""
+        label = collector.collector_label
+        read = asyncio.ensure_future(asyncio.wait_for(collector.collect(limit), limit))
+        try:
+            while not read.done():
+                done, _ = await asyncio.wait({read}, timeout=interval)
+                if not done:
+                    self._collector_result(collector, site, started, time.monotonic() - t0, None)
+            read.result()
+        except SourceError as exc:
+            return SourceFailure(label, exc.failure, exc.reason)
+        except TimeoutError:
+            return SourceFailure(label, PollFailure.TIMEOUT, f"the site's read took over {limit:g} s")
+        except asyncio.CancelledError:
+            read.cancel()
+            with contextlib.suppress(BaseException):
+                await read
+            raise
+        except Exception as exc:  # a collector bug must not end the site's polling
+            log.exception("shared collector %s raised", collector.collector_name)
+            return SourceFailure(label, PollFailure.INTERNAL, f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _collector_result(
+        self, collector: SharedCollector, site: str, started: float, latency: float, failure: SourceFailure | None
+    ) -> None:
+        """The collector's own result (it is no node of the inventory): its failure is one collector_down, its
+        duration beyond the interval one collector_slow. Never fresh: there is nothing in it to chart."""
+        name = collector.collector_name
+        result = PollResult(
+            node=name,
+            site=site,
+            started=started,
+            latency_s=latency,
+            sample=NodeSample(name, site, collector.collector_label.split(" ", 1)[0], started),
+            failures=(failure,) if failure is not None else (),
+            fresh=False,
+        )
+        try:
+            self._on_result(result)
+        except Exception:
+            log.exception("result handler failed for collector %s", name)
 
     async def _poll_once(
         self,
