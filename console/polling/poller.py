@@ -4,6 +4,10 @@ One thread runs one asyncio loop; each node is one task that polls all of the no
 what they return into one ``NodeSample``, hands a frozen ``PollResult`` to ``on_result`` and sleeps until its next
 tick. A hard timeout bounds every poll; failures back off exponentially with jitter. Errors become data (a result
 carrying the failure), never exceptions across threads.
+
+A source may be served by a shared collector (a site read through Prometheus): the poller runs that collector as
+one task of its own, one read per interval for all its nodes, and hands on the collector's own result (its
+failure, its duration) under the collector's name; the nodes' polls then only read its latest outcome.
 """
 
 from __future__ import annotations

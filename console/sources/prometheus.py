@@ -12,10 +12,19 @@ mapped by ``map_dcgm_samples``, the same mapping a scrape goes through, so a nod
 exactly what the same node scraped directly means (units, MIG, blanks, Xid events). A node whose target is down
 has no live series (Prometheus marks them stale within a scrape) and its poll fails with the reason.
 
-Sharing: ``make_source`` is called once per node, but one ``PrometheusSiteReader`` per URL serves them all, and
-its result lives for one interval: a site of 1,000 nodes costs one query per metric per interval, not one per
-node. The readers are kept per poller HTTP session (the only object the poller shares between sources), in a
-weak mapping, so they end with the poller.
+Each query carries the site's ``selector`` (inventory, e.g. ``{job="dcgm", cluster="ord1"}``), so sites sharing
+one Prometheus read only their own series. One more query asks each host's newest scrape time (``timestamp()``):
+samples carry the exporter's own time, and a host not scraped since the last read is returned as the very same
+sample object, a repeat the poller never charts or evaluates twice.
+
+Sharing: ``make_source`` is called once per node, but one ``PrometheusSiteReader`` per site and URL serves them all.
+Under the poller the reader is the site's one collector (``shared_collector``): the poller reads it once per
+interval, never two reads at once, stretching the interval when a read takes longer, and a failed read is one
+``collector_down`` for ``prometheus@SITE``; the nodes' polls only look at the latest outcome (a node is unknown
+while the collector is down, unreachable only when Prometheus has no live series for it). Outside the poller (a
+probe, a test) a node's poll starts a shared read on demand, whose result lives for one interval. The readers are
+kept per poller HTTP session (the only object the poller shares between sources), in a weak mapping, so they end
+with the poller.
 """
 
 from __future__ import annotations
@@ -160,17 +169,6 @@ class _NodeState:
     sample: NodeSample | None = None  # what that read gave: returned again (the same object) while it is the newest
 
 
-@dataclass(frozen=True, slots=True)
-class CollectorStatus:
-    """How the site's shared read is doing, for ``poll``'s summary and the GUI's source status."""
-
-    reads: int = 0
-    failures_in_row: int = 0
-    last_duration_s: float = 0.0
-    period_s: float = 0.0  # the real refresh period: the interval, or the read's duration when that is longer
-    error: str = ""
-
-
 class PrometheusSiteReader:
     """Reads all nodes of one Prometheus-compatible server. Safe to share between the nodes of a site."""
 
@@ -196,7 +194,6 @@ class PrometheusSiteReader:
         # outcome, never start a read. Undriven (a probe, a test), a node's poll starts a shared read on demand.
         self.driven = False
         self.failure: SourceError | None = None  # the latest driven read's failure; None after a good read
-        self.status = CollectorStatus()
         self._http = http
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.ttl_s = ttl_s
