@@ -131,7 +131,7 @@ def test_two_sites_on_one_prometheus_each_read_only_their_own_series(proxy: Prom
         assert asyncio.run(read(f'{{job="{job}"}}')) == set(nodes)
 
     proxy.reset()
-    run = _poll(proxy, 2.0)
+    run = _poll(proxy, 3.0)
     for node in NODES:
         assert any(r.sample is not None and len(r.sample.gpus) == 8 for r in run.of(node)), node
     queries = [q for q in proxy.queries if q]
