@@ -45,7 +45,9 @@ COLLECTOR_READ_LIMIT_S = 120.0
 
 class SharedCollector(Protocol):
     """One read that serves many nodes (a site's Prometheus). The poller runs it once per interval whatever the
-    nodes do; the nodes' sources only look at its latest outcome."""
+    nodes do; the nodes' sources only look at its latest outcome (``driven``: set before any node polls)."""
+
+    driven: bool
 
     @property
     def collector_name(self) -> str: ...
@@ -255,6 +257,7 @@ class Poller:
         for _spec, source, _ in sources:
             collector = getattr(source, "shared_collector", None)
             if collector is not None and id(collector) not in self._collector_tasks:
+                collector.driven = True  # before this node's first poll: no node ever starts a read of its own
                 self._collector_tasks[id(collector)] = asyncio.create_task(
                     self._run_collector(collector, node.site, interval, timeout), name=collector.collector_name
                 )
