@@ -3,7 +3,8 @@ exporter stand-ins (one job per site), polled by the real FleetMonitor and incid
 that counts, delays or un-authorizes the requests: two sites on one Prometheus read only their own series; a value
 already seen is a repeat stamped with Prometheus' own sample time; a read slower than the interval opens no node
 incident and shows its real refresh period; a 401 is one collector_down per site and at most one read per
-interval, never one "unreachable" per node; shutting down mid-read leaves no task pending."""
+interval, never one "unreachable" per node, which only a node Prometheus has no series for is; shutting down
+mid-read leaves no task pending."""
 
 from __future__ import annotations
 
@@ -61,13 +62,14 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProxy]
         yield stack.enter_context(PrometheusProxy(url))
 
 
-def _fleet(url: str) -> Fleet:
+def _fleet(url: str, extra: tuple[str, ...] = ()) -> Fleet:
     spec = SourceSpec(SourceKind.PROMETHEUS, url=url)
     sites = tuple(
         Site(name, "onprem", interval_s=INTERVAL_S, timeout_s=TIMEOUT_S, selector=f'{{job="{job}"}}')
         for name, (job, _nodes) in SITES.items()
     )
     nodes = tuple(Node(node, name, (spec,)) for name, (_job, members) in SITES.items() for node in members)
+    nodes += tuple(Node(node, "ord1", (spec,)) for node in extra)
     overrides = tuple(
         (f"site:{name}", rule, "for_s", 0.5)
         for name in SITES
@@ -90,8 +92,8 @@ class Run:
         return [r for r in self.results if r.node == node]
 
 
-def _poll(proxy: PrometheusProxy, seconds: float) -> Run:
-    fleet = _fleet(proxy.url)
+def _poll(proxy: PrometheusProxy, seconds: float, extra: tuple[str, ...] = ()) -> Run:
+    fleet = _fleet(proxy.url, extra)
     run = Run()
     updates: queue.Queue[MonitorUpdate] = queue.Queue()
     monitor = FleetMonitor(
@@ -193,3 +195,13 @@ def test_a_401_is_one_collector_incident_per_site_and_at_most_one_read_per_inter
         assert run.collectors[f"prometheus@{name}"].failed_reads == run.collectors[f"prometheus@{name}"].reads
     assert all(r.sample is None for node in NODES for r in run.of(node))
     assert not [r for r in caplog.records if "destroyed but it is pending" in r.getMessage()]
+
+
+def test_a_node_prometheus_has_no_series_for_is_unreachable_while_the_collector_works(proxy: PrometheusProxy) -> None:
+    proxy.reset()
+    run = _poll(proxy, 3.0, extra=("a9",))  # in the inventory, never scraped: as if its target were down
+    failures = [f for r in run.of("a9") for f in r.failures if f.failure is PollFailure.UNREACHABLE]
+    assert failures and "no live DCGM series for 'a9'" in failures[0].reason
+    opened = {(c.incident.rule, c.incident.context.node) for c in run.opened()}
+    assert ("node_unreachable", "a9") in opened
+    assert not {node for rule, node in opened if rule != "collector_slow"} - {"a9"}
