@@ -52,6 +52,7 @@ from console.sources.dcgm import names
 from console.sources.dcgm.mapping import XidMemory, map_dcgm_samples
 from console.sources.dcgm.render import escape_label_value
 from console.sources.exposition import Sample
+from console.sources.prometheus_results import matrix_rows, result_of, vector_rows
 
 SOURCE_NAME = "prometheus"
 HOST_LABELS = ("Hostname", "hostname", "instance")
@@ -252,12 +253,12 @@ class PrometheusSiteReader:
         if at is not None:
             params["time"] = f"{at:.3f}"
         data = await self._api("/api/v1/query", params)
-        return _result(data, "vector", f"{self.url}/api/v1/query")
+        return result_of(data, "vector", f"{self.url}/api/v1/query")
 
     async def _query_range(self, promql: str, since: float, until: float, step: float) -> list[dict[str, Any]]:
         params = {"query": promql, "start": f"{since:.3f}", "end": f"{until:.3f}", "step": f"{step:g}"}
         data = await self._api("/api/v1/query_range", params)
-        return _result(data, "matrix", f"{self.url}/api/v1/query_range")
+        return result_of(data, "matrix", f"{self.url}/api/v1/query_range")
 
     # -- live values ----
 
@@ -289,12 +290,12 @@ class PrometheusSiteReader:
         label_sets = _LabelSets()
         where = f"{self.url}/api/v1/query"
         for result in results:
-            for labels, value in _vector_rows(result, where):
+            for labels, value in vector_rows(result, where):
                 host = host_of(labels)
                 if host is not None:
                     series[host].append(label_sets.sample(labels, value))
         newest: dict[str, float] = {}
-        for labels, value in _vector_rows(times, where, named=False):
+        for labels, value in vector_rows(times, where, named=False):
             host = host_of(labels)
             if host is not None:
                 newest[host] = max(newest.get(host, 0.0), value)
@@ -368,7 +369,7 @@ class PrometheusSiteReader:
         where = f"{self.url}/api/v1/query_range"
         grid = np.arange(since, until + step / 2, step)
         out: dict[str, dict[float, float]] = defaultdict(dict)
-        for labels, points in _matrix_rows(result, where):
+        for labels, points in matrix_rows(result, where):
             uuid = labels.get("UUID") or labels.get("uuid")
             if not uuid or labels.get("GPU_I_ID"):
                 continue
@@ -396,7 +397,7 @@ class PrometheusSiteReader:
         by_time: dict[float, list[Sample]] = defaultdict(list)
         label_sets = _LabelSets()
         for result in results:
-            for labels, points in _matrix_rows(result, where):
+            for labels, points in matrix_rows(result, where):
                 for t, value in points:
                     by_time[t].append(label_sets.sample(labels, value))
         memory = XidMemory()
@@ -437,57 +438,6 @@ def _numeric_converter(name: str, metric: str) -> Any:
         return float
     convert = entry[1]
     return lambda value: float(convert(value)) if math.isfinite(value) else math.nan
-
-
-def _result(data: Any, kind: str, where: str) -> list[dict[str, Any]]:
-    if not isinstance(data, dict) or data.get("resultType") != kind or not isinstance(data.get("result"), list):
-        got = data.get("resultType") if isinstance(data, dict) else type(data).__name__
-        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: expected a {kind} result, got {got!r}")
-    result: list[dict[str, Any]] = data["result"]
-    return result
-
-
-def _labels(item: Any, where: str, index: int, *, named: bool = True) -> dict[str, str]:
-    if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
-        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] has no 'metric' object")
-    labels: dict[str, str] = item["metric"]
-    if named and not isinstance(labels.get("__name__"), str):
-        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] has no metric name")
-    return labels
-
-
-def _vector_rows(
-    result: list[dict[str, Any]], where: str, *, named: bool = True
-) -> Iterable[tuple[dict[str, str], float]]:
-    for i, item in enumerate(result):
-        labels = _labels(item, where, i, named=named)
-        value = item.get("value")
-        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)):
-            raise SourceError(PollFailure.BAD_PAYLOAD, f'{where}: result[{i}].value is not [time, "number"]')
-        yield labels, _check_number(value[1], where, i)
-
-
-def _matrix_rows(
-    result: list[dict[str, Any]], where: str
-) -> Iterable[tuple[dict[str, str], list[tuple[float, float]]]]:
-    for i, item in enumerate(result):
-        labels = _labels(item, where, i)
-        values = item.get("values")
-        if not isinstance(values, list):
-            raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{i}].values is not a list")
-        points = []
-        for pair in values:
-            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int | float)):
-                raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{i}].values has a bad point {pair!r}")
-            points.append((round(float(pair[0]), 3), _check_number(pair[1], where, i)))
-        yield labels, points
-
-
-def _check_number(text: Any, where: str, index: int) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] value {text!r} is not a number") from None
 
 
 # --- the per-node source ------------------------------------------------------------------------------------
