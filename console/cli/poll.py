@@ -115,6 +115,19 @@ def run(args: argparse.Namespace) -> int:
                 # Incident changes lost because the database could not be written (a full disk that never
                 # freed up): any makes the exit code 3.
                 "unsaved_changes": store.unsaved_changes,
+                # Shared collectors (a site read through Prometheus): the real refresh period, slow or failing.
+                "collectors": [
+                    {
+                        "name": c.name,
+                        "site": c.site,
+                        "reads": c.reads,
+                        "failed_reads": c.failed_reads,
+                        "last_read_s": round(c.last_duration_s, 3),
+                        "period_s": round(c.period_s, 3),
+                        "error": c.error,
+                    }
+                    for c in monitor.poller.stats.collectors.values()
+                ],
                 # Per receiver: last success, last error, queued, sent, dropped (console.notify.health).
                 "receivers": [status.to_json() for status in notifier.statuses()] if notifier is not None else [],
             }

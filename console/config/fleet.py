@@ -86,6 +86,8 @@ class Site:
     interval_s: float = 1.0
     timeout_s: float = 3.0
     demo: bool = False
+    # PromQL label matchers added to every query of the site's Prometheus, e.g. '{job="dcgm", cluster="ord1"}'
+    selector: str = ""
 
 
 @dataclass(frozen=True, slots=True)

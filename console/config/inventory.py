@@ -52,7 +52,7 @@ _TOP_KEYS = ("sites", "nodes", "rule_overrides", "notify")
 MAX_INVENTORY_BYTES = 4 * 1024 * 1024
 MAX_NODES = 10_000
 MAX_SITES = 1_000
-_SITE_KEYS = ("name", "provider", "region", "interval_s", "timeout_s", "demo")
+_SITE_KEYS = ("name", "provider", "region", "interval_s", "timeout_s", "demo", "selector")
 _NODE_KEYS = ("name", "site", "tags", "interval_s", "timeout_s", "sources", *TOPOLOGY_KEYS)
 _RULE_KEYS = ("scope", "rule", "key", "value")
 _HTTP_KEYS = ("url", "verify_tls", "ca_file")
@@ -212,6 +212,12 @@ def _unique_names(tables: Sequence[Mapping[str, Any]], section: str, what: str, 
     return frozenset(first_at)
 
 
+def _is_label_selector(text: str) -> bool:
+    """``{label="value", ...}``: matchers only (no metric name), so the console can add its own ``__name__``."""
+    inner = text.strip()
+    return inner.startswith("{") and inner.endswith("}") and "__name__" not in inner and len(inner.strip("{} ")) > 0
+
+
 def _parse_site(table: Mapping[str, Any], path: str, problems: Problems) -> Site | None:
     before = len(problems.items)
     check_keys(table, path, _SITE_KEYS, problems)
@@ -221,6 +227,10 @@ def _parse_site(table: Mapping[str, Any], path: str, problems: Problems) -> Site
     interval = read_positive_seconds(table, "interval_s", path, problems)
     timeout = read_positive_seconds(table, "timeout_s", path, problems)
     demo = read_boolean(table, "demo", path, problems, default=False)
+    selector = read_string(table, "selector", path, problems) or ""
+    if selector and not _is_label_selector(selector):
+        example = "'{job=\"dcgm\"}'"
+        problems.add(f"{path}.selector", f"must be PromQL label matchers in braces, e.g. {example}, got {selector!r}")
     if len(problems.items) > before or name is None or provider is None:
         return None
     return Site(
@@ -230,6 +240,7 @@ def _parse_site(table: Mapping[str, Any], path: str, problems: Problems) -> Site
         interval_s=DEFAULT_INTERVAL_S if interval is None else interval,
         timeout_s=DEFAULT_TIMEOUT_S if timeout is None else timeout,
         demo=demo,
+        selector=selector,
     )
 
 

@@ -41,6 +41,8 @@ def site_to_document(site: Site) -> dict[str, Any]:
     table["timeout_s"] = site.timeout_s
     if site.demo:
         table["demo"] = True
+    if site.selector:
+        table["selector"] = site.selector
     return table
 
 

@@ -464,6 +464,8 @@ def _cohort_slower(rule: Rule, sample: NodeSample, mem: NodeMemory, t: float) ->
 def _unreachable(rule: Rule, result: PollResult, mem: NodeMemory, t: float, interval_s: float) -> list[Finding]:
     if result.sample is not None:
         return []
+    if result.failures and all(f.failure is PollFailure.COLLECTOR for f in result.failures):
+        return []  # the shared collector is down, not the node: one collector_down stands for all its nodes
     return [Finding(None, detail=result.reason or "no sample")]
 
 

@@ -62,7 +62,7 @@ class IncidentEngine:
         self._detectors = DetectorRunner(self._tracker, self._lifecycle, catalog)
         self._plans: dict[tuple[str, str], RulePlan] = {}
         self._nodes: dict[str, NodeState] = {}
-        sites = {site.name: site for site in fleet.sites}
+        sites = self._sites = {site.name: site for site in fleet.sites}
         for node in fleet.nodes:
             site = sites.get(node.site)
             provider = site.provider if site else ""
@@ -74,7 +74,10 @@ class IncidentEngine:
     def observe(self, result: PollResult) -> list[IncidentChange]:
         ns = self._nodes.get(result.node)
         if ns is None:
-            ns = self._nodes[result.node] = self._new_node(result.node, result.site, "", 1.0)
+            # not in the inventory (a site's shared collector, prometheus@SITE): judged at its site's interval
+            site = self._sites.get(result.site)
+            provider, interval = (site.provider, site.interval_s) if site is not None else ("", 1.0)
+            ns = self._nodes[result.node] = self._new_node(result.node, result.site, provider, interval)
         t = result.started + result.latency_s
         sample = result.sample
         # A sample time before the poll began is the source's own stamp (the console stamps at or after it).

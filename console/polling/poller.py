@@ -4,6 +4,10 @@ One thread runs one asyncio loop; each node is one task that polls all of the no
 what they return into one ``NodeSample``, hands a frozen ``PollResult`` to ``on_result`` and sleeps until its next
 tick. A hard timeout bounds every poll; failures back off exponentially with jitter. Errors become data (a result
 carrying the failure), never exceptions across threads.
+
+A source may be served by a shared collector (a site read through Prometheus): the poller runs that collector as
+one task of its own, one read per interval for all its nodes, and hands on the collector's own result (its
+failure, its duration) under the collector's name; the nodes' polls then only read its latest outcome.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from console.config.fleet import Fleet, Node, SourceSpec
 from console.samples.results import PollFailure, PollResult, SourceError, SourceFailure
@@ -34,6 +38,37 @@ FIRST_POLL_COST_S = (
     0.003  # CPU seconds of a large node's first poll, whole app (scripts/bench/bench_poll.py --settle 0)
 )
 MAX_START_RAMP_S = 10.0
+# A shared collector's read (a whole site through Prometheus) may take far longer than one node's poll timeout and
+# still be good: it is bounded by this instead, and its interval stretches to what it takes.
+COLLECTOR_READ_LIMIT_S = 120.0
+
+
+class SharedCollector(Protocol):
+    """One read that serves many nodes (a site's Prometheus). The poller runs it once per interval whatever the
+    nodes do; the nodes' sources only look at its latest outcome (``driven``: set before any node polls)."""
+
+    driven: bool
+
+    @property
+    def collector_name(self) -> str: ...
+
+    @property
+    def collector_label(self) -> str: ...
+
+    async def collect(self, timeout_s: float) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorState:
+    """The latest read of a shared collector: what ``poll``'s summary and the GUI's source status show."""
+
+    name: str
+    site: str
+    reads: int
+    failed_reads: int
+    last_duration_s: float
+    period_s: float  # the real refresh period: the interval, or the read's duration when that is longer
+    error: str = ""
 
 
 @dataclass(slots=True)
@@ -44,6 +79,7 @@ class PollerStats:
     repeated_polls: int = 0  # answered with the same measurement as before (PollResult.fresh False)
     on_time_polls: int = 0
     latencies_s: list[float] = field(default_factory=list)
+    collectors: dict[str, CollectorState] = field(default_factory=dict)
 
 
 class _LastSamples:
@@ -131,6 +167,7 @@ class Poller:
         self._ready = threading.Event()
         self.stats = PollerStats()
         self._stats_lock = threading.Lock()
+        self._collector_tasks: dict[int, asyncio.Task[None]] = {}
 
     # -- lifecycle ----
 
@@ -187,6 +224,10 @@ class Poller:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            collectors = list(self._collector_tasks.values())
+            for task in collectors:
+                task.cancel()
+            await asyncio.gather(*collectors, return_exceptions=True)
         finally:
             if http is not None:
                 await http.close()
@@ -213,6 +254,13 @@ class Poller:
                 sources.append((spec, self._make_source(ctx), ""))
             except Exception as exc:  # a broken spec fails that node's polls with a reason, not the poller
                 sources.append((spec, None, f"cannot create source: {exc}"))
+        for _spec, source, _ in sources:
+            collector = getattr(source, "shared_collector", None)
+            if collector is not None and id(collector) not in self._collector_tasks:
+                collector.driven = True  # before this node's first poll: no node ever starts a read of its own
+                self._collector_tasks[id(collector)] = asyncio.create_task(
+                    self._run_collector(collector, node.site, interval, timeout), name=collector.collector_name
+                )
         # First polls spread over the node's interval, or over the fleet's start ramp when that is longer.
         next_due = time.monotonic() + first_fraction * max(interval, ramp_s)
         seen = _LastSamples(len(sources))
@@ -244,6 +292,90 @@ class Poller:
                 if source is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(source.aclose(), 2.0)
+
+    async def _run_collector(self, collector: SharedCollector, site: str, interval: float, timeout: float) -> None:
+        """One read per interval for every node behind the collector, never two at once: a read longer than the
+        interval stretches it (reported as a slow collector with its duration); a failure backs off and is one
+        result, for the collector, never one per node."""
+        limit = max(timeout, COLLECTOR_READ_LIMIT_S)
+        failures_in_row = reads = failed = 0
+        stopping = self._stopping
+        while stopping is None or not stopping.is_set():
+            started = time.time()
+            t0 = time.monotonic()
+            failure = await self._collect_once(collector, site, interval, limit, started=started, t0=t0)
+            duration = time.monotonic() - t0
+            reads += 1
+            failed += failure is not None
+            failures_in_row = 0 if failure is None else failures_in_row + 1
+            with self._stats_lock:
+                self.stats.collectors[collector.collector_name] = CollectorState(
+                    collector.collector_name,
+                    site,
+                    reads,
+                    failed,
+                    duration,
+                    max(interval, duration),
+                    failure.reason if failure else "",
+                )
+            self._collector_result(collector, site, started, duration, failure)
+            if failure is None:
+                await asyncio.sleep(max(0.0, interval - duration))
+                continue
+            # Backing off: no request, but the failure is said again each interval (the collector is down, not
+            # silent: a silent one would look stale).
+            resume = time.monotonic() + backoff_delay(interval, failures_in_row - 1, self._rng)
+            while (left := resume - time.monotonic()) > 0:
+                await asyncio.sleep(min(left, interval))
+                if time.monotonic() < resume:
+                    self._collector_result(collector, site, time.time(), 0.0, failure)
+
+    async def _collect_once(
+        self, collector: SharedCollector, site: str, interval: float, limit: float, *, started: float, t0: float
+    ) -> SourceFailure | None:
+        """One read, bounded by ``limit``; while it runs past an interval the collector reports itself still
+        reading (how long so far) each interval, so it is slow, never silent."""
+        label = collector.collector_label
+        read = asyncio.ensure_future(asyncio.wait_for(collector.collect(limit), limit))
+        try:
+            while not read.done():
+                done, _ = await asyncio.wait({read}, timeout=interval)
+                if not done:
+                    self._collector_result(collector, site, started, time.monotonic() - t0, None)
+            read.result()
+        except SourceError as exc:
+            return SourceFailure(label, exc.failure, exc.reason)
+        except TimeoutError:
+            return SourceFailure(label, PollFailure.TIMEOUT, f"the site's read took over {limit:g} s")
+        except asyncio.CancelledError:
+            read.cancel()
+            with contextlib.suppress(BaseException):
+                await read
+            raise
+        except Exception as exc:  # a collector bug must not end the site's polling
+            log.exception("shared collector %s raised", collector.collector_name)
+            return SourceFailure(label, PollFailure.INTERNAL, f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _collector_result(
+        self, collector: SharedCollector, site: str, started: float, latency: float, failure: SourceFailure | None
+    ) -> None:
+        """The collector's own result (it is no node of the inventory): its failure is one collector_down, its
+        duration beyond the interval one collector_slow. Never fresh: there is nothing in it to chart."""
+        name = collector.collector_name
+        result = PollResult(
+            node=name,
+            site=site,
+            started=started,
+            latency_s=latency,
+            sample=NodeSample(name, site, collector.collector_label.split(" ", 1)[0], started),
+            failures=(failure,) if failure is not None else (),
+            fresh=False,
+        )
+        try:
+            self._on_result(result)
+        except Exception:
+            log.exception("result handler failed for collector %s", name)
 
     async def _poll_once(
         self,

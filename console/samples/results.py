@@ -16,6 +16,9 @@ class PollFailure(StrEnum):
     AUTH_REFUSED = "auth_refused"
     BAD_PAYLOAD = "bad_payload"
     BUSY = "busy"  # the previous request to this node is still running (never two in flight)
+    # the node's data comes through a shared collector (a site's Prometheus) that has no answer now: the node is
+    # unknown, not unreachable; the collector's own ``collector_down`` incident stands for every node behind it
+    COLLECTOR = "collector"
     INTERNAL = "internal"
 
 

@@ -13,10 +13,19 @@ mapped by ``map_dcgm_samples``, the same mapping a scrape goes through, so a nod
 exactly what the same node scraped directly means (units, MIG, blanks, Xid events). A node whose target is down
 has no live series (Prometheus marks them stale within a scrape) and its poll fails with the reason.
 
-Sharing: ``make_source`` is called once per node, but one ``PrometheusSiteReader`` per URL serves them all, and
-its result lives for one interval: a site of 1,000 nodes costs one query per metric per interval, not one per
-node. The readers are kept per poller HTTP session (the only object the poller shares between sources), in a
-weak mapping, so they end with the poller.
+Each query carries the site's ``selector`` (inventory, e.g. ``{job="dcgm", cluster="ord1"}``), so sites sharing
+one Prometheus read only their own series. One more query asks each host's newest scrape time (``timestamp()``):
+samples carry the exporter's own time, and a host not scraped since the last read is returned as the very same
+sample object, a repeat the poller never charts or evaluates twice.
+
+Sharing: ``make_source`` is called once per node, but one ``PrometheusSiteReader`` per site and URL serves them all.
+Under the poller the reader is the site's one collector (``shared_collector``): the poller reads it once per
+interval, never two reads at once, stretching the interval when a read takes longer, and a failed read is one
+``collector_down`` for ``prometheus@SITE``; the nodes' polls only look at the latest outcome (a node is unknown
+while the collector is down, unreachable only when Prometheus has no live series for it). Outside the poller (a
+probe, a test) a node's poll starts a shared read on demand, whose result lives for one interval. The readers are
+kept per poller HTTP session (the only object the poller shares between sources), in a weak mapping, so they end
+with the poller.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import math
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,6 +62,7 @@ from console.sources.dcgm import names
 from console.sources.dcgm.mapping import XidMemory, map_dcgm_samples
 from console.sources.dcgm.render import escape_label_value
 from console.sources.exposition import Sample
+from console.sources.prometheus_results import matrix_rows, result_of, vector_rows
 from console.sources.workload_labels import WORKLOAD_LABELS
 
 SOURCE_NAME = "prometheus"
@@ -99,6 +109,7 @@ def _metric_groups() -> dict[str, tuple[str, ...]]:
 
 
 METRIC_GROUPS: Mapping[str, tuple[str, ...]] = _metric_groups()
+_ALL_NAMES = tuple(sorted({name for group in METRIC_GROUPS.values() for name in group}))
 
 
 def _selector(metric_names: Iterable[str], matchers: str = "") -> str:
@@ -106,14 +117,29 @@ def _selector(metric_names: Iterable[str], matchers: str = "") -> str:
     return f'{{__name__=~"{regex}"{matchers}}}'
 
 
-def instant_query(metric_names: Iterable[str]) -> str:
-    return f"max by ({', '.join(KEEP_LABELS)}) ({_selector(metric_names)})"
+def site_matchers(selector: str) -> str:
+    """The inventory's ``selector = '{job="dcgm"}'`` as matchers to append inside a query's braces."""
+    inner = selector.strip().removeprefix("{").removesuffix("}").strip().strip(",")
+    return f", {inner}" if inner else ""
 
 
-def node_query(metric_names: Sequence[str], node: str) -> str:
+def instant_query(metric_names: Iterable[str], matchers: str = "") -> str:
+    return f"max by ({', '.join(KEEP_LABELS)}) ({_selector(metric_names, matchers)})"
+
+
+def scrape_time_query(matchers: str = "") -> str:
+    """Each host's newest scrape time: query results carry the evaluation time, ``timestamp()`` the sample's own."""
+    # One timestamp() per metric joined with ``or``: timestamp() drops the name, and over a regex selector the
+    # series of two metrics would collide ("vector cannot contain metrics with the same labelset"). Every sample
+    # of one scrape has the same time, so whichever metric a node has tells it.
+    either = " or ".join(f"timestamp({_selector((name,), matchers)})" for name in _ALL_NAMES)
+    return f"max by ({', '.join(HOST_LABELS)}) ({either})"
+
+
+def node_query(metric_names: Sequence[str], node: str, matchers: str = "") -> str:
     """The metrics of one node, whichever host label carries its name."""
     value = escape_label_value(node)
-    either = " or ".join(_selector(metric_names, f', {label}="{value}"') for label in HOST_LABELS)
+    either = " or ".join(_selector(metric_names, f'{matchers}, {label}="{value}"') for label in HOST_LABELS)
     return f"max by ({', '.join(KEEP_LABELS)}) ({either})"
 
 
@@ -152,6 +178,8 @@ class SiteRead:
 @dataclass(slots=True)
 class _NodeState:
     memory: XidMemory = field(default_factory=XidMemory)
+    exporter_time: float = math.nan  # the newest sample time Prometheus had for this node at the last read
+    sample: NodeSample | None = None  # what that read gave: returned again (the same object) while it is the newest
 
 
 class PrometheusSiteReader:
@@ -172,6 +200,7 @@ class PrometheusSiteReader:
         user: str | None = None,
         password: SecretRef | None = None,
         token: SecretRef | None = None,
+        selector: str = "",
     ) -> None:
         check_url(url)
         self._headers = dict(headers or {})
@@ -180,6 +209,12 @@ class PrometheusSiteReader:
         self._token = token
         self.url = url.rstrip("/")
         self.site = site
+        self.selector = selector
+        self._matchers = site_matchers(selector)
+        # Driven by the poller (one read per interval for the whole site): nodes then only look at the latest
+        # outcome, never start a read. Undriven (a probe, a test), a node's poll starts a shared read on demand.
+        self.driven = False
+        self.failure: SourceError | None = None  # the latest driven read's failure; None after a good read
         self._http = http
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.ttl_s = ttl_s
@@ -249,12 +284,12 @@ class PrometheusSiteReader:
         if at is not None:
             params["time"] = f"{at:.3f}"
         data = await self._api("/api/v1/query", params)
-        return _result(data, "vector", f"{self.url}/api/v1/query")
+        return result_of(data, "vector", f"{self.url}/api/v1/query")
 
     async def _query_range(self, promql: str, since: float, until: float, step: float) -> list[dict[str, Any]]:
         params = {"query": promql, "start": f"{since:.3f}", "end": f"{until:.3f}", "step": f"{step:g}"}
         data = await self._api("/api/v1/query_range", params)
-        return _result(data, "matrix", f"{self.url}/api/v1/query_range")
+        return result_of(data, "matrix", f"{self.url}/api/v1/query_range")
 
     # -- live values ----
 
@@ -277,30 +312,76 @@ class PrometheusSiteReader:
 
     async def _read(self) -> SiteRead:
         started = time.time()
-        results = await asyncio.gather(*(self._query(instant_query(group)) for group in METRIC_GROUPS.values()))
+        matchers = self._matchers
+        times, *results = await _all_or_first_error(
+            self._query(scrape_time_query(matchers)),
+            *(self._query(instant_query(group, matchers)) for group in METRIC_GROUPS.values()),
+        )
         series: dict[str, list[Sample]] = defaultdict(list)
         label_sets = _LabelSets()
         where = f"{self.url}/api/v1/query"
         for result in results:
-            for labels, value in _vector_rows(result, where):
+            for labels, value in vector_rows(result, where):
                 host = host_of(labels)
                 if host is not None:
                     series[host].append(label_sets.sample(labels, value))
+        newest: dict[str, float] = {}
+        for labels, value in vector_rows(times, where, named=False):
+            host = host_of(labels)
+            if host is not None:
+                newest[host] = max(newest.get(host, 0.0), value)
         samples: dict[str, NodeSample] = {}
         for host, node_series in series.items():
             state = self._nodes.setdefault(host, _NodeState())
+            exporter_time = newest.get(host) or started
+            if state.sample is not None and exporter_time == state.exporter_time:
+                samples[host] = state.sample  # nothing scraped since the last read: a repeat, never a new point
+                continue
             try:
-                samples[host] = map_dcgm_samples(
-                    node_series, host, self.site, started, state.memory, source=SOURCE_NAME
-                )
+                sample = map_dcgm_samples(node_series, host, self.site, exporter_time, state.memory, source=SOURCE_NAME)
             except SourceError:
                 continue  # series without a GPU UUID (e.g. NVSwitch) for this host: not a GPU node
+            state.exporter_time, state.sample = exporter_time, sample
+            samples[host] = sample
         for gone in set(self._nodes) - set(series):
             del self._nodes[gone]  # bounded: hosts that left the site release their state
         self._serial += 1
         read = SiteRead(at=time.monotonic(), samples=samples, serial=self._serial)
         self._last = read
         return read
+
+    # -- driven by the poller: one collector for the site ----
+
+    @property
+    def last_read(self) -> SiteRead | None:
+        return self._last
+
+    @property
+    def collector_name(self) -> str:
+        """The name the site's collector has in results and incidents (it is no node of the inventory)."""
+        return f"prometheus@{self.site}" if self.site else f"prometheus {self.url}"
+
+    @property
+    def collector_label(self) -> str:
+        return f"{SOURCE_NAME} {self.url}"
+
+    async def collect(self, timeout_s: float) -> SiteRead:
+        """One read of the whole site for the poller; a failure is kept for every node and raised. ``timeout_s``
+        bounds each request: a big site's read may take longer than a node's poll timeout and still be good."""
+        self.driven = True
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        try:
+            read = await self._read()
+        except SourceError as exc:
+            self.failure = exc
+            raise
+        self.failure = None
+        return read
+
+    def cancel_reads(self) -> None:
+        """Shutting down: an on-demand read still running must end with its loop, not be destroyed pending."""
+        if self._reading is not None and not self._reading.done():
+            self._reading.cancel()
 
     # -- history ----
 
@@ -315,11 +396,11 @@ class PrometheusSiteReader:
         if group is None or field_name.startswith("_") or field_name in ("xid_count",):
             raise ValueError(f"no DCGM metric feeds {metric!r}")
         step = _fit_step(since, until, step)
-        result = await self._query_range(node_query(group, node), since, until, step)
+        result = await self._query_range(node_query(group, node, self._matchers), since, until, step)
         where = f"{self.url}/api/v1/query_range"
         grid = np.arange(since, until + step / 2, step)
         out: dict[str, dict[float, float]] = defaultdict(dict)
-        for labels, points in _matrix_rows(result, where):
+        for labels, points in matrix_rows(result, where):
             uuid = labels.get("UUID") or labels.get("uuid")
             if not uuid or labels.get("GPU_I_ID"):
                 continue
@@ -337,14 +418,17 @@ class PrometheusSiteReader:
     async def node_history(self, node: str, since: float, until: float, step: float) -> list[NodeSample]:
         """Every DCGM metric of one node at each step in ``[since, until]``: incident evidence after the fact."""
         step = _fit_step(since, until, step)
-        results = await asyncio.gather(
-            *(self._query_range(node_query(group, node), since, until, step) for group in METRIC_GROUPS.values())
+        results = await _all_or_first_error(
+            *(
+                self._query_range(node_query(group, node, self._matchers), since, until, step)
+                for group in METRIC_GROUPS.values()
+            )
         )
         where = f"{self.url}/api/v1/query_range"
         by_time: dict[float, list[Sample]] = defaultdict(list)
         label_sets = _LabelSets()
         for result in results:
-            for labels, points in _matrix_rows(result, where):
+            for labels, points in matrix_rows(result, where):
                 for t, value in points:
                     by_time[t].append(label_sets.sample(labels, value))
         memory = XidMemory()
@@ -355,6 +439,18 @@ class PrometheusSiteReader:
             except SourceError:
                 continue
         return samples
+
+
+async def _all_or_first_error(*queries: Coroutine[Any, Any, list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """Every query's result; on the first failure the others are cancelled (a refused read sends no more
+    requests, and nothing is left running to be destroyed pending) and that failure is raised."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(query) for query in queries]
+    except BaseExceptionGroup as failures:
+        first = failures.exceptions[0]
+        raise first from None
+    return [task.result() for task in tasks]
 
 
 def _fit_step(since: float, until: float, step: float) -> float:
@@ -375,55 +471,6 @@ def _numeric_converter(name: str, metric: str) -> Any:
     return lambda value: float(convert(value)) if math.isfinite(value) else math.nan
 
 
-def _result(data: Any, kind: str, where: str) -> list[dict[str, Any]]:
-    if not isinstance(data, dict) or data.get("resultType") != kind or not isinstance(data.get("result"), list):
-        got = data.get("resultType") if isinstance(data, dict) else type(data).__name__
-        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: expected a {kind} result, got {got!r}")
-    result: list[dict[str, Any]] = data["result"]
-    return result
-
-
-def _labels(item: Any, where: str, index: int) -> dict[str, str]:
-    if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
-        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] has no 'metric' object")
-    labels: dict[str, str] = item["metric"]
-    if not isinstance(labels.get("__name__"), str):
-        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] has no metric name")
-    return labels
-
-
-def _vector_rows(result: list[dict[str, Any]], where: str) -> Iterable[tuple[dict[str, str], float]]:
-    for i, item in enumerate(result):
-        labels = _labels(item, where, i)
-        value = item.get("value")
-        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)):
-            raise SourceError(PollFailure.BAD_PAYLOAD, f'{where}: result[{i}].value is not [time, "number"]')
-        yield labels, _check_number(value[1], where, i)
-
-
-def _matrix_rows(
-    result: list[dict[str, Any]], where: str
-) -> Iterable[tuple[dict[str, str], list[tuple[float, float]]]]:
-    for i, item in enumerate(result):
-        labels = _labels(item, where, i)
-        values = item.get("values")
-        if not isinstance(values, list):
-            raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{i}].values is not a list")
-        points = []
-        for pair in values:
-            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int | float)):
-                raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{i}].values has a bad point {pair!r}")
-            points.append((round(float(pair[0]), 3), _check_number(pair[1], where, i)))
-        yield labels, points
-
-
-def _check_number(text: Any, where: str, index: int) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] value {text!r} is not a number") from None
-
-
 # --- the per-node source ------------------------------------------------------------------------------------
 
 _ReaderKey = tuple[Any, ...]
@@ -435,7 +482,17 @@ def shared_reader(ctx: SourceContext, http: aiohttp.ClientSession) -> Prometheus
     """The site reader of ``ctx.spec.url`` for this HTTP session, created on first use."""
     spec = ctx.spec
     # Credentials and headers are part of the key: two tenants of one Mimir (X-Scope-OrgID) are two readers.
-    key = (spec.url or "", spec.verify_tls, spec.ca_file, spec.headers, spec.user, spec.password, spec.token)
+    key = (
+        spec.url or "",
+        spec.verify_tls,
+        spec.ca_file,
+        ctx.site.name,
+        ctx.site.selector,
+        spec.headers,
+        spec.user,
+        spec.password,
+        spec.token,
+    )
     readers = _READERS.setdefault(http, {})
     reader = readers.get(key)
     if reader is None:
@@ -452,6 +509,7 @@ def shared_reader(ctx: SourceContext, http: aiohttp.ClientSession) -> Prometheus
             user=spec.user,
             password=spec.password,
             token=spec.token,
+            selector=ctx.site.selector,
         )
     return reader
 
@@ -468,6 +526,13 @@ class PrometheusSource:
         self._http = HttpSession(ctx.http)
         self._reader: PrometheusSiteReader | None = None
         self._last_serial = 0
+        self._last_read: NodeSample | None = None  # the reader's sample last returned, and what it became here
+        self._last_out: NodeSample | None = None
+
+    @property
+    def shared_collector(self) -> PrometheusSiteReader:
+        """The one reader of the site: the poller drives it once per interval for all the site's nodes."""
+        return self.reader
 
     @property
     def reader(self) -> PrometheusSiteReader:
@@ -477,7 +542,10 @@ class PrometheusSource:
         return self._reader
 
     async def poll(self) -> NodeSample:
-        read = await self.reader.site_read()
+        reader = self.reader
+        if reader.driven:
+            return self._from_driven(reader)
+        read = await reader.site_read()
         sample = read.samples.get(self.host)
         if sample is None:
             raise SourceError(
@@ -492,7 +560,31 @@ class PrometheusSource:
         self._last_serial = read.serial
         return sample
 
+    def _from_driven(self, reader: PrometheusSiteReader) -> NodeSample:
+        """The node in the site's latest read; never a request of its own (the poller drives the reader)."""
+        if reader.failure is not None:
+            raise SourceError(PollFailure.COLLECTOR, f"the site's Prometheus is not answering: {reader.failure.reason}")
+        read = reader.last_read
+        if read is None:
+            raise SourceError(PollFailure.COLLECTOR, f"waiting for the first read of {reader.url}")
+        sample = read.samples.get(self.host)
+        if sample is None:
+            raise SourceError(
+                PollFailure.UNREACHABLE,
+                f"{reader.url} has no live DCGM series for {self.host!r} "
+                f"(target down or stale, or its Hostname label differs: set options.host)",
+            )
+        if sample is self._last_read and self._last_out is not None:
+            return self._last_out  # the same measurement: the very object, so the poller counts it a repeat
+        out = sample
+        if sample.node != self._ctx.node.name or sample.site != self._ctx.site.name:
+            out = dataclasses.replace(sample, node=self._ctx.node.name, site=self._ctx.site.name)
+        self._last_read, self._last_out = sample, out
+        return out
+
     async def aclose(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel_reads()
         await self._http.aclose()
 
 

@@ -1,36 +1,183 @@
-"""Debian's real Prometheus (``/usr/bin/prometheus``) on 127.0.0.1 for tests: scraping given targets every second,
-storage in a temporary folder, optionally behind basic auth (``--web.config.file``), stopped on exit."""
+"""Debian's real /usr/bin/prometheus on loopback behind basic auth, scraping real exporter stand-ins, and a real
+aiohttp proxy in front of it that counts the requests it gets, may delay them and adds (or withholds) the
+credentials: one Prometheus serves a working site, a slow one and one that answers 401."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
 
 from tests.helpers.builders import free_port
 
-# A bcrypt hash (cost 5) of BASIC_AUTH_PASSWORD, made once with crypt.crypt(password, "$2b$05$" + salt):
-# Prometheus' web config takes only hashes, and no bcrypt tool is needed at test time.
-BASIC_AUTH_USER = "console"
-BASIC_AUTH_PASSWORD = "s3cret-prom"
-BASIC_AUTH_HASH = "$2b$05$abcdefghijklmnopqrstuuPZMNE0paYlguApXl08SF799ZN7abktS"
+USER = "console"
+PASSWORD = "console-test"
+# bcrypt of PASSWORD (cost 4: quick to check), computed once: neither bcrypt nor htpasswd is needed here
+PASSWORD_BCRYPT = "$2b$04$BDndKaJbrBxzUFiXU6TZ2O6FXxeHkBPrho/DJjPa/yRSumtBsfe/u"
+AUTHORIZATION = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+def _query(url: str, promql: str) -> list[dict[str, object]]:
+    request = urllib.request.Request(
+        f"{url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}", headers={"Authorization": AUTHORIZATION}
+    )
+    with urllib.request.urlopen(request, timeout=2) as response:
+        result: list[dict[str, object]] = json.loads(response.read())["data"]["result"]
+    return result
+
+
+@contextmanager
+def running_prometheus(jobs: Mapping[str, str], work: Path, *, scrape_interval_s: float = 1.0) -> Iterator[str]:
+    """Prometheus scraping each job's one target (``host:port``), behind basic auth; yields its URL once every
+    job is up and scraped twice. Skips when Debian's prometheus is not installed."""
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.skip("prometheus (Debian package) is not installed")
+    web_config = work / "web.yml"
+    web_config.write_text(f"basic_auth_users:\n  {USER}: '{PASSWORD_BCRYPT}'\n")
+    scrapes = "".join(
+        f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n" for job, target in jobs.items()
+    )
+    config = work / "prometheus.yml"
+    config.write_text(
+        f"global:\n  scrape_interval: {scrape_interval_s:g}s\n  scrape_timeout: {scrape_interval_s:g}s\n"
+        f"scrape_configs:\n{scrapes}"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--web.config.file={web_config}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        last = ""
+        while True:
+            try:
+                scraped = _query(url, "count_over_time(up[1h]) >= 2")
+                if len(scraped) == len(jobs) and all(row["value"][1] for row in scraped):  # type: ignore[index]
+                    up = _query(url, "up == 1")
+                    if len(up) == len(jobs):
+                        break
+                last = str(scraped)
+            except OSError as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                pytest.fail(f"Prometheus did not scrape every job in time (last: {last})")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+class PrometheusProxy:
+    """A real HTTP server in its own thread forwarding to Prometheus: counts requests, waits ``delay_s`` before
+    forwarding, and adds the credentials while ``authorized`` (without them Prometheus answers 401)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.delay_s = 0.0
+        self.authorized = True
+        self.requests = 0
+        self.queries: list[str] = []
+        self.port = 0
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="prometheus-proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset(self, *, delay_s: float = 0.0, authorized: bool = True) -> None:
+        with self._lock:
+            self.delay_s, self.authorized, self.requests = delay_s, authorized, 0
+            self.queries.clear()
+
+    def __enter__(self) -> PrometheusProxy:
+        self._thread.start()
+        assert self._started.wait(10), "proxy did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._serve())
+        self._loop.close()
+
+    async def _serve(self) -> None:
+        async with aiohttp.ClientSession() as upstream:
+
+            async def forward(request: web.Request) -> web.Response:
+                with self._lock:
+                    self.requests += 1
+                    self.queries.append(request.query.get("query", ""))
+                    delay, authorized = self.delay_s, self.authorized
+                if delay:
+                    await asyncio.sleep(delay)
+                headers = {"Authorization": AUTHORIZATION} if authorized else {}
+                async with upstream.get(
+                    f"{self.upstream}{request.path}", params=request.query, headers=headers
+                ) as response:
+                    body = await response.read()
+                    return web.Response(status=response.status, body=body, content_type=response.content_type)
+
+            app = web.Application()
+            app.router.add_get("/{path:.*}", forward)
+            runner = web.AppRunner(app, shutdown_timeout=0.5)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            self._stop = asyncio.Event()
+            self._started.set()
+            await self._stop.wait()
+            await runner.cleanup()
+
+
+# --- one job, with or without basic auth, ready once every GPU was scraped ---
 
 
 def available() -> bool:
     return shutil.which("prometheus") is not None
 
 
-def _get(url: str, auth: bool) -> bytes:
+def _get_json(url: str, auth: bool) -> bytes:
     request = urllib.request.Request(url)
     if auth:
-        token = base64.b64encode(f"{BASIC_AUTH_USER}:{BASIC_AUTH_PASSWORD}".encode()).decode()
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     with urllib.request.urlopen(request, timeout=2) as answer:
         body: bytes = answer.read()
@@ -38,7 +185,7 @@ def _get(url: str, auth: bool) -> bytes:
 
 
 @contextlib.contextmanager
-def running_prometheus(
+def prometheus_over(
     work: Path, targets: Sequence[str], *, basic_auth: bool = False, gpus: int, ready_within_s: float = 30.0
 ) -> Iterator[str]:
     """Yields the base URL once every one of ``gpus`` GPUs' temperature was scraped."""
@@ -53,7 +200,7 @@ def running_prometheus(
     args = [prometheus, f"--config.file={config}", f"--storage.tsdb.path={work / 'data'}"]
     if basic_auth:
         web = work / "web.yml"
-        web.write_text(f"basic_auth_users:\n  {BASIC_AUTH_USER}: '{BASIC_AUTH_HASH}'\n")
+        web.write_text(f"basic_auth_users:\n  {USER}: '{PASSWORD_BCRYPT}'\n")
         args.append(f"--web.config.file={web}")
     port = free_port()
     args.append(f"--web.listen-address=127.0.0.1:{port}")
@@ -64,7 +211,7 @@ def running_prometheus(
         last = ""
         while True:
             try:
-                body = _get(f"{url}/api/v1/query?query=count(DCGM_FI_DEV_GPU_TEMP)", basic_auth)
+                body = _get_json(f"{url}/api/v1/query?query=count(DCGM_FI_DEV_GPU_TEMP)", basic_auth)
                 result = json.loads(body)["data"]["result"]
                 if result and int(result[0]["value"][1]) == gpus:
                     break

@@ -23,7 +23,9 @@ from console.samples.results import PollFailure, SourceError
 from console.sources import make_source
 from console.sources.base import SourceContext
 from tests.helpers.builders import ExporterStandIn
-from tests.helpers.prometheus_server import BASIC_AUTH_PASSWORD, BASIC_AUTH_USER, available, running_prometheus
+from tests.helpers.prometheus_server import PASSWORD as BASIC_AUTH_PASSWORD
+from tests.helpers.prometheus_server import USER as BASIC_AUTH_USER
+from tests.helpers.prometheus_server import available, prometheus_over
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,7 +40,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("prometheus-auth")
     with (
         ExporterStandIn(_exporter_text(xid=79)) as exporter,
-        running_prometheus(work, [f"127.0.0.1:{exporter.port}"], basic_auth=True, gpus=8) as url,
+        prometheus_over(work, [f"127.0.0.1:{exporter.port}"], basic_auth=True, gpus=8) as url,
     ):
         yield url
 

@@ -135,7 +135,7 @@ def test_per_node_sources_share_one_read_per_interval(site: Site_) -> None:
 
     queries, gpus = asyncio.run(scenario())
     assert gpus == [8] * NODES
-    assert queries == len(METRIC_GROUPS)  # one query per metric for the whole site, not per node
+    assert queries == len(METRIC_GROUPS) + 1  # one query per metric (and the scrape times) for the site, not per node
 
 
 def test_range_query_backfills_a_series_and_evidence(site: Site_) -> None:

@@ -39,7 +39,7 @@ from console.store import IncidentStore
 from tests.helpers.builders import ExporterStandIn, h100_dcgm_sample
 from tests.helpers.fake_pynvml import FakeGpu, FakeNvml
 from tests.helpers.prometheus_server import available as prometheus_available
-from tests.helpers.prometheus_server import running_prometheus
+from tests.helpers.prometheus_server import prometheus_over
 from tests.helpers.traces import make_fleet
 from tests.integration.test_incidents_cli import gpu_console
 
@@ -200,7 +200,7 @@ def prometheus_over_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterat
     work = tmp_path_factory.mktemp("prometheus-workload")
     with (
         ExporterStandIn(_exporter_text(xid=79)) as exporter,
-        running_prometheus(work, [f"127.0.0.1:{exporter.port}"], gpus=8) as url,
+        prometheus_over(work, [f"127.0.0.1:{exporter.port}"], gpus=8) as url,
     ):
         yield url
 

@@ -587,3 +587,33 @@ def test_topology_keys_of_the_wrong_type_are_reported_with_their_path() -> None:
         parse_inventory(TOPOLOGY_FLEET, "fleet.toml")
     assert "nodes[1].rack: expected a string, got integer" in caught.value.problems
     assert "nodes[1].cooling_loop: must not be empty" in caught.value.problems
+
+
+SELECTOR_FLEET = """
+[[sites]]
+name = "ord1"
+provider = "coreweave"
+selector = '{job="dcgm", cluster="ord1"}'
+
+[[sites]]
+name = "iad1"
+provider = "coreweave"
+selector = 'job="dcgm"'
+
+[[nodes]]
+name = "n1"
+site = "ord1"
+sources = [{ kind = "prometheus", url = "http://prometheus:9090" }]
+"""
+
+
+def test_a_site_selector_loads_survives_a_save_and_a_malformed_one_is_reported() -> None:
+    problems = problems_of(SELECTOR_FLEET)
+    assert problems == [
+        "sites[1].selector: must be PromQL label matchers in braces, e.g. '{job=\"dcgm\"}', got 'job=\"dcgm\"'"
+    ]
+    text = SELECTOR_FLEET.replace("selector = 'job=\"dcgm\"'", "")
+    fleet = parse_inventory(text, "fleet.toml")
+    assert fleet.site("ord1").selector == '{job="dcgm", cluster="ord1"}'
+    assert fleet.site("iad1").selector == ""
+    assert parse_inventory(dump_inventory(fleet), "fleet.toml") == fleet

@@ -15,6 +15,9 @@ from console.demo.faults import FaultKind
 from console.demo.fleet import build_demo_fleet
 from console.demo.options import fault_schedule
 from console.live.fleet_state import NodeStatus
+from console.live.monitor import MonitorUpdate
+from console.samples.results import PollFailure, PollResult, SourceFailure
+from console.samples.schema import NodeSample
 from widgets.app import ConsoleApp, build_app
 
 SEED = 5
@@ -198,3 +201,30 @@ def test_the_status_bar_counts_faults_and_the_list_shows_one_row_per_fault(qtbot
         assert rows.rowCount(rows.index(0, 0)) == 2
     finally:
         window.shutdown()
+
+
+def test_a_sites_prometheus_collector_shows_its_real_period_or_its_error_in_the_status_bar(console_app, qtbot) -> None:  # type: ignore[no-untyped-def]
+
+    app, _ = console_app
+    window = app.window
+    name = "prometheus@ord1"
+
+    def collector_result(started: float, latency: float, failures: tuple[SourceFailure, ...] = ()) -> PollResult:
+        return PollResult(
+            name, "ord1", started, latency, NodeSample(name, "ord1", "prometheus", started), failures, fresh=False
+        )
+
+    now = time.time()
+    window.on_monitor_updates(
+        (
+            MonitorUpdate(now, collector_result(now - 16.2, 16.0), ()),
+            MonitorUpdate(now, collector_result(now, 16.1), ()),
+        )
+    )
+    window._refresh_status()
+    assert "prometheus@ord1: every 16.2 s, read 16.1 s" in window.status_latency.text()
+    refused = SourceFailure("prometheus http://p:9090", PollFailure.AUTH_REFUSED, "HTTP 401 Unauthorized")
+    window.on_monitor_updates((MonitorUpdate(now, collector_result(now, 0.01, (refused,)), ()),))
+    window._refresh_status()
+    assert "prometheus@ord1 not answering: auth_refused" in window.status_latency.text()
+    assert name not in window.state.nodes  # no node of the inventory appears for it

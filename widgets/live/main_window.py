@@ -42,6 +42,8 @@ class MainWindow(QMainWindow):
         self.fleet = fleet
         self.db_path = db_path
         self.state = FleetState(fleet)
+        self._collectors: dict[str, str] = {}  # a shared collector's status-bar text, by its name
+        self._collector_reads: dict[str, float] = {}
         self.history = history or FleetHistory()
         title = "GPU Ops Console"
         self.setWindowTitle(f"{title} — DEMO FLEET (simulated data)" if fleet.is_demo else f"{title} — {fleet.origin}")
@@ -146,6 +148,9 @@ class MainWindow(QMainWindow):
             self.incidents.apply(changes)
 
     def _apply_result(self, result: PollResult) -> None:
+        if result.node not in self.state.nodes:
+            self._apply_collector_result(result)
+            return
         if result.sample is None:
             self.history.record_gap(result.node, result.started)
         elif result.fresh:  # a repeat (the exporter has not collected since) has nothing new to chart
@@ -155,6 +160,18 @@ class MainWindow(QMainWindow):
         self.state.apply_result(result)
         if first_data and self.charts.selection is None:
             self._select_first_node()
+
+    def _apply_collector_result(self, result: PollResult) -> None:
+        """A shared collector's own result (a site read through Prometheus): its real refresh period or its error,
+        in the status bar beside the poll latency."""
+        name = result.node
+        if result.failures:
+            self._collectors[name] = f"{name} not answering: {result.failures[0].failure}"
+        else:
+            last = self._collector_reads.get(name)
+            self._collector_reads[name] = result.started
+            period = f"every {result.started - last:.1f} s, " if last is not None else ""
+            self._collectors[name] = f"{name}: {period}read {result.latency_s:.1f} s"
 
     def show_incident(self, incident_id: str) -> None:
         """Bring the window up on an open incident (a clicked desktop notification)."""
@@ -272,9 +289,14 @@ class MainWindow(QMainWindow):
         )
         latency = self.state.latency_summary()
         self.status_latency.setText(
-            f"Poll latency p50 {latency[0] * 1000:.0f} ms, p95 {latency[1] * 1000:.0f} ms"
-            if latency
-            else "Poll latency: n/a"
+            " | ".join(
+                [
+                    f"Poll latency p50 {latency[0] * 1000:.0f} ms, p95 {latency[1] * 1000:.0f} ms"
+                    if latency
+                    else "Poll latency: n/a",
+                    *self._collectors.values(),
+                ]
+            )
         )
 
     def _faults_text(self) -> str:

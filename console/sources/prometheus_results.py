@@ -1,0 +1,61 @@
+"""The answers of a Prometheus HTTP API (``/api/v1/query``, ``/api/v1/query_range``) checked and unpacked: every
+malformed part is a ``SourceError`` (bad payload) naming where it is, never a KeyError in the poller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from console.samples.results import PollFailure, SourceError
+
+
+def result_of(data: Any, kind: str, where: str) -> list[dict[str, Any]]:
+    if not isinstance(data, dict) or data.get("resultType") != kind or not isinstance(data.get("result"), list):
+        got = data.get("resultType") if isinstance(data, dict) else type(data).__name__
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: expected a {kind} result, got {got!r}")
+    result: list[dict[str, Any]] = data["result"]
+    return result
+
+
+def _labels(item: Any, where: str, index: int, *, named: bool = True) -> dict[str, str]:
+    if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] has no 'metric' object")
+    labels: dict[str, str] = item["metric"]
+    if named and not isinstance(labels.get("__name__"), str):
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] has no metric name")
+    return labels
+
+
+def vector_rows(
+    result: list[dict[str, Any]], where: str, *, named: bool = True
+) -> Iterable[tuple[dict[str, str], float]]:
+    for i, item in enumerate(result):
+        labels = _labels(item, where, i, named=named)
+        value = item.get("value")
+        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)):
+            raise SourceError(PollFailure.BAD_PAYLOAD, f'{where}: result[{i}].value is not [time, "number"]')
+        yield labels, _check_number(value[1], where, i)
+
+
+def matrix_rows(result: list[dict[str, Any]], where: str) -> Iterable[tuple[dict[str, str], list[tuple[float, float]]]]:
+    for i, item in enumerate(result):
+        labels = _labels(item, where, i)
+        values = item.get("values")
+        if not isinstance(values, list):
+            raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{i}].values is not a list")
+        points = []
+        for pair in values:
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int | float)):
+                raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{i}].values has a bad point {pair!r}")
+            points.append((round(float(pair[0]), 3), _check_number(pair[1], where, i)))
+        yield labels, points
+
+
+def _check_number(text: Any, where: str, index: int) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"{where}: result[{index}] value {text!r} is not a number") from None
+
+
+__all__ = ["matrix_rows", "result_of", "vector_rows"]
