@@ -229,6 +229,12 @@ class NodeHistory:
         return self.times.nbytes + self.chassis.nbytes + sum(r.nbytes for r in self.gpus.values())
 
     @property
+    def newest_time(self) -> float | None:
+        if not len(self.times):
+            return None
+        return float(self.times.column(0, len(self.times))[-1])
+
+    @property
     def oldest_time(self) -> float | None:
         """The stamp of the oldest row still held (charts fill what lies before it from the rollup)."""
         if not len(self.times):
@@ -296,6 +302,15 @@ class FleetHistory:
         if len(node.gpus) != before:
             self.gpu_count += len(node.gpus) - before
             self._keep_within_budget()
+
+    def record_earlier(self, samples: Iterable[NodeSample]) -> None:
+        """Backfilled samples, oldest first: those newer than what their node's rings already hold, in order (the
+        rings only grow forward in time)."""
+        for sample in samples:
+            node = self.nodes.get(sample.node)
+            newest = node.newest_time if node is not None else None
+            if newest is None or sample.time > newest:
+                self.record(sample)
 
     def _keep_within_budget(self) -> None:
         budget = self.budget_bytes

@@ -99,6 +99,8 @@ class IncidentEngine:
                 self._tracker.hold(ns, t, batch)
         else:
             new = True
+            for earlier in result.earlier:  # backfilled: evidence of what opens now starts before it
+                ns.buffer.add(earlier.time, earlier)
             ns.buffer.add(t, sample)
             if result.ok:
                 self._detectors.enumeration(ns, sample)

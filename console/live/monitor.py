@@ -281,6 +281,8 @@ class FleetMonitor:
             self._account_exposure(result)
             if self._history is not None and result.fresh:  # a repeat would count one measurement twice
                 try:
+                    for earlier in result.earlier:  # backfilled minutes (a Prometheus site's start, or a gap)
+                        self._history.observe(earlier)
                     self._history.observe(result.sample)
                 except Exception:  # history is a convenience: it must never stop polling
                     log.exception("history rollup failed")

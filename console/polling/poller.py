@@ -393,6 +393,7 @@ class Poller:
             outcomes = await asyncio.gather(*(self._poll_source(node, *entry, timeout) for entry in sources))
         failures = tuple(o for o in outcomes if isinstance(o, SourceFailure))
         sample, fresh = seen.merge(outcomes, complete=not failures)
+        earlier = tuple(old for _spec, source, _broken in sources for old in _take_earlier(source))
         return PollResult(
             node=node.name,
             site=node.site,
@@ -402,6 +403,7 @@ class Poller:
             failures=failures,
             late_s=max(0.0, late),
             fresh=fresh,
+            earlier=earlier,
         )
 
     @staticmethod
@@ -439,3 +441,9 @@ class Poller:
             if len(stats.latencies_s) >= 10_000:  # bounded: keep the newest half
                 del stats.latencies_s[:5_000]
             stats.latencies_s.append(result.latency_s)
+
+
+def _take_earlier(source: Source | None) -> tuple[NodeSample, ...]:
+    """What a backfilling source (``take_earlier``) read from before its latest sample; most sources have none."""
+    take = getattr(source, "take_earlier", None)
+    return take() if take is not None else ()

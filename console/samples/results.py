@@ -53,6 +53,9 @@ class PollResult:
     # bytes until its next collection, 30 s by default): ``sample`` is then the previous poll's sample object,
     # proof the node is alive but nothing new to evaluate, chart or roll up.
     fresh: bool = True
+    # Measurements from before this poll, oldest first, filled in after the fact (a Prometheus-read site's first
+    # read and its first after a gap): charts and incident evidence take them; detection does not.
+    earlier: tuple[NodeSample, ...] = ()
 
     @property
     def ok(self) -> bool:

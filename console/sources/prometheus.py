@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
+import logging
 import math
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,95 +60,34 @@ from console.sources.base import (
 )
 from console.sources.dcgm import names
 from console.sources.dcgm.mapping import XidMemory, map_dcgm_samples
-from console.sources.dcgm.render import escape_label_value
 from console.sources.exposition import Sample
-from console.sources.prometheus_results import matrix_rows, result_of, vector_rows
-from console.sources.workload_labels import WORKLOAD_LABELS
+from console.sources.prometheus_queries import (
+    METRIC_GROUPS,
+    host_of,
+    instant_query,
+    node_query,
+    scrape_time_query,
+    site_matchers,
+)
+from console.sources.prometheus_results import api_data, matrix_rows, result_of, vector_rows
+
+log = logging.getLogger(__name__)
 
 SOURCE_NAME = "prometheus"
-HOST_LABELS = ("Hostname", "hostname", "instance")
-# Labels a GPU's identity and mapping need (the parser lowercases names, so both spellings are kept).
-KEEP_LABELS = (
-    "__name__",
-    *HOST_LABELS,
-    "UUID",
-    "uuid",
-    "gpu",
-    "pci_bus_id",
-    "modelName",
-    "modelname",
-    names.DRIVER_VERSION_LABEL,
-    *names.SERIAL_LABELS,
-    names.VBIOS_LABEL,
-    "GPU_I_ID",
-    "GPU_I_PROFILE",
-    "err_code",
-    "err_msg",
-    "xid",
-    *WORKLOAD_LABELS,  # pods and HPC jobs: kept as the GPU's workload, never as identity (the mapping's business)
-)
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_CONCURRENCY = 8
 MAX_POINTS_PER_SERIES = 11_000  # Prometheus refuses range queries of more points per series than this
+# Backfill: the first read and the first after a gap bring the minutes before them, at dcgm-exporter's usual
+# scrape interval (a finer step would only repeat points), so charts and evidence start full.
+BACKFILL_S = 10 * 60.0
+BACKFILL_GAP_S = 60.0
+BACKFILL_STEP_S = 15.0
 
 
 def check_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"prometheus url must be http(s)://host[:port][/prefix], got {url!r}")
-
-
-def _metric_groups() -> dict[str, tuple[str, ...]]:
-    """Schema (or intermediate) field -> every exporter name that feeds it, plus the Xid gauge and counter."""
-    groups: dict[str, list[str]] = defaultdict(list)
-    for name, (field_name, _convert) in names.FIELD_BY_NAME.items():
-        groups[field_name].append(name)
-    groups["xid_last"] = sorted(names.XID_GAUGE_NAMES)
-    groups["xid_count"] = [names.XID_COUNT_NAME]
-    return {key: tuple(sorted(value)) for key, value in groups.items()}
-
-
-METRIC_GROUPS: Mapping[str, tuple[str, ...]] = _metric_groups()
-_ALL_NAMES = tuple(sorted({name for group in METRIC_GROUPS.values() for name in group}))
-
-
-def _selector(metric_names: Iterable[str], matchers: str = "") -> str:
-    regex = "|".join(metric_names)  # metric names never contain regex metacharacters
-    return f'{{__name__=~"{regex}"{matchers}}}'
-
-
-def site_matchers(selector: str) -> str:
-    """The inventory's ``selector = '{job="dcgm"}'`` as matchers to append inside a query's braces."""
-    inner = selector.strip().removeprefix("{").removesuffix("}").strip().strip(",")
-    return f", {inner}" if inner else ""
-
-
-def instant_query(metric_names: Iterable[str], matchers: str = "") -> str:
-    return f"max by ({', '.join(KEEP_LABELS)}) ({_selector(metric_names, matchers)})"
-
-
-def scrape_time_query(matchers: str = "") -> str:
-    """Each host's newest scrape time: query results carry the evaluation time, ``timestamp()`` the sample's own."""
-    # One timestamp() per metric joined with ``or``: timestamp() drops the name, and over a regex selector the
-    # series of two metrics would collide ("vector cannot contain metrics with the same labelset"). Every sample
-    # of one scrape has the same time, so whichever metric a node has tells it.
-    either = " or ".join(f"timestamp({_selector((name,), matchers)})" for name in _ALL_NAMES)
-    return f"max by ({', '.join(HOST_LABELS)}) ({either})"
-
-
-def node_query(metric_names: Sequence[str], node: str, matchers: str = "") -> str:
-    """The metrics of one node, whichever host label carries its name."""
-    value = escape_label_value(node)
-    either = " or ".join(_selector(metric_names, f'{matchers}, {label}="{value}"') for label in HOST_LABELS)
-    return f"max by ({', '.join(KEEP_LABELS)}) ({either})"
-
-
-def host_of(labels: Mapping[str, str]) -> str | None:
-    for label in HOST_LABELS:
-        value = labels.get(label)
-        if value:
-            return value
-    return None
 
 
 class _LabelSets:
@@ -173,6 +112,9 @@ class SiteRead:
     at: float  # time.monotonic() when the read finished
     samples: dict[str, NodeSample]
     serial: int  # grows with each read: lets a source tell a new read from one it already returned
+    # The minutes before this read, from range queries, oldest first: after the first read and after a gap
+    # (charts and incident evidence start full instead of empty). Empty on every other read.
+    earlier: dict[str, tuple[NodeSample, ...]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -215,11 +157,13 @@ class PrometheusSiteReader:
         # outcome, never start a read. Undriven (a probe, a test), a node's poll starts a shared read on demand.
         self.driven = False
         self.failure: SourceError | None = None  # the latest driven read's failure; None after a good read
+        self._last_good_wall: float | None = None  # time.time() when the last good driven read started
         self._http = http
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.ttl_s = ttl_s
         self._ssl = ssl
         self._limit = asyncio.Semaphore(concurrency)
+        self._backfill_limit = asyncio.Semaphore(concurrency)  # a backfill beside a live read never slows it
         self._max_bytes = max_bytes
         self._nodes: dict[str, _NodeState] = {}
         self._last: SiteRead | None = None
@@ -229,12 +173,12 @@ class PrometheusSiteReader:
 
     # -- HTTP ----
 
-    async def _api(self, path: str, params: Mapping[str, str]) -> Any:
+    async def _api(self, path: str, params: Mapping[str, str], limit: asyncio.Semaphore | None = None) -> Any:
         """GET an API endpoint and return ``data``; every failure is a ``SourceError`` with a reason."""
         url = f"{self.url}{path}"
         self.queries += 1
         headers = {**self._headers, **await self._credentials()}
-        async with self._limit:
+        async with limit or self._limit:
             try:
                 request = self._http.get(url, params=params, headers=headers, timeout=self._timeout, ssl=self._ssl)
                 async with request as response:
@@ -242,7 +186,7 @@ class PrometheusSiteReader:
                     status, reason = response.status, response.reason or ""
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise http_failure(exc, url, self._timeout.total) from None
-        return self._data(url, status, reason, body)
+        return api_data(url, status, reason, body)
 
     async def _credentials(self) -> dict[str, str]:
         """Basic auth or a bearer token, read at each use (a rotated secret is picked up without a restart)."""
@@ -256,29 +200,6 @@ class PrometheusSiteReader:
     def _oversize(self, url: str) -> str:
         return f"{url}: answer larger than {self._max_bytes} B"
 
-    @staticmethod
-    def _data(url: str, status: int, reason: str, body: bytes | bytearray) -> Any:
-        try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            document = None
-        error = ""
-        if isinstance(document, dict) and document.get("status") == "error":
-            error = f"{document.get('errorType', 'error')}: {document.get('error', '')}"
-        if status in (401, 403):
-            raise SourceError(PollFailure.AUTH_REFUSED, f"{url}: HTTP {status} {reason}".rstrip())
-        if status != 200:
-            failure = PollFailure.UNREACHABLE if status >= 500 or status == 404 else PollFailure.BAD_PAYLOAD
-            detail = error or body[:200].decode("utf-8", "replace").strip()
-            raise SourceError(failure, f"{url}: HTTP {status} {reason}: {detail}".rstrip(": "))
-        if document is None:
-            raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: the answer is not JSON (is this a Prometheus API?)")
-        if error:
-            raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: Prometheus said {error}")
-        if not isinstance(document, dict) or document.get("status") != "success" or "data" not in document:
-            raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: no 'status: success' with 'data' in the answer")
-        return document["data"]
-
     async def _query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
         params = {"query": promql}
         if at is not None:
@@ -286,9 +207,11 @@ class PrometheusSiteReader:
         data = await self._api("/api/v1/query", params)
         return result_of(data, "vector", f"{self.url}/api/v1/query")
 
-    async def _query_range(self, promql: str, since: float, until: float, step: float) -> list[dict[str, Any]]:
+    async def _query_range(
+        self, promql: str, since: float, until: float, step: float, *, backfill: bool = False
+    ) -> list[dict[str, Any]]:
         params = {"query": promql, "start": f"{since:.3f}", "end": f"{until:.3f}", "step": f"{step:g}"}
-        data = await self._api("/api/v1/query_range", params)
+        data = await self._api("/api/v1/query_range", params, self._backfill_limit if backfill else None)
         return result_of(data, "matrix", f"{self.url}/api/v1/query_range")
 
     # -- live values ----
@@ -367,16 +290,52 @@ class PrometheusSiteReader:
 
     async def collect(self, timeout_s: float) -> SiteRead:
         """One read of the whole site for the poller; a failure is kept for every node and raised. ``timeout_s``
-        bounds each request: a big site's read may take longer than a node's poll timeout and still be good."""
+        bounds each request: a big site's read may take longer than a node's poll timeout and still be good.
+        The first read, and the first after a gap, carry the minutes before them (``SiteRead.earlier``)."""
         self.driven = True
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        started = time.time()
+        previous = self._last_good_wall
+        backfill: asyncio.Task[dict[str, tuple[NodeSample, ...]]] | None = None
+        if previous is None or started - previous > BACKFILL_GAP_S:
+            since = started - BACKFILL_S if previous is None else max(previous, started - BACKFILL_S)
+            backfill = asyncio.ensure_future(self._earlier(since, started))  # beside the read, not after it
         try:
             read = await self._read()
         except SourceError as exc:
             self.failure = exc
+            if backfill is not None:
+                backfill.cancel()
+                await asyncio.gather(backfill, return_exceptions=True)
+            raise
+        except BaseException:
+            if backfill is not None:
+                backfill.cancel()
             raise
         self.failure = None
+        self._last_good_wall = started
+        if backfill is not None:
+            read.earlier = await self._wait_for_backfill(backfill, time.time() - started)
         return read
+
+    async def _wait_for_backfill(
+        self, backfill: asyncio.Task[dict[str, tuple[NodeSample, ...]]], read_s: float
+    ) -> dict[str, tuple[NodeSample, ...]]:
+        """At most half as long again as the read took (a second at least): the live values never wait much."""
+        try:
+            return await asyncio.wait_for(backfill, max(1.0, read_s / 2))
+        except TimeoutError:
+            log.warning("%s: backfill took longer than the read itself; charts start empty", self.collector_name)
+            return {}
+
+    async def _earlier(self, since: float, until: float) -> dict[str, tuple[NodeSample, ...]]:
+        """The site's samples in ``[since, until)`` by range queries; a failure only costs the backfill."""
+        try:
+            history = await self.site_history(since, until - BACKFILL_STEP_S / 2, BACKFILL_STEP_S)
+        except SourceError as exc:
+            log.warning("%s: no backfill of the minutes before this read: %s", self.collector_name, exc.reason)
+            return {}
+        return {host: tuple(samples) for host, samples in history.items() if samples}
 
     def cancel_reads(self) -> None:
         """Shutting down: an on-demand read still running must end with its loop, not be destroyed pending."""
@@ -417,28 +376,48 @@ class PrometheusSiteReader:
 
     async def node_history(self, node: str, since: float, until: float, step: float) -> list[NodeSample]:
         """Every DCGM metric of one node at each step in ``[since, until]``: incident evidence after the fact."""
+        queries = [node_query(group, node, self._matchers) for group in METRIC_GROUPS.values()]
+        return (await self._history(queries, since, until, step, only=node)).get(node, [])
+
+    async def site_history(self, since: float, until: float, step: float) -> dict[str, list[NodeSample]]:
+        """Every node of the site at each step in ``[since, until]`` (one range query per metric group)."""
+        queries = [instant_query(group, self._matchers) for group in METRIC_GROUPS.values()]
+        return await self._history(queries, since, until, step, backfill=True)
+
+    async def _history(
+        self,
+        queries: list[str],
+        since: float,
+        until: float,
+        step: float,
+        *,
+        only: str | None = None,
+        backfill: bool = False,
+    ) -> dict[str, list[NodeSample]]:
         step = _fit_step(since, until, step)
         results = await _all_or_first_error(
-            *(
-                self._query_range(node_query(group, node, self._matchers), since, until, step)
-                for group in METRIC_GROUPS.values()
-            )
+            *(self._query_range(query, since, until, step, backfill=backfill) for query in queries)
         )
         where = f"{self.url}/api/v1/query_range"
-        by_time: dict[float, list[Sample]] = defaultdict(list)
+        by_host: dict[str, dict[float, list[Sample]]] = defaultdict(lambda: defaultdict(list))
         label_sets = _LabelSets()
         for result in results:
             for labels, points in matrix_rows(result, where):
+                host = only if only is not None else host_of(labels)
+                if host is None:
+                    continue
                 for t, value in points:
-                    by_time[t].append(label_sets.sample(labels, value))
-        memory = XidMemory()
-        samples = []
-        for t in sorted(by_time):
-            try:
-                samples.append(map_dcgm_samples(by_time[t], node, self.site, t, memory, source=SOURCE_NAME))
-            except SourceError:
-                continue
-        return samples
+                    by_host[host][t].append(label_sets.sample(labels, value))
+        history: dict[str, list[NodeSample]] = {}
+        for host, by_time in by_host.items():
+            memory = XidMemory()
+            samples = history[host] = []
+            for t in sorted(by_time):
+                try:
+                    samples.append(map_dcgm_samples(by_time[t], host, self.site, t, memory, source=SOURCE_NAME))
+                except SourceError:
+                    continue
+        return history
 
 
 async def _all_or_first_error(*queries: Coroutine[Any, Any, list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
@@ -528,6 +507,8 @@ class PrometheusSource:
         self._last_serial = 0
         self._last_read: NodeSample | None = None  # the reader's sample last returned, and what it became here
         self._last_out: NodeSample | None = None
+        self._backfilled_serial = 0
+        self._earlier: tuple[NodeSample, ...] = ()
 
     @property
     def shared_collector(self) -> PrometheusSiteReader:
@@ -574,13 +555,24 @@ class PrometheusSource:
                 f"{reader.url} has no live DCGM series for {self.host!r} "
                 f"(target down or stale, or its Hostname label differs: set options.host)",
             )
+        if read.earlier and read.serial != self._backfilled_serial:
+            self._backfilled_serial = read.serial
+            self._earlier = tuple(self._as_node(old) for old in read.earlier.get(self.host, ()))
         if sample is self._last_read and self._last_out is not None:
             return self._last_out  # the same measurement: the very object, so the poller counts it a repeat
-        out = sample
-        if sample.node != self._ctx.node.name or sample.site != self._ctx.site.name:
-            out = dataclasses.replace(sample, node=self._ctx.node.name, site=self._ctx.site.name)
+        out = self._as_node(sample)
         self._last_read, self._last_out = sample, out
         return out
+
+    def _as_node(self, sample: NodeSample) -> NodeSample:
+        if sample.node != self._ctx.node.name or sample.site != self._ctx.site.name:
+            return dataclasses.replace(sample, node=self._ctx.node.name, site=self._ctx.site.name)
+        return sample
+
+    def take_earlier(self) -> tuple[NodeSample, ...]:
+        """The samples backfilled before the one ``poll`` just returned (oldest first), once."""
+        earlier, self._earlier = self._earlier, ()
+        return earlier
 
     async def aclose(self) -> None:
         if self._reader is not None:

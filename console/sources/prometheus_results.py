@@ -3,10 +3,35 @@ malformed part is a ``SourceError`` (bad payload) naming where it is, never a Ke
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
 from console.samples.results import PollFailure, SourceError
+
+
+def api_data(url: str, status: int, reason: str, body: bytes | bytearray) -> Any:
+    """The ``data`` of one API answer; an HTTP status, a non-JSON body or ``status: error`` is a SourceError."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        document = None
+    error = ""
+    if isinstance(document, dict) and document.get("status") == "error":
+        error = f"{document.get('errorType', 'error')}: {document.get('error', '')}"
+    if status in (401, 403):
+        raise SourceError(PollFailure.AUTH_REFUSED, f"{url}: HTTP {status} {reason}".rstrip())
+    if status != 200:
+        failure = PollFailure.UNREACHABLE if status >= 500 or status == 404 else PollFailure.BAD_PAYLOAD
+        detail = error or body[:200].decode("utf-8", "replace").strip()
+        raise SourceError(failure, f"{url}: HTTP {status} {reason}: {detail}".rstrip(": "))
+    if document is None:
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: the answer is not JSON (is this a Prometheus API?)")
+    if error:
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: Prometheus said {error}")
+    if not isinstance(document, dict) or document.get("status") != "success" or "data" not in document:
+        raise SourceError(PollFailure.BAD_PAYLOAD, f"{url}: no 'status: success' with 'data' in the answer")
+    return document["data"]
 
 
 def result_of(data: Any, kind: str, where: str) -> list[dict[str, Any]]:

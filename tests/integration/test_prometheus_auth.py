@@ -6,9 +6,11 @@ says "authentication refused" (exit 3) for a wrong or missing password; extra he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +35,7 @@ pytestmark = [
 ]
 SCRIPT = Path(sys.executable).with_name("gpu-console")
 PASSWORD_ENV = "GPU_CONSOLE_TEST_PROM_PASSWORD"
+SCRAPED_SINCE: list[float] = []  # time.monotonic() when the module's Prometheus had scraped the exporter
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ExporterStandIn(_exporter_text(xid=79)) as exporter,
         prometheus_over(work, [f"127.0.0.1:{exporter.port}"], basic_auth=True, gpus=8) as url,
     ):
+        SCRAPED_SINCE.append(time.monotonic())
         yield url
 
 
@@ -152,3 +156,48 @@ def test_the_inventory_takes_prometheus_credentials_and_headers_by_reference() -
     assert "nodes[0].sources[0].headers.bad name: is not an HTTP header name" in problems
     assert "nodes[0].sources[0].headers.X-Ok: expected a string, got integer" in problems
     assert not any("eHl6" in p for p in problems)
+
+
+def test_the_first_read_brings_the_minutes_before_it_to_charts_and_evidence(
+    guarded: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import queue
+
+    from console.config.fleet import Fleet
+    from console.history.rings import FleetHistory
+    from console.incidents.engine import IncidentEngine
+    from console.incidents.rules import load_rules
+    from console.live.monitor import FleetMonitor, MonitorUpdate
+
+    monkeypatch.setenv(PASSWORD_ENV, BASIC_AUTH_PASSWORD)
+    time.sleep(max(0.0, SCRAPED_SINCE[0] + 16 - time.monotonic()))  # held for longer than one backfill step
+    spec = _spec(guarded, user=BASIC_AUTH_USER, password=SecretRef(SecretKind.ENV, PASSWORD_ENV))
+    fleet = Fleet(sites=(Site(SITE, "onprem", interval_s=0.5),), nodes=(Node(NODE, SITE, (spec,)),))
+    updates: queue.Queue[MonitorUpdate] = queue.Queue()
+    monitor = FleetMonitor(fleet, engine=IncidentEngine(load_rules(), fleet), store=None, on_update=updates.put)
+    began = time.time()
+    monitor.start()
+    got: list[MonitorUpdate] = []
+    try:
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                got.append(updates.get(timeout=0.1))
+    finally:
+        monitor.stop()
+    results = [u.result for u in got if u.result is not None and u.result.node == NODE and u.result.sample]
+    first, *later = results
+    assert first.earlier, "the first read came without the minutes before it"
+    times = [s.time for s in first.earlier]
+    assert times == sorted(times) and times[-1] < first.sample.time and times[0] < began  # type: ignore[union-attr]
+    assert all(len(s.gpus) == 8 and s.node == NODE for s in first.earlier)
+    assert later and not any(r.earlier for r in later)  # once, not on every read
+
+    history = FleetHistory()
+    history.record_earlier(first.earlier)
+    history.record(first.sample)  # type: ignore[arg-type]
+    history.record_earlier(first.earlier)  # a second delivery adds nothing: the rings only grow forward
+    assert len(history.nodes[NODE].times) == len(first.earlier) + 1
+
+    (opened,) = [c for u in got for c in u.changes if c.kind is ChangeKind.OPENED and c.incident.rule == "xid"]
+    assert any(point.time < began for point in opened.evidence)  # evidence from before the console ran

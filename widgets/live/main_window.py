@@ -154,6 +154,7 @@ class MainWindow(QMainWindow):
         if result.sample is None:
             self.history.record_gap(result.node, result.started)
         elif result.fresh:  # a repeat (the exporter has not collected since) has nothing new to chart
+            self.history.record_earlier(result.earlier)  # backfilled minutes first (a Prometheus site's start)
             self.history.record(result.sample)
             self.charts.mark_dirty(result.node)
         first_data = result.sample is not None and not self.state.nodes[result.node].gpus
