@@ -6,7 +6,8 @@ catalog's action for the code. The escalation ladder of the code reorders that l
 steps did not hold here as often as the ladder allows, its next step goes first and the steps that failed on this
 GPU go last. A GPU with incidents of hardware-bucket Xids on several days is flagged as suspect hardware, and so is
 one where the same Xid hit different workloads (no pod, job or process in common): an application Xid follows its
-job, a hardware one stays with the GPU.
+job, a hardware one stays with the GPU: then the ladder treats its first step (restarting the job, resetting) as
+spent and puts the next one first.
 """
 
 from __future__ import annotations
@@ -99,7 +100,12 @@ def _catalog_action(incident: Incident, catalog: RemediationCatalog, xids: XidCa
 
 
 def _escalate(
-    ranked: list[Suggestion], incident: Incident, mine: list[VerifiedFix], catalog: RemediationCatalog
+    ranked: list[Suggestion],
+    incident: Incident,
+    mine: list[VerifiedFix],
+    catalog: RemediationCatalog,
+    *,
+    follows_the_gpu: bool = False,
 ) -> list[Suggestion]:
     ladder = catalog.ladder_for(incident.rule, incident.code)
     if ladder is None or not ladder.steps:
@@ -109,6 +115,8 @@ def _escalate(
         if fix.entry.action in failed and fix.verdict is Verdict.DID_NOT_HOLD:
             failed[fix.entry.action] += 1
     due = next((i for i, step in enumerate(ladder.steps) if failed[step.action] < step.tries), len(ladder.steps) - 1)
+    if follows_the_gpu:
+        due = max(due, min(1, len(ladder.steps) - 1))  # the Xid hit other workloads too: its first step is spent
     if due == 0:
         return ranked
     next_action = ladder.steps[due].action
@@ -161,17 +169,21 @@ def _across_workloads(incidents: Iterable[Incident]) -> str | None:
     return None
 
 
-def _suspect(store: IncidentStore, incident: Incident, catalog: RemediationCatalog, xids: XidCatalog) -> str | None:
+def _suspect(
+    store: IncidentStore, incident: Incident, catalog: RemediationCatalog, xids: XidCatalog
+) -> tuple[str | None, bool]:
+    """Why the GPU is suspect hardware (or None), and whether this incident's own code hit different workloads."""
     uuid = incident.context.gpu_uuid
     if uuid is None:
-        return None
+        return None, False
     history = list(store.iter_incidents(IncidentFilter(gpu=uuid, rule="xid")))
     across = _across_workloads(history)
     by_days = _on_several_days(history, catalog, xids)
     if across is None and by_days is None:
-        return None
+        return None, False
     reasons = "; ".join(reason for reason in (by_days, across) if reason is not None)
-    return f"suspect hardware: {reasons}; consider drain and RMA"
+    this_code = _across_workloads(other for other in history if other.code == incident.code) is not None
+    return f"suspect hardware: {reasons}; consider drain and RMA", this_code
 
 
 def _on_several_days(history: Iterable[Incident], catalog: RemediationCatalog, xids: XidCatalog) -> str | None:
@@ -209,7 +221,8 @@ def suggest(
     if fallback is not None and all(s.action != fallback for s in ranked):
         ranked.append(Suggestion(fallback, catalog.label(fallback), False, 0, 0, 0, Source.CATALOG))
     mine = [f for f in fixes if on_same_hardware(f, incident)]
-    ranked = _escalate(ranked, incident, mine, catalog)
+    suspect, follows_the_gpu = _suspect(store, incident, catalog, xids)
+    ranked = _escalate(ranked, incident, mine, catalog, follows_the_gpu=follows_the_gpu)
     uuid = incident.context.gpu_uuid
     history = store.verified_fixes(window, now, gpu_uuid=uuid) if uuid is not None else mine
-    return Suggestions(incident, tuple(ranked), _suspect(store, incident, catalog, xids), tuple(history))
+    return Suggestions(incident, tuple(ranked), suspect, tuple(history))

@@ -161,3 +161,7 @@ def test_one_xid_under_different_workloads_flags_the_gpu_and_under_one_workload_
     assert "Xid 13 on this GPU under 2 different workloads (pod ml/train-0 (a); job 4711)" in hardware.suspect_hardware
     application = suggest(store, xid79("x3", T0 + 180, gpu_uuid="GPU-APP", code="13"), CATALOG, XIDS, now=NOW)
     assert application.suspect_hardware is None
+    # The signal feeds the escalation: Xid 13's ladder is app_restart (3 tries), gpu_reset, rma. An Xid that
+    # followed the GPU across workloads skips restarting the application; one that follows its job does not.
+    assert (hardware.ranked[0].action, hardware.ranked[0].escalated) == ("gpu_reset", True)
+    assert not application.ranked[0].escalated
