@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 
 from console.demo.fleet import Cooling, GpuModel
-from console.samples.schema import ChassisSample, GpuSample, Health, RecoveryAction, ThrottleReason
+from console.samples.schema import ChassisSample, GpuSample, Health, PodWorkload, RecoveryAction, ThrottleReason
 
 GPUS_PER_NODE = 8
 ALL_GPUS = frozenset(range(GPUS_PER_NODE))
@@ -95,6 +95,12 @@ class Job:
     memory_fraction: float
     checkpoint_every_s: float
     checkpoint_s: float
+
+    @property
+    def pod(self) -> PodWorkload:
+        """The job as Kubernetes would name it: derived from its start, so the demo's random draws stay the same."""
+        name = f"llm-train-{int(self.start * 1000) % 100_000:05d}-0"
+        return PodWorkload(namespace="ml-research", pod=name, container="pytorch")
 
     def utilization(self, elapsed: float, gpu: int) -> float:
         if gpu not in self.gpus or not self.start <= elapsed < self.end:
@@ -277,8 +283,10 @@ class SimulatedGpu:
             self.nvlink_crc += 1
 
         memory_used = 0.0
+        workload: tuple[PodWorkload, ...] = ()
         if job is not None and self.index in job.gpus and util > 0:
             memory_used = float(round(profile.memory_total_mib * job.memory_fraction))
+            workload = (job.pod,)
         return GpuSample(
             index=self.index,
             uuid=self.uuid,
@@ -330,6 +338,7 @@ class SimulatedGpu:
             xid_last=self.xid_last,
             recovery_action=RecoveryAction.NONE,
             mig_mode=False,
+            workload=workload,
             unsupported=UNSUPPORTED,
         )
 
