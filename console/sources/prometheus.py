@@ -63,6 +63,7 @@ from console.sources.dcgm.mapping import XidMemory, map_dcgm_samples
 from console.sources.exposition import Sample
 from console.sources.prometheus_queries import (
     METRIC_GROUPS,
+    fit_step,
     host_of,
     instant_query,
     node_query,
@@ -76,12 +77,12 @@ log = logging.getLogger(__name__)
 SOURCE_NAME = "prometheus"
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_CONCURRENCY = 8
-MAX_POINTS_PER_SERIES = 11_000  # Prometheus refuses range queries of more points per series than this
 # Backfill: the first read and the first after a gap bring the minutes before them, at dcgm-exporter's usual
 # scrape interval (a finer step would only repeat points), so charts and evidence start full.
 BACKFILL_S = 10 * 60.0
 BACKFILL_GAP_S = 60.0
 BACKFILL_STEP_S = 15.0
+BACKFILL_WAIT_S = 3.0
 
 
 def check_url(url: str) -> None:
@@ -321,9 +322,9 @@ class PrometheusSiteReader:
     async def _wait_for_backfill(
         self, backfill: asyncio.Task[dict[str, tuple[NodeSample, ...]]], read_s: float
     ) -> dict[str, tuple[NodeSample, ...]]:
-        """At most half as long again as the read took (a second at least): the live values never wait much."""
+        """At most as long again as the read took (BACKFILL_WAIT_S at least): the live values never wait long."""
         try:
-            return await asyncio.wait_for(backfill, max(1.0, read_s / 2))
+            return await asyncio.wait_for(backfill, max(BACKFILL_WAIT_S, read_s))
         except TimeoutError:
             log.warning("%s: backfill took longer than the read itself; charts start empty", self.collector_name)
             return {}
@@ -354,7 +355,7 @@ class PrometheusSiteReader:
         group = METRIC_GROUPS.get(field_name)
         if group is None or field_name.startswith("_") or field_name in ("xid_count",):
             raise ValueError(f"no DCGM metric feeds {metric!r}")
-        step = _fit_step(since, until, step)
+        step = fit_step(since, until, step)
         result = await self._query_range(node_query(group, node, self._matchers), since, until, step)
         where = f"{self.url}/api/v1/query_range"
         grid = np.arange(since, until + step / 2, step)
@@ -394,7 +395,7 @@ class PrometheusSiteReader:
         only: str | None = None,
         backfill: bool = False,
     ) -> dict[str, list[NodeSample]]:
-        step = _fit_step(since, until, step)
+        step = fit_step(since, until, step)
         results = await _all_or_first_error(
             *(self._query_range(query, since, until, step, backfill=backfill) for query in queries)
         )
@@ -430,14 +431,6 @@ async def _all_or_first_error(*queries: Coroutine[Any, Any, list[dict[str, Any]]
         first = failures.exceptions[0]
         raise first from None
     return [task.result() for task in tasks]
-
-
-def _fit_step(since: float, until: float, step: float) -> float:
-    if not (math.isfinite(since) and math.isfinite(until) and until > since):
-        raise ValueError(f"need since < until, got {since} .. {until}")
-    if not (math.isfinite(step) and step > 0):
-        raise ValueError(f"step must be > 0, got {step}")
-    return max(step, (until - since) / (MAX_POINTS_PER_SERIES - 1))
 
 
 def _numeric_converter(name: str, metric: str) -> Any:

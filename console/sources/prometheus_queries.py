@@ -3,6 +3,7 @@ schema field, aggregated to the labels a GPU's identity and mapping need, scoped
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -84,3 +85,15 @@ def host_of(labels: Mapping[str, str]) -> str | None:
         if value:
             return value
     return None
+
+
+MAX_POINTS_PER_SERIES = 11_000  # Prometheus refuses range queries of more points per series than this
+
+
+def fit_step(since: float, until: float, step: float) -> float:
+    """A range query's step: at least ``step``, and coarse enough for Prometheus' point limit per series."""
+    if not (math.isfinite(since) and math.isfinite(until) and until > since):
+        raise ValueError(f"need since < until, got {since} .. {until}")
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"step must be > 0, got {step}")
+    return max(step, (until - since) / (MAX_POINTS_PER_SERIES - 1))

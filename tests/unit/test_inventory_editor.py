@@ -214,3 +214,21 @@ def test_topology_is_shown_edited_and_saved(qtbot: QtBot, tmp_path: Path) -> Non
 
     saved = load_inventory(path).nodes[0].topology
     assert saved == Topology(rack="r2", cooling_loop="cdu-3", nvlink_domain="nvl72-04")
+
+
+def test_a_site_selector_is_shown_edited_checked_and_saved(qtbot: QtBot, tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    fleet = Fleet(
+        sites=(Site("ord1", "coreweave", selector='{job="dcgm"}'),),
+        nodes=(Node("a", "ord1", (SourceSpec(SourceKind.PROMETHEUS, url="http://prom:9090"),)),),
+    )
+    dialog = open_editor(qtbot, path, fleet)
+    select(dialog, 0, 0)
+    edit = dialog.site_form.edits["selector"]
+    assert edit.text() == '{job="dcgm"}'
+    type_into(qtbot, edit, "job=dcgm")
+    assert any(p.startswith("sites[0].selector:") for p in dialog.problems)
+    type_into(qtbot, edit, '{job="dcgm", cluster="ord1"}')
+    assert dialog.problems == []
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    assert load_inventory(path).sites[0].selector == '{job="dcgm", cluster="ord1"}'

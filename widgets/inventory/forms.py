@@ -198,6 +198,7 @@ class SiteForm(TableForm):
                 "region": ("Region", "optional"),
                 "interval_s": ("Poll interval (s)", "1.0"),
                 "timeout_s": ("Timeout (s)", "3.0"),
+                "selector": ("Selector", 'prometheus sites: e.g. {job="dcgm", cluster="ord1"}'),
             }
         )
 
