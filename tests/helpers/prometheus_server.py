@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,52 +41,26 @@ def _query(url: str, promql: str) -> list[dict[str, object]]:
 
 
 @contextmanager
-def running_prometheus(jobs: Mapping[str, str], work: Path, *, scrape_interval_s: float = 1.0) -> Iterator[str]:
-    """Prometheus scraping each job's one target (``host:port``), behind basic auth; yields its URL once every
-    job is up and scraped twice. Skips when Debian's prometheus is not installed."""
+def _prometheus(work: Path, scrapes: str, *, scrape_interval_s: float = 1.0, basic_auth: bool = True) -> Iterator[str]:
+    """The process, scraping ``scrapes`` (scrape_configs entries), stopped on exit; yields its URL at once."""
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         pytest.skip("prometheus (Debian package) is not installed")
-    web_config = work / "web.yml"
-    web_config.write_text(f"basic_auth_users:\n  {USER}: '{PASSWORD_BCRYPT}'\n")
-    scrapes = "".join(
-        f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n" for job, target in jobs.items()
-    )
     config = work / "prometheus.yml"
     config.write_text(
         f"global:\n  scrape_interval: {scrape_interval_s:g}s\n  scrape_timeout: {scrape_interval_s:g}s\n"
         f"scrape_configs:\n{scrapes}"
     )
+    args = [prometheus, f"--config.file={config}", f"--storage.tsdb.path={work / 'data'}"]
+    if basic_auth:
+        web_config = work / "web.yml"
+        web_config.write_text(f"basic_auth_users:\n  {USER}: '{PASSWORD_BCRYPT}'\n")
+        args.append(f"--web.config.file={web_config}")
     port = free_port()
-    process = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={config}",
-            f"--web.config.file={web_config}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    args.append(f"--web.listen-address=127.0.0.1:{port}")
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        last = ""
-        while True:
-            try:
-                scraped = _query(url, "count_over_time(up[1h]) >= 2")
-                if len(scraped) == len(jobs) and all(row["value"][1] for row in scraped):  # type: ignore[index]
-                    up = _query(url, "up == 1")
-                    if len(up) == len(jobs):
-                        break
-                last = str(scraped)
-            except OSError as exc:
-                last = str(exc)
-            if time.monotonic() > deadline:
-                pytest.fail(f"Prometheus did not scrape every job in time (last: {last})")
-            time.sleep(0.3)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         try:
@@ -95,6 +68,40 @@ def running_prometheus(jobs: Mapping[str, str], work: Path, *, scrape_interval_s
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+def _wait_until(ready: Callable[[], str | None], what: str, within_s: float = 30.0) -> None:
+    """``ready`` returns None when ready, else what it saw; fails the test after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    last: str | None = ""
+    while True:
+        try:
+            last = ready()
+        except (OSError, urllib.error.URLError) as exc:
+            last = str(exc)
+        if last is None:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"Prometheus did not {what} in {within_s:g} s (last: {last})")
+        time.sleep(0.3)
+
+
+@contextmanager
+def running_prometheus(jobs: Mapping[str, str], work: Path, *, scrape_interval_s: float = 1.0) -> Iterator[str]:
+    """Prometheus scraping each job's one target (``host:port``), behind basic auth; yields its URL once every
+    job is up and scraped twice. Skips when Debian's prometheus is not installed."""
+    scrapes = "".join(
+        f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n" for job, target in jobs.items()
+    )
+    with _prometheus(work, scrapes, scrape_interval_s=scrape_interval_s) as url:
+
+        def every_job_scraped() -> str | None:
+            scraped = _query(url, "count_over_time(up[1h]) >= 2")
+            twice = len(scraped) == len(jobs) and all(row["value"][1] for row in scraped)  # type: ignore[index]
+            return None if twice and len(_query(url, "up == 1")) == len(jobs) else str(scraped)
+
+        _wait_until(every_job_scraped, "scrape every job")
+        yield url
 
 
 class PrometheusProxy:
@@ -177,55 +184,25 @@ def available() -> bool:
 def _get_json(url: str, auth: bool) -> bytes:
     request = urllib.request.Request(url)
     if auth:
-        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+        request.add_header("Authorization", AUTHORIZATION)
     with urllib.request.urlopen(request, timeout=2) as answer:
         body: bytes = answer.read()
         return body
 
 
-@contextlib.contextmanager
+@contextmanager
 def prometheus_over(
     work: Path, targets: Sequence[str], *, basic_auth: bool = False, gpus: int, ready_within_s: float = 30.0
 ) -> Iterator[str]:
-    """Yields the base URL once every one of ``gpus`` GPUs' temperature was scraped."""
-    prometheus = shutil.which("prometheus")
-    assert prometheus is not None, "check available() first"
-    config = work / "prometheus.yml"
+    """One job over ``targets``; yields the base URL once every one of ``gpus`` GPUs' temperature was scraped."""
     listed = ", ".join(f"'{target}'" for target in targets)
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        f"scrape_configs:\n  - job_name: dcgm\n    static_configs:\n      - targets: [{listed}]\n"
-    )
-    args = [prometheus, f"--config.file={config}", f"--storage.tsdb.path={work / 'data'}"]
-    if basic_auth:
-        web = work / "web.yml"
-        web.write_text(f"basic_auth_users:\n  {USER}: '{PASSWORD_BCRYPT}'\n")
-        args.append(f"--web.config.file={web}")
-    port = free_port()
-    args.append(f"--web.listen-address=127.0.0.1:{port}")
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_within_s
-        last = ""
-        while True:
-            try:
-                body = _get_json(f"{url}/api/v1/query?query=count(DCGM_FI_DEV_GPU_TEMP)", basic_auth)
-                result = json.loads(body)["data"]["result"]
-                if result and int(result[0]["value"][1]) == gpus:
-                    break
-                last = str(result)
-            except (OSError, urllib.error.URLError) as exc:
-                last = str(exc)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Prometheus did not scrape {gpus} GPUs in {ready_within_s:g} s (last: {last})")
-            time.sleep(0.3)
+    scrapes = f"  - job_name: dcgm\n    static_configs:\n      - targets: [{listed}]\n"
+    with _prometheus(work, scrapes, basic_auth=basic_auth) as url:
+
+        def every_gpu_scraped() -> str | None:
+            body = _get_json(f"{url}/api/v1/query?query=count(DCGM_FI_DEV_GPU_TEMP)", basic_auth)
+            result = json.loads(body)["data"]["result"]
+            return None if result and int(result[0]["value"][1]) == gpus else str(result)
+
+        _wait_until(every_gpu_scraped, f"scrape {gpus} GPUs", ready_within_s)
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
