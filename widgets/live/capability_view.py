@@ -3,6 +3,9 @@ seen, or its collector failing), from the latest poll of every node."""
 
 from __future__ import annotations
 
+import math
+import time
+
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
@@ -56,6 +59,9 @@ def field_cells(field: FieldCapability) -> tuple[str, str, str, str]:
     return field.field, str(field.scope), NO_DATA, "never seen"
 
 
+REFRESH_EVERY_S = 10.0
+
+
 class CapabilityView(QWidget):
     def __init__(self, state: FleetState) -> None:
         super().__init__()
@@ -70,8 +76,16 @@ class CapabilityView(QWidget):
         layout.addWidget(self.title)
         layout.addWidget(self.tree, 1)
         self._shown: tuple[SiteCapabilities, ...] | None = None
+        self._refreshed_at = -math.inf
+
+    def refresh_if_due(self) -> None:
+        """From the window's 1 s timer: what a fleet supports changes rarely, and the map walks every GPU's
+        fields on the GUI thread, so it is redone every REFRESH_EVERY_S only (and at once when the tab opens)."""
+        if time.monotonic() - self._refreshed_at >= REFRESH_EVERY_S:
+            self.refresh()
 
     def refresh(self) -> None:
+        self._refreshed_at = time.monotonic()
         sites = capability_map(observations(self._state))
         if sites == self._shown:
             return  # keep what the user expanded and scrolled to

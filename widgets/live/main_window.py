@@ -269,7 +269,7 @@ class MainWindow(QMainWindow):
         if selection is not None and self.center_tabs.currentWidget() is self.bmc:
             self._update_bmc(selection.node)
         if self.center_tabs.currentWidget() is self.capabilities:
-            self.capabilities.refresh()
+            self.capabilities.refresh_if_due()
         self._refresh_status()
 
     def _refresh_status(self) -> None:
