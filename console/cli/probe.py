@@ -150,7 +150,8 @@ def build_spec(args: argparse.Namespace) -> SourceSpec:
 
 def _headers(pairs: list[str]) -> tuple[tuple[str, str], ...]:
     """``--header NAME=VALUE`` checked as the inventory checks ``headers`` (no credentials, no line breaks)."""
-    from console.config.inventory import InventoryError, source_from_document
+    from console.config.inventory import read_headers
+    from console.config.validation import Problems
 
     table: dict[str, str] = {}
     for pair in pairs:
@@ -158,14 +159,12 @@ def _headers(pairs: list[str]) -> tuple[tuple[str, str], ...]:
         if not equals or not name.strip():
             raise ProbeUsageError(f"--header wants NAME=VALUE, got {pair!r}")
         table[name.strip()] = value
-    if not table:
-        return ()
-    try:
-        spec = source_from_document({"kind": "prometheus", "url": "http://x", "headers": table}, "--header")
-    except InventoryError as exc:
-        problems = [problem.removeprefix("--header.headers.") for problem in exc.problems]
-        raise ProbeUsageError("--header " + "; ".join(problems)) from None
-    return spec.headers
+    problems = Problems()
+    headers = read_headers({"headers": table}, "--header", problems)
+    if problems.items:
+        shown = [problem.removeprefix("--header.headers.") for problem in problems.items]
+        raise ProbeUsageError("--header " + "; ".join(shown))
+    return headers
 
 
 def _check_url(target: str) -> None:

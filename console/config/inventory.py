@@ -30,7 +30,13 @@ from console.config.inventory_writer import (
     source_to_document,
 )
 from console.config.receivers import parse_receivers
-from console.config.secret_refs import DEFAULT_KEYRING_SERVICE, PASSWORD_KEYS, TOKEN_KEYS, read_secret_ref
+from console.config.secret_refs import (
+    DEFAULT_KEYRING_SERVICE,
+    PASSWORD_KEYS,
+    TOKEN_KEYS,
+    check_credentials,
+    read_secret_ref,
+)
 from console.config.validation import (
     LITERAL_SECRETS,
     Problems,
@@ -315,13 +321,7 @@ def _parse_source(table: Mapping[str, Any], path: str, problems: Problems) -> So
     token = read_secret_ref(table, "token", path, problems)
     password = read_secret_ref(table, "password", path, problems)
     if kind in (SourceKind.REDFISH, SourceKind.PROMETHEUS):
-        has_password = any(key in table for key in (*PASSWORD_KEYS, "password"))
-        if user is not None and not has_password:
-            problems.add(path, f'user "{user}" needs a password reference ({LITERAL_SECRETS["password"]})')
-        if has_password and "user" not in table:
-            problems.add(f"{path}.user", "required when a password is given")
-        if any(key in table for key in TOKEN_KEYS) and (has_password or "user" in table):
-            problems.add(path, "give either basic auth (user and a password reference) or a token reference, not both")
+        check_credentials(table, path, user, problems)
     spec = SourceSpec(
         kind=kind,
         url=url,
@@ -335,7 +335,7 @@ def _parse_source(table: Mapping[str, Any], path: str, problems: Problems) -> So
         verify_tls=read_boolean(table, "verify_tls", path, problems, default=True),
         ca_file=read_local_path(table, "ca_file", path, problems),
         options=_options(table, path, problems),
-        headers=_headers(table, path, problems),
+        headers=read_headers(table, path, problems),
     )
     return None if len(problems.items) > before else spec
 
@@ -398,7 +398,7 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 
 
-def _headers(table: Mapping[str, Any], path: str, problems: Problems) -> tuple[tuple[str, str], ...]:
+def read_headers(table: Mapping[str, Any], path: str, problems: Problems) -> tuple[tuple[str, str], ...]:
     value = table.get("headers", {})
     if not isinstance(value, dict):
         problems.add(f"{path}.headers", f"expected a table of strings, got {type_name(value)}")

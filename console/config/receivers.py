@@ -22,11 +22,11 @@ from console.config.secret_refs import (
     HMAC_SECRET_KEYS,
     PASSWORD_KEYS,
     TOKEN_KEYS,
+    check_credentials,
     read_secret_ref,
     secret_ref_to_document,
 )
 from console.config.validation import (
-    LITERAL_SECRETS,
     Problems,
     check_keys,
     read_boolean,
@@ -100,7 +100,7 @@ def _parse_receiver(
     token = read_secret_ref(table, "token", path, problems)
     secret = read_secret_ref(table, "secret", path, problems)
     if kind is ReceiverKind.ALERTMANAGER:
-        _check_auth(table, path, user, problems)
+        check_credentials(table, path, user, problems)
     min_severity = read_string(table, "min_severity", path, problems)
     if min_severity is not None and min_severity not in SEVERITY_NAMES:
         problems.add(f"{path}.min_severity", f'unknown severity "{min_severity}" ({", ".join(SEVERITY_NAMES)})')
@@ -138,17 +138,6 @@ def _check_receiver_keys(table: Mapping[str, Any], path: str, kind: ReceiverKind
             problems.add(f"{path}.{key}", f"not a {kind} setting ({kind} takes: {', '.join(allowed)})")
         else:
             check_keys({key: None}, path, allowed, problems)
-
-
-def _check_auth(table: Mapping[str, Any], path: str, user: str | None, problems: Problems) -> None:
-    has_password = any(key in table for key in PASSWORD_KEYS)
-    has_token = any(key in table for key in TOKEN_KEYS)
-    if user is not None and not has_password:
-        problems.add(path, f'user "{user}" needs a password reference ({LITERAL_SECRETS["password"]})')
-    if has_password and "user" not in table:
-        problems.add(f"{path}.user", "required when a password is given")
-    if has_token and ("user" in table or has_password):
-        problems.add(path, "give either basic auth (user and a password reference) or a token reference, not both")
 
 
 def _names(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from console.config.fleet import SecretKind, SecretRef
-from console.config.validation import Problems, check_keys, read_local_path, read_string
+from console.config.validation import LITERAL_SECRETS, Problems, check_keys, read_local_path, read_string
 
 DEFAULT_KEYRING_SERVICE = SecretRef(SecretKind.ENV, "").service
 SECRET_SUFFIXES: Mapping[str, SecretKind] = {
@@ -66,3 +66,14 @@ def secret_ref_to_document(prefix: str, ref: SecretRef) -> dict[str, Any]:
     if ref.kind is SecretKind.KEYRING and ref.service != DEFAULT_KEYRING_SERVICE:
         return {key: {"service": ref.service, "name": ref.name}}
     return {key: ref.name}
+
+
+def check_credentials(table: Mapping[str, Any], path: str, user: str | None, problems: Problems) -> None:
+    """Basic auth (a user with a password reference) or a token reference, each whole, never both."""
+    has_password = any(key in table for key in (*PASSWORD_KEYS, "password"))  # a literal one is refused already
+    if user is not None and not has_password:
+        problems.add(path, f'user "{user}" needs a password reference ({LITERAL_SECRETS["password"]})')
+    if has_password and "user" not in table:
+        problems.add(f"{path}.user", "required when a password is given")
+    if any(key in table for key in TOKEN_KEYS) and (has_password or "user" in table):
+        problems.add(path, "give either basic auth (user and a password reference) or a token reference, not both")
