@@ -152,8 +152,7 @@ def probe_site(spec: SourceSpec, *, timeout_s: float) -> SiteProbeOutcome:
 async def _probe_site(spec: SourceSpec, timeout_s: float) -> SiteProbeOutcome:
     import aiohttp
 
-    from console.sources.base import tls_setting
-    from console.sources.prometheus import PrometheusSiteReader
+    from console.sources.prometheus import shared_reader
 
     started = time.monotonic()
 
@@ -162,17 +161,9 @@ async def _probe_site(spec: SourceSpec, timeout_s: float) -> SiteProbeOutcome:
 
     async with aiohttp.ClientSession() as http:
         try:
-            reader = PrometheusSiteReader(
-                spec.url or "",
-                http,
-                site="probe",
-                timeout_s=timeout_s,
-                ssl=tls_setting(spec.verify_tls, spec.ca_file),
-                headers=dict(spec.headers),
-                user=spec.user,
-                password=spec.password,
-                token=spec.token,
-            )
+            node = Node(name="probe", site="probe", sources=(spec,), timeout_s=timeout_s)
+            site = Site(name="probe", provider="probe", timeout_s=timeout_s)
+            reader = shared_reader(SourceContext(node=node, site=site, spec=spec, timeout_s=timeout_s), http)
             samples = await asyncio.wait_for(reader.read_site(), timeout_s)
         except SourceError as exc:
             return failed(exc.failure, exc.reason)

@@ -151,13 +151,15 @@ def _workload_keys(workload: tuple[Workload, ...] | None) -> frozenset[tuple[str
     return frozenset(keys)
 
 
-def _across_workloads(incidents: Iterable[Incident]) -> str | None:
-    """ "Xid N under k different workloads" for the first code that hit workloads with nothing in common."""
+def _across_workloads(incidents: Iterable[Incident]) -> dict[str, str]:
+    """Code -> "Xid N under k different workloads", for each code that hit workloads with nothing in common
+    (in code order)."""
     by_code: dict[str, list[tuple[frozenset[tuple[str, ...]], Incident]]] = {}
     for other in sorted(incidents, key=lambda i: (i.opened_at, i.id)):  # named oldest first
         keys = _workload_keys(other.workload)
         if keys:
             by_code.setdefault(other.code, []).append((keys, other))
+    found: dict[str, str] = {}
     for code in sorted(by_code, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c)):
         apart: list[tuple[frozenset[tuple[str, ...]], Incident]] = []
         for keys, other in by_code[code]:
@@ -165,8 +167,8 @@ def _across_workloads(incidents: Iterable[Incident]) -> str | None:
                 apart.append((keys, other))
         if len(apart) >= SUSPECT_AFTER_WORKLOADS:
             names = "; ".join(workload_text(other.workload) for _, other in apart[:3])
-            return f"Xid {code} on this GPU under {len(apart)} different workloads ({names})"
-    return None
+            found[code] = f"Xid {code} on this GPU under {len(apart)} different workloads ({names})"
+    return found
 
 
 def _suspect(
@@ -178,12 +180,12 @@ def _suspect(
         return None, False
     history = list(store.iter_incidents(IncidentFilter(gpu=uuid, rule="xid")))
     across = _across_workloads(history)
+    first_across = next(iter(across.values()), None)
     by_days = _on_several_days(history, catalog, xids)
-    if across is None and by_days is None:
+    if first_across is None and by_days is None:
         return None, False
-    reasons = "; ".join(reason for reason in (by_days, across) if reason is not None)
-    this_code = _across_workloads(other for other in history if other.code == incident.code) is not None
-    return f"suspect hardware: {reasons}; consider drain and RMA", this_code
+    reasons = "; ".join(reason for reason in (by_days, first_across) if reason is not None)
+    return f"suspect hardware: {reasons}; consider drain and RMA", incident.code in across
 
 
 def _on_several_days(history: Iterable[Incident], catalog: RemediationCatalog, xids: XidCatalog) -> str | None:
