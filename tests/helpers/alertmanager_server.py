@@ -8,7 +8,6 @@ to play a receiver that fails for a while): Alertmanager's notifications, or the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.helpers.builders import free_port
+from tests.helpers.builders import LoopbackServer, free_port
 
 BINARY = Path("/usr/bin/prometheus-alertmanager")
 CONFIG = """\
@@ -161,18 +160,16 @@ class Received:
         return json.loads(self.body)
 
 
-class Recorder:
+class Recorder(LoopbackServer):
     """A real HTTP server in its own thread recording every POST; ``answer`` is the status it replies with."""
+
+    thread_name = "recorder"
 
     def __init__(self) -> None:
         self.answer = 200
-        self.port = 0
         self._received: list[Received] = []
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        super().__init__()
 
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -182,21 +179,7 @@ class Recorder:
             found = list(self._received)
         return [r for r in found if r.answered < 300] if delivered_only else found
 
-    def __enter__(self) -> Recorder:
-        self._thread.start()
-        assert self._started.wait(10), "recorder did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
-
-    async def _serve(self) -> None:
+    def build_app(self) -> web.Application:
         async def record(request: web.Request) -> web.Response:
             body = await request.read()
             answer = self.answer
@@ -206,12 +189,4 @@ class Recorder:
 
         app = web.Application()
         app.router.add_post("/{tail:.*}", record)
-        runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = runner.addresses[0][1]
-        self._stop = asyncio.Event()
-        self._started.set()
-        await self._stop.wait()
-        await runner.cleanup()
+        return app

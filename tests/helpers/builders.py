@@ -1,13 +1,15 @@
-"""Builders shared by more than one test file (and by the bench scripts): a loopback port, a stand-in exporter,
-an incident, a fully populated H100 node."""
+"""Builders shared by more than one test file (and by the bench scripts): a loopback port, a loopback server
+base and a stand-in exporter on it, an incident, a fully populated H100 node."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -23,23 +25,24 @@ def free_port() -> int:
         return port
 
 
-class ExporterStandIn:
-    """A real HTTP server in its own thread: a dcgm-exporter payload, and the ways a target goes wrong."""
+class LoopbackServer:
+    """A real aiohttp server on 127.0.0.1 in a thread and loop of its own, for the life of a ``with`` block.
 
-    def __init__(self, payload: str) -> None:
-        self.payload = payload
+    A subclass gives its routes in ``build_app``; ``serving`` may hold something for the server's whole life (an
+    upstream client session)."""
+
+    thread_name = "loopback-server"
+
+    def __init__(self) -> None:
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="exporter-stand-in", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
 
-    def url(self, path: str = "/metrics") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def __enter__(self) -> ExporterStandIn:
+    def __enter__(self) -> Self:
         self._thread.start()
-        assert self._started.wait(10), "server did not start"
+        assert self._started.wait(10), f"{self.thread_name} did not start"
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -47,11 +50,43 @@ class ExporterStandIn:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
+    def build_app(self) -> web.Application:
+        raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        yield
+
     def _run(self) -> None:
         self._loop.run_until_complete(self._serve())
         self._loop.close()
 
     async def _serve(self) -> None:
+        async with self.serving():
+            runner = web.AppRunner(self.build_app(), shutdown_timeout=0.5)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            self._stop = asyncio.Event()
+            self._started.set()
+            await self._stop.wait()
+            await runner.cleanup()
+
+
+class ExporterStandIn(LoopbackServer):
+    """A real HTTP server in its own thread: a dcgm-exporter payload, and the ways a target goes wrong."""
+
+    thread_name = "exporter-stand-in"
+
+    def __init__(self, payload: str) -> None:
+        self.payload = payload
+        super().__init__()
+
+    def url(self, path: str = "/metrics") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def build_app(self) -> web.Application:
         async def metrics(_request: web.Request) -> web.Response:
             return web.Response(text=self.payload, content_type="text/plain")
 
@@ -70,15 +105,7 @@ class ExporterStandIn:
         app.router.add_get("/auth", needs_auth)
         app.router.add_get("/garbage", garbage)
         app.router.add_get("/silent", silent)
-        runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = runner.addresses[0][1]
-        self._stop = asyncio.Event()
-        self._started.set()
-        await self._stop.wait()
-        await runner.cleanup()
+        return app
 
 
 def make_incident(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.helpers.builders import free_port
+from tests.helpers.builders import LoopbackServer, free_port
 
 USER = "console"
 PASSWORD = "console-test"
@@ -104,9 +105,11 @@ def running_prometheus(jobs: Mapping[str, str], work: Path, *, scrape_interval_s
         yield url
 
 
-class PrometheusProxy:
+class PrometheusProxy(LoopbackServer):
     """A real HTTP server in its own thread forwarding to Prometheus: counts requests, waits ``delay_s`` before
     forwarding, and adds the credentials while ``authorized`` (without them Prometheus answers 401)."""
+
+    thread_name = "prometheus-proxy"
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
@@ -114,12 +117,9 @@ class PrometheusProxy:
         self.authorized = True
         self.requests = 0
         self.queries: list[str] = []
-        self.port = 0
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="prometheus-proxy", daemon=True)
+        self._session: aiohttp.ClientSession | None = None
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -130,48 +130,30 @@ class PrometheusProxy:
             self.delay_s, self.authorized, self.requests = delay_s, authorized, 0
             self.queries.clear()
 
-    def __enter__(self) -> PrometheusProxy:
-        self._thread.start()
-        assert self._started.wait(10), "proxy did not start"
-        return self
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as self._session:
+            yield
 
-    def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
+    def build_app(self) -> web.Application:
+        async def forward(request: web.Request) -> web.Response:
+            with self._lock:
+                self.requests += 1
+                self.queries.append(request.query.get("query", ""))
+                delay, authorized = self.delay_s, self.authorized
+            if delay:
+                await asyncio.sleep(delay)
+            headers = {"Authorization": AUTHORIZATION} if authorized else {}
+            assert self._session is not None
+            async with self._session.get(
+                f"{self.upstream}{request.path}", params=request.query, headers=headers
+            ) as response:
+                body = await response.read()
+                return web.Response(status=response.status, body=body, content_type=response.content_type)
 
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
-
-    async def _serve(self) -> None:
-        async with aiohttp.ClientSession() as upstream:
-
-            async def forward(request: web.Request) -> web.Response:
-                with self._lock:
-                    self.requests += 1
-                    self.queries.append(request.query.get("query", ""))
-                    delay, authorized = self.delay_s, self.authorized
-                if delay:
-                    await asyncio.sleep(delay)
-                headers = {"Authorization": AUTHORIZATION} if authorized else {}
-                async with upstream.get(
-                    f"{self.upstream}{request.path}", params=request.query, headers=headers
-                ) as response:
-                    body = await response.read()
-                    return web.Response(status=response.status, body=body, content_type=response.content_type)
-
-            app = web.Application()
-            app.router.add_get("/{path:.*}", forward)
-            runner = web.AppRunner(app, shutdown_timeout=0.5)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = runner.addresses[0][1]
-            self._stop = asyncio.Event()
-            self._started.set()
-            await self._stop.wait()
-            await runner.cleanup()
+        app = web.Application()
+        app.router.add_get("/{path:.*}", forward)
+        return app
 
 
 # --- one job, with or without basic auth, ready once every GPU was scraped ---
