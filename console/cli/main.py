@@ -17,7 +17,7 @@ import sys
 from types import ModuleType
 
 from console import __version__
-from console.cli.bounds import seconds
+from console.cli.bounds import seconds_or_zero
 
 COMMANDS: dict[str, str] = {
     "agent": "console.cli.agent",
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="seed for the demo fleet (repeatable runs)")
     parser.add_argument(
         "--smoke-test",
-        type=seconds,
+        type=seconds_or_zero,
         metavar="SECONDS",
         default=None,
         help="build the main window, run the demo fleet for SECONDS, print a JSON summary and exit",

@@ -35,6 +35,17 @@ def test_poll_refuses_an_absurd_duration_before_polling(tmp_path: Path, value: s
     assert not db.exists()  # nothing was started
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("-1", "must be >= 0 seconds, not -1"), ("nan", "must be a finite number of seconds, not 'nan'")],
+)
+def test_the_smoke_test_refuses_absurd_seconds_but_takes_zero(value: str, message: str) -> None:
+    refused = gpu_console(f"--smoke-test={value}")
+    assert refused.returncode == 2 and message in refused.stderr
+    # 0 is the packaging check's "quit on the first frame" (scripts/dev/smoke_package.py), never a usage error
+    assert "must be" not in gpu_console("--smoke-test=0", "--version").stderr
+
+
 def test_poll_refuses_a_non_finite_history_retention(tmp_path: Path) -> None:
     result = gpu_console("poll", "--demo", "--db", str(tmp_path / "x.sqlite3"), "--history-retention-h", "inf")
     assert result.returncode == 2
