@@ -37,7 +37,7 @@ import math
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,10 +67,10 @@ from console.sources.prometheus_queries import (
     host_of,
     instant_query,
     node_query,
-    scrape_time_query,
     site_matchers,
 )
 from console.sources.prometheus_results import api_data, matrix_rows, result_of, vector_rows
+from console.sources.prometheus_tiers import Query, SiteTiers
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ class PrometheusSiteReader:
         self._backfill_limit = asyncio.Semaphore(concurrency)  # a backfill beside a live read never slows it
         self._max_bytes = max_bytes
         self._nodes: dict[str, _NodeState] = {}
+        self._tiers = SiteTiers(matchers=self._matchers)
         self._last: SiteRead | None = None
         self._reading: asyncio.Task[SiteRead] | None = None
         self._serial = 0
@@ -231,26 +232,34 @@ class PrometheusSiteReader:
         if last is not None and time.monotonic() - last.at < max_age:
             return last
         if self._reading is None or self._reading.done():
-            self._reading = asyncio.create_task(self._read())
+            self._reading = asyncio.create_task(self._read_and_publish())
         return await asyncio.shield(self._reading)
 
     async def _read(self) -> SiteRead:
         started = time.time()
-        matchers = self._matchers
-        times, *results = await _all_or_first_error(
-            self._query(scrape_time_query(matchers)),
-            *(self._query(instant_query(group, matchers)) for group in METRIC_GROUPS.values()),
-        )
-        series: dict[str, list[Sample]] = defaultdict(list)
-        label_sets = _LabelSets()
+        tiers = self._tiers
+        plan = tiers.plan(started)
+        answers: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
+        hot_answers: list[tuple[Query, list[dict[str, Any]]]] = []
+        for query, result in zip(plan, await _all_or_first_error(*(self._query(q.promql) for q in plan)), strict=True):
+            answers[query.kind].append(result)
+            if query.kind == "hot":
+                hot_answers.append((query, result))
         where = f"{self.url}/api/v1/query"
-        for result in results:
-            for labels, value in vector_rows(result, where):
-                host = host_of(labels)
-                if host is not None:
-                    series[host].append(label_sets.sample(labels, value))
+        if answers["identity"]:
+            tiers.learn_identity(answers["identity"][0], where, started)
+        hot = tiers.hot_series(hot_answers, where)
+        if answers["slow"]:
+            tiers.hold_slow(answers["slow"][0], hot.used, where)
+        elif hot.unknown - tiers.unmapped:
+            # A GPU the identity does not know (a new node, a replaced GPU): a full read now, not at the next slow
+            # read, so it is never shown without its model, limits, workload or zero counters.
+            tiers.forget_identity()
+            return await self._read()
+        tiers.unmapped = frozenset(hot.unknown)  # asked about once; again at the next slow read
+        series = tiers.add_held(hot, answers["watched"][0] if answers["watched"] else None, where)
         newest: dict[str, float] = {}
-        for labels, value in vector_rows(times, where, named=False):
+        for labels, value in vector_rows(answers["anchor"][0], where, named=False):
             host = host_of(labels)
             if host is not None:
                 newest[host] = max(newest.get(host, 0.0), value)
@@ -270,9 +279,16 @@ class PrometheusSiteReader:
         for gone in set(self._nodes) - set(series):
             del self._nodes[gone]  # bounded: hosts that left the site release their state
         self._serial += 1
-        read = SiteRead(at=time.monotonic(), samples=samples, serial=self._serial)
-        self._last = read
+        return SiteRead(at=time.monotonic(), samples=samples, serial=self._serial)
+
+    async def _read_and_publish(self) -> SiteRead:
+        read = self._last = await self._read()
         return read
+
+    def watch(self, hosts: Iterable[str]) -> None:
+        """Hosts whose detail fields (clocks, profiling, traffic) are read at every refresh, not every
+        ``SLOW_EVERY_S``: the nodes an operator is looking at and those with open incidents."""
+        self._tiers.watched = frozenset(hosts)
 
     # -- driven by the poller: one collector for the site ----
 
@@ -317,6 +333,7 @@ class PrometheusSiteReader:
         self._last_good_wall = started
         if backfill is not None:
             read.earlier = await self._wait_for_backfill(backfill, time.time() - started)
+        self._last = read  # published with its backfill: a node polled in between would miss the minutes before
         return read
 
     async def _wait_for_backfill(

@@ -51,7 +51,22 @@ def _labels(item: Any, where: str, index: int, *, named: bool = True) -> dict[st
     return labels
 
 
-def vector_rows(
+def vector_rows(result: list[dict[str, Any]], where: str, *, named: bool = True) -> list[tuple[dict[str, str], float]]:
+    """Each series' labels and value. A whole-site read has hundreds of thousands: they are taken as they come,
+    and only an answer that does not have the expected shape is walked again to say where it is wrong."""
+    try:
+        rows = [(item["metric"], float(item["value"][1])) for item in result]
+    except (KeyError, TypeError, IndexError, ValueError):
+        rows = []
+    else:
+        if all(type(labels) is dict for labels, _value in rows) and (
+            not named or all(type(labels.get("__name__")) is str for labels, _value in rows)
+        ):
+            return rows
+    return list(_checked_vector_rows(result, where, named=named))
+
+
+def _checked_vector_rows(
     result: list[dict[str, Any]], where: str, *, named: bool = True
 ) -> Iterable[tuple[dict[str, str], float]]:
     for i, item in enumerate(result):

@@ -22,7 +22,8 @@ from console.samples.results import PollFailure, SourceError
 from console.sources import make_source
 from console.sources.base import SourceContext
 from console.sources.dcgm.source import parse_dcgm_payload
-from console.sources.prometheus import METRIC_GROUPS, PrometheusSiteReader
+from console.sources.prometheus import PrometheusSiteReader
+from console.sources.prometheus_tiers import SiteTiers
 from tests.helpers.builders import free_port
 
 NODES = 4
@@ -135,7 +136,8 @@ def test_per_node_sources_share_one_read_per_interval(site: Site_) -> None:
 
     queries, gpus = asyncio.run(scenario())
     assert gpus == [8] * NODES
-    assert queries == len(METRIC_GROUPS) + 1  # one query per metric (and the scrape times) for the site, not per node
+    # one read's queries for the whole site (scrape times, hot fields, identity, slow fields), not per node
+    assert queries == len(SiteTiers().plan(time.time()))
 
 
 def test_range_query_backfills_a_series_and_evidence(site: Site_) -> None:
@@ -189,7 +191,7 @@ def test_a_wrong_url_is_unreachable() -> None:
         (200, b'{"status":"success","data":{"resultType":"matrix","result":[]}}', PollFailure.BAD_PAYLOAD, "vector"),
         (
             200,
-            b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{}}]}}',
+            b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}',
             PollFailure.BAD_PAYLOAD,
             "name",
         ),
