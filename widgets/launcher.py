@@ -7,6 +7,7 @@ is missing, never a traceback.
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import sys
 from collections.abc import Sequence
@@ -46,6 +47,8 @@ def gui_import_problem(exc: ImportError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A frozen (PyInstaller) build starts the monitoring worker by running this binary again: let it be the worker.
+    multiprocessing.freeze_support()
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
