@@ -52,6 +52,25 @@ def _no_leaked_threads() -> Iterator[None]:
     pytest.fail(f"threads left running: {[t.name for t in leaked]}")
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_processes() -> Iterator[None]:
+    """A test must end every worker process it started (the window's monitoring worker)."""
+    import multiprocessing
+
+    yield
+    import time
+
+    end = time.monotonic() + 5.0
+    while multiprocessing.active_children() and time.monotonic() < end:
+        time.sleep(0.05)
+    left = multiprocessing.active_children()
+    for child in left:  # not to spoil the next tests: the failure below says it happened
+        child.kill()
+        child.join(5)
+    if left:
+        pytest.fail(f"processes left running: {[(child.name, child.pid) for child in left]}")
+
+
 # -- Qt timers and QThreads ----
 # QTimer.start and QThread.start are wrapped (once, and only once Qt is loaded) to remember what a test started and
 # where; after the test, one still active or running fails it. A closed window whose timer keeps ticking, or a

@@ -10,6 +10,7 @@ Everything here is a frozen dataclass that pickles as it is (the worker is start
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ class WorkerConfig:
     history_retention_h: float
     seed: int | None = None
     batch_s: float = BATCH_S
+    log_level: int = logging.INFO  # the window's: the worker logs to the same stderr at the same level
 
 
 @dataclass(frozen=True, slots=True)

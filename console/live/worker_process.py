@@ -78,7 +78,7 @@ def start(config: WorkerConfig) -> tuple[BaseProcess, Connection]:
 def run(conn: Connection, config: WorkerConfig) -> None:
     """The worker process's entry point."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [monitor] %(name)s: %(message)s")
+        logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s [monitor] %(name)s: %(message)s")
     # Ctrl-C in a terminal reaches the whole process group: the window decides when its worker stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     WorkerHost(conn, config).serve()
