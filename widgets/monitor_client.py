@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from PySide6.QtCore import QObject, QSocketNotifier, QThread, QTimer
@@ -75,7 +75,7 @@ class MonitorClient(QObject):
         self._send_lock = threading.Lock()
         self._waiters: dict[int, _Waiter] = {}
         self._waiters_lock = threading.Lock()
-        self._process: BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._notifier: QSocketNotifier | None = None
         self._repeats = SampleRepeats()
@@ -108,14 +108,16 @@ class MonitorClient(QObject):
                 raise WorkerFailed(f"the monitoring process did not start within {READY_TIMEOUT_S:g} s")
             first = worker_process.receive(conn)
         except (EOFError, OSError) as exc:
-            process.join(STOP_TIMEOUT_S)
-            raise WorkerFailed(f"the monitoring process ended at start (exit code {process.exitcode})") from exc
+            _reap(process, STOP_TIMEOUT_S)
+            conn.close()
+            raise WorkerFailed(f"the monitoring process ended at start (exit code {process.returncode})") from exc
         except WorkerFailed:
-            process.kill()
-            process.join(STOP_TIMEOUT_S)
+            _reap(process, 0)
+            conn.close()
             raise
         if not isinstance(first, Ready):
-            process.join(STOP_TIMEOUT_S)
+            _reap(process, STOP_TIMEOUT_S)
+            conn.close()
             raise WorkerFailed(getattr(first, "message", repr(first)))
         self._attach(process, conn)
         self.ready = first
@@ -133,7 +135,7 @@ class MonitorClient(QObject):
 
     @property
     def alive(self) -> bool:
-        return self._process is not None and self._process.is_alive()
+        return self._process is not None and self._process.poll() is None
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Ask the worker to stop polling, flush and close its files; wait up to ``timeout_s``, then kill it.
@@ -159,11 +161,8 @@ class MonitorClient(QObject):
                     break
         except (EOFError, OSError):
             pass  # it ended (or died) on its own
-        process.join(max(0.5, timeout_s / 2))
-        if process.is_alive():
-            log.warning("the monitoring process did not stop within %g s: killing it", timeout_s)
-            process.kill()
-            process.join(STOP_TIMEOUT_S)
+        if not _reap(process, max(0.5, timeout_s / 2)):
+            log.warning("the monitoring process did not stop within %g s: killed it", timeout_s)
         conn.close()
         self._fail_waiters("the monitoring process stopped")
 
@@ -223,7 +222,7 @@ class MonitorClient(QObject):
 
     # -- the pipe (GUI thread) ----
 
-    def _attach(self, process: BaseProcess, conn: Connection) -> None:
+    def _attach(self, process: subprocess.Popen[bytes], conn: Connection) -> None:
         self._process, self._conn = process, conn
         self._repeats = SampleRepeats()  # a new worker's first samples are all new to it
         notifier = QSocketNotifier(conn.fileno(), QSocketNotifier.Type.Read, self)
@@ -314,7 +313,7 @@ class MonitorClient(QObject):
     # -- death and restart ----
 
     def _on_watch_timeout(self) -> None:
-        if self._process is not None and not self._process.is_alive():
+        if self._process is not None and self._process.poll() is not None:
             self._read_available()  # what it sent before dying, then its end-of-file
             if self._process is not None:
                 self._on_worker_lost()
@@ -323,9 +322,11 @@ class MonitorClient(QObject):
         process = self._process
         if process is None or self._stopped:
             return
+        if self._conn is not None:
+            self._conn.close()
         self._detach()
-        process.join(1.0)
-        code = process.exitcode
+        _reap(process, 1.0)
+        code = process.returncode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         now = time.monotonic()
         self._deaths = [t for t in self._deaths if now - t < 300] + [now]
@@ -354,3 +355,14 @@ class MonitorClient(QObject):
             return
         self.restarts += 1
         self._attach(process, conn)  # its Ready arrives through the notifier like any batch
+
+
+def _reap(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for ``process`` to end, then kill it; True when it ended by itself."""
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
+    return True

@@ -7,28 +7,36 @@ time, and the GUI thread waited for it after every call into Qt: event-loop stal
 sends ``Command``s (acknowledge, resolve, silence, flush) whose ``Answer``s ride in a later batch.
 
 The worker never outlives the window: its command loop ends when the pipe reports end-of-file (the window's process
-is gone, however it died) or when its parent process changes. Started with ``spawn`` (``start``): a fork of a
-process that runs Qt's threads is unsafe.
+is gone, however it died) or when its parent process changes. ``start`` runs it in a fresh interpreter: a fork of
+a process that runs Qt's threads is unsafe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from console.incidents.model import Outcome
 from console.live.monitor import FleetMonitor, MonitorUpdate
-from console.live.startup import incident_engine_for, open_chart_history, open_notifier, tune_garbage_collector
+from console.live.startup import (
+    WORKER_ARGUMENT,
+    incident_engine_for,
+    open_chart_history,
+    open_notifier,
+    tune_garbage_collector,
+)
 from console.live.worker_messages import (
     Answer,
     Batch,
@@ -61,22 +69,53 @@ def receive(conn: Connection) -> object:
     return pickle.loads(conn.recv_bytes())
 
 
-def start(config: WorkerConfig) -> tuple[BaseProcess, Connection]:
-    """Spawn a worker for ``config``; returns the process and the window's end of its pipe.
+def worker_command(fd: int) -> list[str]:
+    """The command line that runs ``main`` over the socket ``fd``: this module with this interpreter, or (in a
+    PyInstaller build, which has no ``-m``) the binary itself with ``WORKER_ARGUMENT``."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, WORKER_ARGUMENT, str(fd)]
+    return [sys.executable, "-m", "console.live.worker_process", str(fd)]
 
-    The first message on the pipe is ``Ready`` or ``Failed``. The worker ends when told (``Command("stop")``) or
-    when this process's end of the pipe closes.
+
+def start(config: WorkerConfig) -> tuple[subprocess.Popen[bytes], Connection]:
+    """Start a worker for ``config``; returns the process and the window's end of its socket.
+
+    A fresh interpreter, not ``multiprocessing``'s spawn: spawn runs the parent's main script again in the child,
+    which fails (or starts a second window) for a script that builds the app at its top level. The first message
+    on the socket is ``Ready`` or ``Failed``. The worker ends when told (``Command("stop")``) or when this
+    process's end of the socket closes.
     """
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe(duplex=True)
-    process = context.Process(target=run, args=(theirs, config), name="gpu-console-monitor", daemon=True)
-    process.start()
-    theirs.close()  # only the worker holds its end now, so its death is our end-of-file
-    return process, ours
+    ours, theirs = socket.socketpair()
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    try:
+        process = subprocess.Popen(
+            worker_command(theirs.fileno()), pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env
+        )
+    finally:
+        theirs.close()  # only the worker holds its end now, so its death is our end-of-file
+    conn = Connection(ours.detach())
+    send(conn, config)
+    return process, conn
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The worker process's entry point: ``python -m console.live.worker_process FD``."""
+    args = sys.argv[1:] if argv is None else argv
+    conn = Connection(int(args[-1]))
+    try:
+        config = receive(conn)
+    except (EOFError, OSError):
+        return 1  # the window went away before saying what to watch
+    if not isinstance(config, WorkerConfig):
+        return 2
+    run(conn, config)
+    return 0
 
 
 def run(conn: Connection, config: WorkerConfig) -> None:
-    """The worker process's entry point."""
+    """Serve one window over ``conn`` until it says stop or goes away."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s [monitor] %(name)s: %(message)s")
     # Ctrl-C in a terminal reaches the whole process group: the window decides when its worker stops.
@@ -325,3 +364,7 @@ def _picklable(exc: Exception) -> Exception:
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
     return exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
