@@ -10,7 +10,11 @@ Everything here is a frozen dataclass that pickles as it is (the worker is start
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
+import operator
+import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 from console.config.fleet import Fleet
 from console.live.monitor import MonitorUpdate
 from console.notify.health import ReceiverStatus
+from console.samples import results, schema
 from console.samples.schema import NodeSample
 
 BATCH_S = 0.05  # how long updates gather before they travel: a 20 Hz stream is finer than any view redraws
@@ -145,3 +150,51 @@ class SampleRepeats:
                 self._last[result.node] = result.sample
             out.append(update)
         return tuple(out)
+
+
+PICKLE_PROTOCOL = 5
+Reducer = Callable[[Any], tuple[type, tuple[Any, ...]]]
+
+
+def _positional(cls: type) -> Reducer | None:
+    """A reducer that rebuilds ``cls`` by calling it with its fields in order, or None when some field is not an
+    ``__init__`` argument. Frozen slotted dataclasses otherwise unpickle through ``dataclasses``' Python-level
+    ``__setstate__``, which looks the fields up for every object: at 1,000 nodes a second (about 11 objects per
+    poll) that was most of the window's unpickling time, 0.20 against 0.12 ms per poll this way."""
+    fields = dataclasses.fields(cls)
+    if not all(f.init for f in fields):
+        return None
+    get = operator.attrgetter(*(f.name for f in fields))
+    if len(fields) == 1:
+        return lambda obj: (type(obj), (get(obj),))
+    return lambda obj: (type(obj), get(obj))
+
+
+def _fast_table() -> dict[type, Reducer]:
+    table: dict[type, Reducer] = {}
+    for module in (schema, results):
+        for value in vars(module).values():
+            if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == module.__name__:
+                reducer = _positional(value)
+                if reducer is not None:
+                    table[value] = reducer
+    reducer = _positional(MonitorUpdate)
+    assert reducer is not None
+    table[MonitorUpdate] = reducer
+    return table
+
+
+_FAST = _fast_table()
+
+
+def encode(message: object) -> bytes:
+    """One message as bytes (pickle protocol 5, samples and results as positional calls)."""
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=PICKLE_PROTOCOL)
+    pickler.dispatch_table = _FAST
+    pickler.dump(message)
+    return out.getvalue()
+
+
+def decode(data: bytes) -> object:
+    return pickle.loads(data)

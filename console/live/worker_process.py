@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -47,6 +46,8 @@ from console.live.worker_messages import (
     SampleRepeats,
     Stopped,
     WorkerConfig,
+    decode,
+    encode,
 )
 from console.notify.notifier import Notifier
 from console.notify.silences import Matcher, Silence
@@ -57,16 +58,15 @@ log = logging.getLogger(__name__)
 PARENT_CHECK_S = 1.0  # how often a quiet command loop checks that the window's process is still its parent
 SILENCES_EVERY_S = 2.0  # the window re-reads silences every few seconds; sending them more often is waste
 STOP_TIMEOUT_S = 10.0
-PICKLE_PROTOCOL = 5
 
 
 def send(conn: Connection, message: object) -> None:
     """One message, pickled at protocol 5 (both ends use these two functions)."""
-    conn.send_bytes(pickle.dumps(message, protocol=PICKLE_PROTOCOL))
+    conn.send_bytes(encode(message))
 
 
 def receive(conn: Connection) -> object:
-    return pickle.loads(conn.recv_bytes())
+    return decode(conn.recv_bytes())
 
 
 def worker_command(fd: int) -> list[str]:
@@ -360,7 +360,7 @@ def _picklable(exc: Exception) -> Exception:
     """``exc`` itself when it survives pickling (KeyError, ValueError, NotifyError), else its text in a
     RuntimeError, so that the answer always reaches the window."""
     try:
-        pickle.loads(pickle.dumps(exc, protocol=PICKLE_PROTOCOL))
+        decode(encode(exc))
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
     return exc
