@@ -249,13 +249,17 @@ class MonitorClient(QObject):
             raise WorkerFailed(f"the monitoring process is gone: {exc}") from exc
 
     def _on_notifier_activated(self) -> None:
-        self._read_available()
+        # One message per wake-up: a GUI thread that fell behind (a long paint) then catches up between events
+        # instead of holding the loop for every batch queued meanwhile; the notifier fires again while data waits.
+        self._read_available(at_most=1)
 
-    def _read_available(self) -> None:
+    def _read_available(self, at_most: int | None = None) -> None:
         conn = self._conn
         failure: Exception | None = None
+        read = 0
         try:
-            while conn is not None and conn is self._conn and conn.poll():
+            while conn is not None and conn is self._conn and (at_most is None or read < at_most) and conn.poll():
+                read += 1
                 message = worker_process.receive(conn)
                 try:
                     self._handle(message)

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 PARENT_CHECK_S = 1.0  # how often a quiet command loop checks that the window's process is still its parent
 SILENCES_EVERY_S = 2.0  # the window re-reads silences every few seconds; sending them more often is waste
 STOP_TIMEOUT_S = 10.0
+WORKER_NICENESS = 5
 
 
 def send(conn: Connection, message: object) -> None:
@@ -120,6 +121,10 @@ def run(conn: Connection, config: WorkerConfig) -> None:
         logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s [monitor] %(name)s: %(message)s")
     # Ctrl-C in a terminal reaches the whole process group: the window decides when its worker stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # On a busy machine the window's thread gets the core first: a poll a few milliseconds late costs nothing an
+    # operator sees, a frame late does (a 1 Hz poll has ~1 s of slack per node, the GUI's 10 ms timer has none).
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     WorkerHost(conn, config).serve()
 
 
