@@ -52,6 +52,40 @@ def _no_leaked_threads() -> Iterator[None]:
     pytest.fail(f"threads left running: {[t.name for t in leaked]}")
 
 
+def _monitor_workers() -> list[int]:
+    """This process's children that are the window's monitoring worker (console.live.worker_process)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) != os.getpid() or stat[0] in ("Z", "X"):
+                continue
+            if b"console.live.worker_process" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):  # it ended meanwhile
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_processes() -> Iterator[None]:
+    """A test must end every monitoring worker it started (closing the window, or the app's shutdown)."""
+    yield
+    import signal
+    import time
+
+    end = time.monotonic() + 5.0
+    while _monitor_workers() and time.monotonic() < end:
+        time.sleep(0.05)
+    left = _monitor_workers()
+    for pid in left:  # not to spoil the next tests: the failure below says it happened
+        os.kill(pid, signal.SIGKILL)
+    if left:
+        pytest.fail(f"monitoring workers left running: {left}")
+
+
 # -- Qt timers and QThreads ----
 # QTimer.start and QThread.start are wrapped (once, and only once Qt is loaded) to remember what a test started and
 # where; after the test, one still active or running fails it. A closed window whose timer keeps ticking, or a

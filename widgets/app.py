@@ -1,5 +1,10 @@
-"""The composition root of the GUI: builds the fleet, store, engine, monitor, bridge and window, and tears them
-down in order on quit. Nothing else creates long-lived objects; there are no global registries."""
+"""The composition root of the GUI: builds the window and the monitoring worker it talks to, and tears them down
+in order on quit. Nothing else creates long-lived objects; there are no global registries.
+
+Polling, parsing, the incident engine, the store's writer, the chart rollup and the notifier run in a worker
+process (``console.live.worker_process``), so they never hold this process's GIL; ``widgets.monitor_client`` is
+the window's end of it. This process only reads the files the worker writes (the incident log, chart history).
+"""
 
 from __future__ import annotations
 
@@ -19,10 +24,10 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from console.config.fleet import Fleet
 from console.history.rings import ASSUMED_GPUS_PER_NODE, FleetHistory
-from console.history.rollup import DEFAULT_RETENTION_H, RollupStore, history_path_for
-from console.live.monitor import FleetMonitor, MonitorUpdate
-from console.live.startup import incident_engine_for, open_chart_history, open_notifier, tune_garbage_collector
-from console.notify.notifier import Notifier
+from console.history.rollup import DEFAULT_RETENTION_H, RollupError, RollupReader, history_path_for
+from console.live.monitor import MonitorUpdate
+from console.live.startup import tune_garbage_collector
+from console.live.worker_messages import WorkerConfig
 from console.store import IncidentStore
 from widgets import windows
 from widgets.bridge import MonitorBridge
@@ -30,6 +35,7 @@ from widgets.live.main_window import MainWindow
 from widgets.live.receivers import ReceiverStatusLabel
 from widgets.live.silencing import NodeSilencer
 from widgets.live.tray import FleetTray, NotificationSettingsDialog
+from widgets.monitor_client import MonitorClient
 
 log = logging.getLogger(__name__)
 qt_log = logging.getLogger("qt")
@@ -57,24 +63,22 @@ class ConsoleApp:
     fleet: Fleet
     db_path: Path
     window: MainWindow
-    monitor: FleetMonitor
+    monitor: MonitorClient  # the monitoring worker: poller, engine, store writer, rollup, notifier
     bridge: MonitorBridge
-    store: IncidentStore
-    engine: object
+    store: IncidentStore  # read-only: the incident log's reads (the worker writes the file)
     extra_windows: list[dict[str, QWidget]] = field(default_factory=list)
-    rollup: RollupStore | None = None  # per-minute chart history; None when its file could not be opened
+    rollup: RollupReader | None = None  # per-minute chart history; None when its file could not be opened
     tray: FleetTray | None = None
-    notifier: Notifier | None = None  # Alertmanager, webhooks, silences
     silencer: NodeSilencer | None = None  # the fleet panel's "Silence…"
     _stopped: bool = False
 
     def start(self) -> None:
-        self.monitor.start()
+        self.monitor.start_polling()
 
     def shutdown(self) -> None:
-        """Stop the readers, then polling, then the store's writer. Safe to call twice.
+        """Stop the readers, then the worker (polling, then its writers). Safe to call twice.
 
-        The incident log's lanes and the charts' history lane go first: they read the files closed last.
+        The incident log's lanes and the charts' history lane go first: they read the files the worker closes.
         """
         if self._stopped:
             return
@@ -86,11 +90,7 @@ class ConsoleApp:
             self.tray.shutdown()
         self.window.shutdown()  # its timers and the chart-history lane
         self.monitor.stop()
-        if self.notifier is not None:
-            self.notifier.stop()
-        close = getattr(self.store, "close", None)
-        if close is not None:
-            close()
+        self.store.close()
         if self.rollup is not None:
             self.rollup.close()
 
@@ -105,7 +105,6 @@ class ConsoleApp:
         }
 
 
-GIL_SWITCH_INTERVAL_S = 0.001
 HISTORY_BUDGET_BYTES = 256 * 2**20  # in-memory chart rings; the rollup holds what they cannot
 
 
@@ -119,32 +118,38 @@ def build_app(
     history_budget_bytes: int = HISTORY_BUDGET_BYTES,
     settings: QSettings | None = None,
 ) -> ConsoleApp:
-    # The GUI thread re-takes the GIL after each call into Qt; with the poller busy (1,000 nodes a second) it waited
-    # up to the 5 ms switch interval every time, and a repaint made of hundreds of such calls stalled for seconds
-    # (scripts/bench/bench_poll.py --app: longest stall 1.9 s at 5 ms, 0.4 s at 1 ms).
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    """Start the monitoring worker (it opens the database first: its problems raise here) and build the window.
+    Polling begins on ``start``."""
     tune_garbage_collector()
     bridge = MonitorBridge()
-    # A failing disk is reported by the store's writer thread; the bridge carries it to the banner.
-    store = IncidentStore.open(db_path, on_error=bridge.report_problem)
-    rollup = open_chart_history(history_path or history_path_for(db_path), history_retention_h, log.warning)
-    engine = incident_engine_for(fleet)
+    history_file = history_path or history_path_for(db_path)
+    level = logging.getLogger().getEffectiveLevel()
+    config = WorkerConfig(fleet, db_path, history_file, history_retention_h, seed=seed, log_level=level)
+    monitor = MonitorClient(config, bridge)
     history = FleetHistory(budget_bytes=history_budget_bytes, expected_gpus=len(fleet.nodes) * ASSUMED_GPUS_PER_NODE)
     window = MainWindow(fleet, db_path, history)
     bridge.setParent(window)
+    monitor.setParent(window)
     bridge.updates_received.connect(window.on_monitor_updates)
     bridge.problem_reported.connect(window.show_problem)
-    if store.recovered is not None:
-        window.show_problem(store.recovered.message)
-    if rollup is not None:
-        window.charts.set_rollup(rollup.reader)
-        if rollup.recovered is not None:
-            window.show_problem(rollup.recovered.message)
-    notifier = open_notifier(fleet, db_path, window.show_problem, always=True)
-    silencer = _attach_notifier(window, fleet, notifier) if notifier is not None else None
-    monitor = FleetMonitor(
-        fleet, engine=engine, store=store, on_update=bridge.post, seed=seed, history=rollup, notifier=notifier
-    )
+    bridge.status_reported.connect(lambda text: window.statusBar().showMessage(text, 30_000))
+    bridge.worker_lost.connect(lambda text: window.statusBar().showMessage(text, 30_000))
+    try:
+        ready = monitor.launch()  # a damaged database moved aside, or history disabled, reach the banner here
+        store = IncidentStore.open_readonly(db_path)
+    except BaseException:
+        monitor.stop()
+        window.shutdown()
+        window.deleteLater()
+        raise
+    rollup: RollupReader | None = None
+    if ready.history_enabled:
+        try:
+            rollup = RollupReader.open_readonly(history_file)
+        except RollupError as exc:
+            window.show_problem(f"chart history not shown: {exc}")
+        window.charts.set_rollup(rollup)
+    silencer = _attach_notifier(window, fleet, monitor)
     tray = _attach_tray(window, bridge, settings or QSettings("gpu-ops-console", "console"))
     app = ConsoleApp(
         fleet=fleet,
@@ -153,10 +158,8 @@ def build_app(
         monitor=monitor,
         bridge=bridge,
         store=store,
-        engine=engine,
         rollup=rollup,
         tray=tray,
-        notifier=notifier,
         silencer=silencer,
     )
     # Incident log and inventory editor hang off toolbar actions; each is built (and imported) on first use.
@@ -167,14 +170,14 @@ def build_app(
     return app
 
 
-def _attach_notifier(window: MainWindow, fleet: Fleet, notifier: Notifier) -> NodeSilencer:
+def _attach_notifier(window: MainWindow, fleet: Fleet, monitor: MonitorClient) -> NodeSilencer:
     """Silenced incidents dimmed in the open list; the receivers' status in the status bar (when there are any);
-    the fleet panel's node menu makes silences."""
-    window.incidents.show_silences(notifier.silence_of)
+    the fleet panel's node menu makes silences. The notifier runs in the worker: ``monitor`` speaks for it."""
+    window.incidents.show_silences(monitor.silence_of)
     if fleet.receivers:
-        window.statusBar().addPermanentWidget(ReceiverStatusLabel(notifier.statuses, window))
+        window.statusBar().addPermanentWidget(ReceiverStatusLabel(monitor.statuses, window))
     racks = {node.name: node.topology.rack for node in fleet.nodes if node.topology.rack}
-    silencer = NodeSilencer(notifier, racks, lambda text: window.statusBar().showMessage(text, 15_000), window)
+    silencer = NodeSilencer(monitor, racks, lambda text: window.statusBar().showMessage(text, 15_000), window)
     window.fleet_panel.silencing_enabled = True
     window.fleet_panel.silence_requested.connect(silencer.ask)
     return silencer

@@ -58,10 +58,16 @@ class ProblemReport:
 
 
 class MonitorBridge(QObject):
-    """The poller's way into the window: ``post`` and ``report_problem`` from any thread, signals on the GUI one."""
+    """The poller's way into the window: ``post`` and ``report_problem`` from any thread, signals on the GUI one.
+
+    ``deliver`` (GUI thread only) hands over a batch that is already on the GUI thread: the monitoring worker's,
+    read from its pipe by ``widgets.monitor_client``.
+    """
 
     updates_received = Signal(object)  # a tuple of MonitorUpdate, oldest first
     problem_reported = Signal(str)
+    status_reported = Signal(str)  # a passing note for the status bar (the monitoring process is back)
+    worker_lost = Signal(str)  # the monitoring process died; it is being restarted
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -73,6 +79,9 @@ class MonitorBridge(QObject):
 
     def report_problem(self, message: str) -> None:
         self._crossing.post(ProblemReport(message))
+
+    def deliver(self, updates: tuple[MonitorUpdate, ...]) -> None:
+        self.updates_received.emit(updates)
 
     def _on_crossing_delivered(self, batch: Sequence[object]) -> None:
         updates = tuple(item for item in batch if isinstance(item, MonitorUpdate))

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from console.cli.main import build_parser, configure_logging, run_command
+from console.live.startup import WORKER_ARGUMENT
 
 GUI_MODULES = ("PySide6", "shiboken6", "pyqtgraph")
 # The Debian packages that carry the shared libraries Qt most often finds missing (scripts/setup.sh installs them).
@@ -46,8 +47,13 @@ def gui_import_problem(exc: ImportError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == [WORKER_ARGUMENT]:  # a frozen build runs itself again as the window's monitoring worker
+        from console.live.worker_process import main as worker_main
+
+        return worker_main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     configure_logging(args.log_level)
     if args.command:
         return run_command(args)

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How a frozen build's binary is told to be the window's monitoring worker (console.live.worker_process); here, not
+# there, so that the launcher can check for it without importing the whole pipeline on every command.
+WORKER_ARGUMENT = "--monitor-worker"
+
 
 def resolve_fleet(config: str | None, demo: bool, seed: int | None) -> Fleet:
     """``--demo`` or no inventory at all -> the built-in demo fleet; otherwise the inventory (errors propagate)."""

@@ -69,6 +69,18 @@ class SilenceBook:
         view = self._view
         return view.alertmanager + view.local
 
+    def view(self) -> object:
+        """What the book knows now, as one immutable picklable value: a mirror in another process ``adopt``s it
+        (the window's process, while the notifier runs in the monitoring worker)."""
+        return self._view
+
+    def adopt(self, view: object) -> None:
+        """Know what another book's ``view`` says (a mirror's only writer)."""
+        if not isinstance(view, _View):
+            raise TypeError(f"not a silence book's view: {type(view).__name__}")
+        with self._lock:
+            self._view = view
+
     # --- the notifier's loop ---
 
     def set_local(self, silences: tuple[Silence, ...]) -> None:

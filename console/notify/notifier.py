@@ -130,6 +130,12 @@ class Notifier:
     def rack_of(self, incident: Incident) -> str | None:
         return rack_of(incident, self._racks)
 
+    @staticmethod
+    def mirror_book(fleet: Fleet) -> SilenceBook:
+        """A book that reads incidents as this fleet's notifier does, for ``SilenceBook.adopt`` in another process."""
+        racks = {node.name: node.topology.rack for node in fleet.nodes if node.topology.rack}
+        return SilenceBook(lambda incident: incident_labels(incident, rack_of(incident, racks)))
+
     def labels_of(self, incident: Incident) -> dict[str, str]:
         return incident_labels(incident, self.rack_of(incident))
 

@@ -119,6 +119,11 @@ class IncidentStore:
             return
         writer.put(ExposureWrite(site, provider, gpu_model, int(at // 3600), gpu_seconds))
 
+    @property
+    def read_only(self) -> bool:
+        """Opened by ``open_readonly``: another process (or nobody) writes the file."""
+        return self._writer is None
+
     def flush(self, timeout_s: float = 10) -> None:
         """Wait until everything queued before this call is committed (or has failed and been reported)."""
         self._writable().flush(timeout_s)

@@ -97,7 +97,9 @@ def main() -> None:
         gpu_incidents = [i for i in log_window.model.incidents() if i.context.gpu_uuid and i.parent_id is None]
         shown = max(gpu_incidents, key=lambda i: (i.rule == "xid", i.severity), default=None)
         if shown is not None:
-            write_past(app.store, shown)
+            # The app's own store is read-only (its monitoring worker writes the file): a second writer, briefly.
+            with IncidentStore.open(app.db_path) as writer:
+                write_past(writer, shown)
             log_window.apply_filters()
             QTimer.singleShot(2000, lambda: select(log_window, shown.id))
         else:

@@ -34,7 +34,7 @@ def test_repeated_payloads_keep_the_node_alive_without_charting_them_again(qtbot
             started = time.monotonic()
             qtbot.wait(9_000)
             node = window.state.nodes[name]
-            polls = app.monitor.poller.stats.polls / len(fleet.nodes)
+            polls = app.monitor.counters.polls / len(fleet.nodes)
             charted = len(window.history.node(name).times)
             assert polls >= 14, "polled every 0.5 s"
             elapsed = time.monotonic() - started

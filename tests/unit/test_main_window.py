@@ -112,7 +112,7 @@ def test_a_scripted_fault_becomes_an_incident_in_the_panel_and_in_sqlite(console
     row = next(r for r in range(rows.rowCount()) if rows.incident(r).rule == "gpu_lost")
     window.incidents._on_view_double_clicked(rows.index(row, 0))
     assert window.charts.selection is not None and window.charts.selection.node == fault.node
-    app.store.flush()  # type: ignore[attr-defined]
+    app.monitor.flush()  # the worker commits what it holds
     with sqlite3.connect(app.db_path) as db:
         stored = db.execute(
             "SELECT severity, status FROM incidents WHERE rule = 'gpu_lost' AND node = ?", (fault.node,)
@@ -126,7 +126,7 @@ def test_shutdown_stops_every_thread_and_timer(qtbot, tmp_path: Path) -> None:  
     app.start()
     qtbot.waitUntil(lambda: app.monitor.counters.samples > 10, timeout=15_000)
     app.shutdown()
-    assert not app.monitor.poller.running
+    assert not app.monitor.alive  # the monitoring process ended with the window
     timers = [t for t in app.window.findChildren(QTimer) if t.isActive()]
     assert timers == [], f"timers still running: {[t.objectName() or t for t in timers]}"
     # conftest's autouse fixture fails the test if a poller, ticker or writer thread is still alive

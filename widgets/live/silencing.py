@@ -7,7 +7,8 @@ sentence that says why not, goes to the status bar. Silenced incidents stay list
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from PySide6.QtWidgets import (
     QComboBox,
@@ -20,7 +21,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.notify.notifier import Notifier
 from console.notify.schema import NotifyError
 from console.notify.silences import Matcher, Silence
 from console.store.ledger import operator_name
@@ -61,10 +61,18 @@ class SilenceDialog(QDialog):
         return Matcher(str(name), str(value))
 
 
+class SilenceMaker(Protocol):
+    """What makes the silence: the notifier (``console.notify.notifier.Notifier``) or the monitoring worker's."""
+
+    def add_silence(self, matchers: Sequence[Matcher], duration_s: float, comment: str, created_by: str) -> Silence: ...
+
+
 class NodeSilencer:
     """Opens the dialog for a node and makes the silence off the GUI thread; ``say`` reports the outcome."""
 
-    def __init__(self, notifier: Notifier, racks: dict[str, str], say: Callable[[str], None], parent: QWidget) -> None:
+    def __init__(
+        self, notifier: SilenceMaker, racks: dict[str, str], say: Callable[[str], None], parent: QWidget
+    ) -> None:
         self._notifier = notifier
         self._racks = racks
         self._say = say

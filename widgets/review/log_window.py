@@ -280,7 +280,8 @@ class IncidentLogWindow(QMainWindow):
         store, incident_id = self.store, incident.id
 
         def reread() -> Incident | None:
-            store.flush()  # the engine's change is queued to the writer; read it back once committed
+            if not store.read_only:  # a read-only store's writer is the monitoring worker, which flushed already
+                store.flush()  # the engine's change is queued to the writer; read it back once committed
             return store.get(incident_id)
 
         self.jobs.submit("query", f"reread:{incident_id}", reread, self._on_reread)

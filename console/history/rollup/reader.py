@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from console.db import Database
 from console.history.rollup.minutes import CHASSIS, STATS
-from console.history.rollup.schema import RollupError, UnknownMetric
+from console.history.rollup.schema import SCHEMA, RollupError, UnknownMetric
 
 _BLOCK = (
     "SELECT m.minute, m.stats FROM minutes m JOIN entities e ON e.id = m.entity "
@@ -58,6 +59,14 @@ class RollupReader:
         self.path = db.path
         self._db = db
         self._layout: dict[str, dict[str, int]] | None = None
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> RollupReader:
+        """A reader of a file another process writes (the monitoring worker's ``RollupStore``); ``close`` it."""
+        return cls(Database.open_readonly(path, SCHEMA))
+
+    def close(self) -> None:
+        self._db.close()
 
     def _columns(self, kind: str) -> dict[str, int]:
         if self._layout is None:
