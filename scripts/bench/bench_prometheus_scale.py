@@ -181,7 +181,8 @@ class Refresh:
     gpus_with_fleet_values: int
 
 
-async def read_refreshes(url: str, count: int) -> list[Refresh]:
+async def read_refreshes(prometheus: RunningPrometheus, count: int) -> list[Refresh]:
+    url = prometheus.url
     import aiohttp
 
     from console.live.startup import tune_garbage_collector
@@ -226,11 +227,12 @@ async def read_refreshes(url: str, count: int) -> list[Refresh]:
     return refreshes
 
 
-def todays_answers(url: str) -> tuple[float, float, float, int, int]:
+def todays_answers(prometheus: RunningPrometheus) -> tuple[float, float, float, int, int]:
     """The pre-issue-17 queries (full identity labels, one per metric group) with urllib + json.loads:
     wall, client CPU, Prometheus CPU, bytes, queries."""
     from console.sources.prometheus_queries import METRIC_GROUPS, instant_query, scrape_time_query
 
+    url = prometheus.url
     queries = [scrape_time_query(), *(instant_query(group) for group in METRIC_GROUPS.values())]
     prometheus_before, cpu_before, wall_before = prometheus.cpu_s(), time.process_time(), time.perf_counter()
     size = 0
@@ -243,11 +245,7 @@ def todays_answers(url: str) -> tuple[float, float, float, int, int]:
     return wall, time.process_time() - cpu_before, prometheus.cpu_s() - prometheus_before, size, len(queries)
 
 
-prometheus: RunningPrometheus  # the one under measurement (read by read_refreshes)
-
-
 def measure(gpus: int, refreshes: int, work: Path) -> dict[str, Any]:
-    global prometheus
     gpus -= gpus % GPUS_PER_NODE  # whole 8-GPU nodes: 1,250 asked is 1,248 measured
     started = time.perf_counter()
     text = work / "dcgm.om"
@@ -262,9 +260,9 @@ def measure(gpus: int, refreshes: int, work: Path) -> dict[str, Any]:
     prepared = time.perf_counter() - started
     prometheus = start_prometheus(work)
     try:
-        todays_answers(prometheus.url)  # warm Prometheus' caches (postings, chunks) before anything is timed
-        floor = todays_answers(prometheus.url)
-        runs = asyncio.run(read_refreshes(prometheus.url, refreshes + 1))
+        todays_answers(prometheus)  # warm Prometheus' caches (postings, chunks) before anything is timed
+        floor = todays_answers(prometheus)
+        runs = asyncio.run(read_refreshes(prometheus, refreshes + 1))
     finally:
         prometheus.process.terminate()
         prometheus.process.wait(30)
@@ -275,8 +273,10 @@ def show(result: dict[str, Any]) -> None:
     gpus = result["gpus"]
     runs: list[Refresh] = result["runs"]
     first, steady = runs[0], runs[1:]
-    print(f"\n== {gpus:,} GPUs ({gpus // GPUS_PER_NODE:,} nodes, {result['samples']:,} samples in blocks, "
-          f"prepared in {result['prepared_s']:.0f} s)")
+    print(
+        f"\n== {gpus:,} GPUs ({gpus // GPUS_PER_NODE:,} nodes, {result['samples']:,} samples in blocks, "
+        f"prepared in {result['prepared_s']:.0f} s)"
+    )
 
     def line(label: str, items: list[Refresh]) -> None:
         last = items[-1]
@@ -295,9 +295,7 @@ def show(result: dict[str, Any]) -> None:
         f"  {'peer: before-17 answers':<26} wall {wall:6.2f} s   json.loads CPU {cpu:5.2f} s   Prometheus CPU "
         f"{prom_cpu:5.2f} s   {size / 1e6:6.1f} MB   {queries:3d} requests (urllib + json.loads only)"
     )
-    print(
-        "  targets at 10,000 GPUs:    wall < 2 s, console CPU < 1 s, Prometheus CPU < 2 s, all nodes and GPUs"
-    )
+    print("  targets at 10,000 GPUs:    wall < 2 s, console CPU < 1 s, Prometheus CPU < 2 s, all nodes and GPUs")
 
 
 def main() -> None:
@@ -312,8 +310,9 @@ def main() -> None:
             raise SystemExit(f"{tool} is not installed (Debian: apt install prometheus)")
     import console
 
-    print(f"console from {Path(console.__file__).parent}; Prometheus 2.42 (Debian) on 127.0.0.1, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"console from {Path(console.__file__).parent}; Prometheus 2.42 (Debian) on 127.0.0.1, {os.cpu_count()} cores"
+    )
     results = []
     for gpus in args.gpus:
         with tempfile.TemporaryDirectory(prefix="bench-prom-") as tmp:
@@ -325,8 +324,10 @@ def main() -> None:
         factor = large["gpus"] / small["gpus"]
 
         def grow(key: str) -> float:
-            return float(median(getattr(r, key) for r in large["runs"][1:]) /
-                         max(1e-9, median(getattr(r, key) for r in small["runs"][1:])))
+            return float(
+                median(getattr(r, key) for r in large["runs"][1:])
+                / max(1e-9, median(getattr(r, key) for r in small["runs"][1:]))
+            )
 
         print(
             f"\ngrowth {small['gpus']:,} -> {large['gpus']:,} GPUs ({factor:.0f}x): wall {grow('wall_s'):.1f}x, "
