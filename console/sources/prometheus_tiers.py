@@ -33,36 +33,6 @@ from console.sources.workload_labels import WORKLOAD_LABELS
 
 SLOW_EVERY_S = 15.0
 
-# Every field the fleet view shows or an incident rule reads (resources/rules/default.toml and the detectors:
-# Xid, ECC, row remapping, NVLink, PCIe replays and link state, throttle reasons, thermal and HBM margins,
-# the energy counter, recovery action).
-HOT_FIELDS = frozenset(
-    {
-        "temperature_c",
-        "power_w",
-        "utilization_pct",
-        "memory_used_mib",
-        "memory_temperature_c",
-        "thermal_margin_c",
-        "energy_j",
-        "throttle_reasons",
-        "ecc_sbe_volatile",
-        "ecc_dbe_volatile",
-        "remapped_rows_uncorrectable",
-        "remapped_rows_failure",
-        "remapped_rows_pending",
-        names.NVLINK_CRC_FLIT,
-        names.NVLINK_CRC_DATA,
-        "nvlink_replay_errors",
-        "nvlink_recovery_errors",
-        "recovery_action",
-        "pcie_replays",
-        "pcie_link_gen",
-        "pcie_link_width",
-        "xid_last",
-        "xid_count",
-    }
-)
 # Hot fields that are 0 on a healthy GPU (counters, flags, reasons): once every GPU reporting them is known (from a
 # read asking for all their series), a refresh asks only for the non-zero ones; the others are 0 as scraped.
 SPARSE_FIELDS = frozenset(
@@ -80,6 +50,23 @@ SPARSE_FIELDS = frozenset(
         "recovery_action",
         "pcie_replays",
         "xid_last",
+    }
+)
+# Every field the fleet view shows or an incident rule reads (resources/rules/default.toml and the detectors:
+# Xid, ECC, row remapping, NVLink, PCIe replays and link state, throttle reasons, thermal and HBM margins,
+# the energy counter, recovery action): the sparse ones and the gauges every GPU reports.
+HOT_FIELDS = SPARSE_FIELDS | frozenset(
+    {
+        "temperature_c",
+        "power_w",
+        "utilization_pct",
+        "memory_used_mib",
+        "memory_temperature_c",
+        "thermal_margin_c",
+        "energy_j",
+        "pcie_link_gen",
+        "pcie_link_width",
+        "xid_count",
     }
 )
 # Limits and maxima a GPU keeps until someone changes its configuration: read with its identity.

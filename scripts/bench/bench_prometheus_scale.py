@@ -183,10 +183,16 @@ class Refresh:
 
 async def read_refreshes(prometheus: RunningPrometheus, count: int) -> list[Refresh]:
     url = prometheus.url
+    import importlib
+
     import aiohttp
 
     from console.live.startup import tune_garbage_collector
-    from console.sources import prometheus as module
+
+    try:  # the reader's own module: prometheus_site since it was split out, prometheus in older checkouts
+        module = importlib.import_module("console.sources.prometheus_site")
+    except ImportError:
+        module = importlib.import_module("console.sources.prometheus")
 
     tune_garbage_collector()  # the collector thresholds the window and the headless poll run with
 

@@ -171,7 +171,7 @@ def test_the_first_read_brings_the_minutes_before_it_to_charts_and_evidence(
 
     monkeypatch.setenv(PASSWORD_ENV, BASIC_AUTH_PASSWORD)
     # What is measured is the delivery, not the bound on waiting for it (this machine's CPUs are shared).
-    monkeypatch.setattr("console.sources.prometheus.BACKFILL_WAIT_S", 30.0)
+    monkeypatch.setattr("console.sources.prometheus_site.BACKFILL_WAIT_S", 30.0)
     time.sleep(max(0.0, SCRAPED_SINCE[0] + 16 - time.monotonic()))  # held for longer than one backfill step
     spec = _spec(guarded, user=BASIC_AUTH_USER, password=SecretRef(SecretKind.ENV, PASSWORD_ENV))
     fleet = Fleet(sites=(Site(SITE, "onprem", interval_s=0.5),), nodes=(Node(NODE, SITE, (spec,)),))
