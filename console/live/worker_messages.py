@@ -25,7 +25,10 @@ from console.notify.health import ReceiverStatus
 from console.samples import results, schema
 from console.samples.schema import NodeSample
 
-BATCH_S = 0.05  # how long updates gather before they travel: a 20 Hz stream is finer than any view redraws
+BATCH_S = 0.02  # how long updates gather before they travel: short, because the window unpickles a batch in one go
+# At most this many updates a message: a sender that ran late (the poller held the GIL) splits what gathered
+# into several messages, which the window reads one per wake-up, between its timers and paints.
+MAX_BATCH_UPDATES = 32
 
 
 @dataclass(frozen=True, slots=True)

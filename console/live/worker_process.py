@@ -37,6 +37,7 @@ from console.live.startup import (
     tune_garbage_collector,
 )
 from console.live.worker_messages import (
+    MAX_BATCH_UPDATES,
     Answer,
     Batch,
     Command,
@@ -302,17 +303,20 @@ class WorkerHost:
             self._wake.wait(self._config.batch_s)
             self._wake.clear()
             batch = self._take()
-            if batch is not None:
+            while batch is not None:
                 try:
                     self._send(batch)
                 except OSError:  # the window is gone; the command loop sees the same and stops everything
                     return
+                batch = self._take() if stopping else None  # stopping: what is left travels now, all of it
             if stopping:
                 return
 
     def _take(self) -> Batch | None:
         with self._lock:
-            updates, self._updates = self._updates, []
+            updates, self._updates = self._updates[:MAX_BATCH_UPDATES], self._updates[MAX_BATCH_UPDATES:]
+            if self._updates:
+                self._wake.set()  # the rest travel next, without waiting
             problems, self._problems = self._problems, []
             answers, self._answers = self._answers, []
         silences, receivers = self._notifier_news()

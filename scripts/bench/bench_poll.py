@@ -2,7 +2,7 @@
 the same targets for the same time, and the CPU ratio of the two; or, with --app, the whole app.
 
     .venv/bin/python scripts/bench/bench_poll.py [--nodes 1000] [--duration 60] [--interval 1.0] [--no-prometheus]
-        [--sim-refresh S] [--app [--settle S]]
+        [--sim-refresh S] [--sim-nice N] [--app [--settle S]]
 
 Prints: polls/s, % of polls on time (PollerStats.on_time_polls / polls), p50/p99 poll latency, CPU of this
 process (the poller: everything but a sleeping main thread) as % of one core, its peak RSS, the simulator's
@@ -312,6 +312,13 @@ def main() -> int:
         "--sim-refresh", type=float, default=1.0, help="simulate --refresh: seconds between value updates"
     )
     parser.add_argument("--no-prometheus", action="store_true", help="skip the Prometheus comparison")
+    parser.add_argument(
+        "--sim-nice",
+        type=int,
+        default=0,
+        help="run the simulator at this nice level: the exporters it stands for run on other machines, and on a "
+        "2-core box its CPU competes with the window's",
+    )
     parser.add_argument("--settle", type=float, default=15.0, help="--app: seconds to run before measuring")
     parser.add_argument(
         "--app", action="store_true", help="measure the whole app (window, engine, store, rollup), not the poller"
@@ -319,6 +326,8 @@ def main() -> int:
     args = parser.parse_args()
     tune_garbage_collector()  # as the window and `gpu-console poll` do
     simulator, base = start_simulator(args.nodes, args.faults, args.sim_refresh)
+    if args.sim_nice:
+        os.setpriority(os.PRIO_PROCESS, simulator.pid, args.sim_nice)
     try:
         if args.app:
             bench_app(base, args.duration, simulator.pid, args.settle)

@@ -84,6 +84,35 @@ def test_selecting_a_gpu_charts_its_data(console_app, qtbot) -> None:  # type: i
     assert all(len(c.getData()[1]) >= 3 for c in window.charts.util_curves)
 
 
+def test_new_data_reaches_the_charts_one_plot_a_tick(console_app, qtbot) -> None:  # type: ignore[no-untyped-def]
+    """A frame is applied a plot per redraw tick: no tick paints all seven plots (a 35-40 ms stall for two)."""
+    app, _ = console_app
+    window = app.window
+    qtbot.waitUntil(lambda: window.state.gpu_count == 256, timeout=15_000)
+    node = next(n for n in window.state.nodes.values() if n.reachable and n.gpus)
+    qtbot.waitUntil(lambda: len(window.history.node(node.name).times) >= 3, timeout=10_000)
+    window.select_node(node.name)
+    charts = window.charts
+    assert charts.isVisible()
+    charts._timer.stop()  # the test ticks it
+    drawn = (charts.util_curves, charts.power_curves, charts.temp_curves)
+    for curves in drawn:
+        for curve in curves:
+            curve.setData([], [])
+    charts.mark_dirty(node.name)
+
+    def filled(curves) -> bool:  # type: ignore[no-untyped-def]
+        return all(len(c.getData()[1] if c.getData()[1] is not None else ()) >= 3 for c in curves)
+
+    charts._on_timer_timeout()
+    assert [filled(curves) for curves in drawn] == [True, False, False]
+    charts._on_timer_timeout()
+    assert [filled(curves) for curves in drawn] == [True, True, False]
+    for _tick in range(5):
+        charts._on_timer_timeout()
+    assert all(filled(curves) for curves in drawn)
+
+
 def test_a_scripted_fault_becomes_an_incident_in_the_panel_and_in_sqlite(console_app, qtbot) -> None:  # type: ignore[no-untyped-def]
     app, fault = console_app
     window = app.window

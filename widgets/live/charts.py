@@ -1,10 +1,10 @@
 """Live charts for the selection: one GPU, or every GPU of a node overlaid.
 
-Plot items and curves are created once and updated with ``setData`` on a redraw timer (4 Hz, only while visible),
-independent of data arrival. Fixed y ranges and width-1 pens without antialiasing keep a frame cheap
-(performance-notes.md). Missing data is NaN so lines break instead of lying; slowdown periods are shaded.
-The part of the window older than the in-memory rings comes from the per-minute rollup, read off the GUI thread
-by ``widgets.live.chart_history``.
+Plot items and curves are created once and updated with ``setData`` on a redraw timer (8 Hz, one plot of a
+frame per tick, only while visible), independent of data arrival. Fixed y ranges and width-1 pens without
+antialiasing keep a frame cheap (performance-notes.md). Missing data is NaN so lines break instead of lying;
+slowdown periods are shaded. The part of the window older than the in-memory rings comes from the per-minute
+rollup, read off the GUI thread by ``widgets.live.chart_history``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from widgets.live.chart_history import ChartHistory, RollupSnapshot, Selection, 
 MAX_GPU_CURVES = 8
 MAX_SHADED_REGIONS = 24
 SLOWDOWN_MASK = throttle_mask(SLOWDOWN_REASONS)
-REDRAW_HZ = 4  # how often the timer checks for new data; see _on_timer_timeout
+REDRAW_HZ = 8  # how often the timer checks for new data and applies one plot of a frame; see _on_timer_timeout
 MAX_IDLE_FRAME_S = 2.0
 FAN_SLOTS = sum(1 for m in CHASSIS_METRICS if m.startswith("fan"))
 # DCGM profiling shares, drawn as the mean of the selected GPUs (eight GPUs times three lines would not read).
@@ -319,8 +319,8 @@ class ChartPanel(QWidget):
 
     def _on_timer_timeout(self) -> None:
         # Repaint when the selected node has new data, or at least every MAX_IDLE_FRAME_S so the time axis keeps
-        # moving for a node that stopped answering. Painting six plots is the costliest thing the GUI thread
-        # does; repainting at 4 Hz while data arrives at 1 Hz only burnt CPU and stretched event-loop stalls.
+        # moving for a node that stopped answering. Painting the plots is the costliest thing the GUI thread
+        # does; whole frames at 4 Hz while data arrives at 1 Hz only burnt CPU and stretched event-loop stalls.
         if not self.isVisible():
             return
         now = time.monotonic()
@@ -373,11 +373,11 @@ class ChartPanel(QWidget):
             self._apply_next_group()
 
     def _start_staggered_frame(self) -> None:
-        """Compute a frame and apply its first group; the timer applies the rest on its next ticks.
+        """Compute a frame and apply its first plot; the timer applies the others on its next ticks.
 
-        Painting all six plots in one go stalled the event loop for 60-80 ms on this 2-core machine; applying
-        two plots per tick spreads the same work over three ticks (at most 500 ms behind the data, which arrives
-        once a second).
+        Painting all seven plots in one go stalled the event loop for 60-80 ms on this 2-core machine, two plots
+        a tick still 35-40 ms (the scene's dirty-item pass, then the paint); one plot a tick at 8 Hz spreads the
+        same work over seven ticks, under 900 ms behind the data, which arrives once a second.
         """
         self._dirty = False
         self._last_frame = time.monotonic()
@@ -390,13 +390,14 @@ class ChartPanel(QWidget):
                 apply()
 
     def _draw(self) -> list[list[Callable[[], object]]]:
-        """Compute a frame; return the item updates in three groups of two plots each."""
-        groups: list[list[Callable[[], object]]] = [[], [], []]
-        top, middle, bottom = groups
+        """Compute a frame; return the item updates in one group per plot."""
+        plots = (self.util, self.power, self.temp, self.cooling, self.fans, self.flow, self.profiling)
+        groups: list[list[Callable[[], object]]] = [[] for _plot in plots]
+        util, power, temp, cooling, fans, flow, profiling = groups
         sel = self._selection
         node = self._history.nodes.get(sel.node) if sel is not None else None
         if sel is None or node is None:
-            for plot in (self.util, self.power, self.temp, self.cooling, self.fans, self.flow, self.profiling):
+            for plot in plots:
                 for curve in plot.curves:
                     curve.setData([], [])
                 plot.shade([])
@@ -414,10 +415,10 @@ class ChartPanel(QWidget):
             if slot < len(gpus):
                 index, uuid = gpus[slot]
                 for curve, metric, group in (
-                    (self.util_curves[slot], "utilization_pct", top),
-                    (self.power_curves[slot], "power_w", top),
-                    (self.temp_curves[slot], "temperature_c", middle),
-                    (self.hbm_curves[slot], "memory_temperature_c", middle),
+                    (self.util_curves[slot], "utilization_pct", util),
+                    (self.power_curves[slot], "power_w", power),
+                    (self.temp_curves[slot], "temperature_c", temp),
+                    (self.hbm_curves[slot], "memory_temperature_c", temp),
                 ):
                     t, y = self._gpu_xy(node, cache, uuid, metric, since)
                     if slot == 0:
@@ -430,10 +431,10 @@ class ChartPanel(QWidget):
                 legend.append(f'<span style="color:{gpu_color(index)}">■ GPU {index}</span>')
             else:
                 for curves, group in (
-                    (self.util_curves, top),
-                    (self.power_curves, top),
-                    (self.temp_curves, middle),
-                    (self.hbm_curves, middle),
+                    (self.util_curves, util),
+                    (self.power_curves, power),
+                    (self.temp_curves, temp),
+                    (self.hbm_curves, temp),
                 ):
                     group.append(partial(curves[slot].setData, [], []))
         self.legend.setText(
@@ -444,18 +445,18 @@ class ChartPanel(QWidget):
         )
         if gpus:
             first = gpus[0][1]
-            top.append(partial(self.limit_curve.setData, *self._gpu_xy(node, cache, first, "power_limit_w", since)))
+            power.append(partial(self.limit_curve.setData, *self._gpu_xy(node, cache, first, "power_limit_w", since)))
             temp_t, temp_y = first_xy["temperature_c"]
             _margin_t, margin_y = self._gpu_xy(node, cache, first, "thermal_margin_c", since)
             if len(margin_y) == len(temp_y):
-                middle.append(partial(self.threshold_curve.setData, temp_t, temp_y + margin_y))
+                temp.append(partial(self.threshold_curve.setData, temp_t, temp_y + margin_y))
             else:  # the rollup held one metric and not the other: draw the ring part only
-                temp = node.gpu_series(first, "temperature_c", since)
+                ring = node.gpu_series(first, "temperature_c", since)
                 margin = node.gpu_series(first, "thermal_margin_c", since)
-                middle.append(partial(self.threshold_curve.setData, temp.t, temp.y + margin.y))
+                temp.append(partial(self.threshold_curve.setData, ring.t, ring.y + margin.y))
         else:
-            top.append(partial(self.limit_curve.setData, [], []))
-            middle.append(partial(self.threshold_curve.setData, [], []))
+            power.append(partial(self.limit_curve.setData, [], []))
+            temp.append(partial(self.threshold_curve.setData, [], []))
         if t_axis is not None and masks:
             combined = np.zeros(len(t_axis), dtype=np.int64)
             for m in masks:
@@ -464,43 +465,35 @@ class ChartPanel(QWidget):
         else:
             spans = []
         spans = sorted(self._rollup_slowdowns(node, cache, [u for _i, u in gpus], since) + spans)
-        middle.append(partial(self._draw_bands, node, cache, gpus[0] if gpus else None, since))
-        top.append(partial(self.util.shade, spans))
-        top.append(partial(self.power.shade, spans))
-        middle.append(partial(self.temp.shade, spans))
+        util.append(partial(self._draw_bands, node, cache, gpus[0] if gpus else None, since))
+        util.append(partial(self.util.shade, spans))
+        power.append(partial(self.power.shade, spans))
+        temp.append(partial(self.temp.shade, spans))
         for metric, curve in self.cooling_curves.items():
             xy = peak_decimate(*self._chassis_xy(node, cache, metric, since), self.max_points)
-            middle.append(partial(curve.setData, *xy))
+            cooling.append(partial(curve.setData, *xy))
         any_fan = False
         for i, curve in enumerate(self.fan_curves):
             fan_t, fan_y = peak_decimate(*self._chassis_xy(node, cache, f"fan{i}_rpm", since), self.max_points)
             any_fan = any_fan or bool(np.isfinite(fan_y).any())
-            bottom.append(partial(curve.setData, fan_t, fan_y))
+            fans.append(partial(curve.setData, fan_t, fan_y))
         flow_t, flow_y = self._chassis_xy(node, cache, "coolant_flow_lpm", since)
-        bottom.append(partial(self.flow_curve.setData, flow_t, flow_y))
+        flow.append(partial(self.flow_curve.setData, flow_t, flow_y))
         rated = np.full(len(flow_t), self.rated_flow_lpm, dtype=np.float32)
-        bottom.append(partial(self.rated_flow_curve.setData, flow_t, rated))
+        flow.append(partial(self.rated_flow_curve.setData, flow_t, rated))
         mid = now - self.window_s / 2
         has_flow = bool(np.isfinite(flow_y).any())
-        bottom.append(partial(self.flow.note_if_empty, has_flow, "no coolant loop reported by this node", mid))
-        bottom.append(partial(self.fans.note_if_empty, any_fan, "no chassis fans reported by this node", mid))
+        flow.append(partial(self.flow.note_if_empty, has_flow, "no coolant loop reported by this node", mid))
+        fans.append(partial(self.fans.note_if_empty, any_fan, "no chassis fans reported by this node", mid))
         any_profiling = False
         for metric, curve in self.profiling_curves.items():
             prof_t, prof_y = mean_of_gpus(
                 partial(self._gpu_xy, node, cache, metric=metric, since=since), [u for _i, u in gpus]
             )
             any_profiling = any_profiling or bool(np.isfinite(prof_y).any())
-            bottom.append(partial(curve.setData, *peak_decimate(prof_t, prof_y, self.max_points)))
-        bottom.append(partial(self.profiling.note_if_empty, any_profiling, NO_PROFILING, mid))
-        for plot, group in (
-            (self.util, top),
-            (self.power, top),
-            (self.temp, middle),
-            (self.cooling, middle),
-            (self.fans, bottom),
-            (self.flow, bottom),
-            (self.profiling, bottom),
-        ):
+            profiling.append(partial(curve.setData, *peak_decimate(prof_t, prof_y, self.max_points)))
+        profiling.append(partial(self.profiling.note_if_empty, any_profiling, NO_PROFILING, mid))
+        for plot, group in zip(plots, groups, strict=True):
             group.append(partial(plot.item.setXRange, since, now, padding=0))
         return groups
 
